@@ -1,0 +1,183 @@
+"""Configuration: :class:`S3Config`, a frozen dataclass validated on construction.
+
+Every field left as ``None`` is filled from the standard AWS environment when the config is made:
+
+=================  =====================================================================
+endpoint_url       ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, ``S3_ENDPOINT_URL`` (the
+                   original S3 plugin's variable; ``S3_USE_HTTPS=0`` turns a bare host into http)
+region             ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile's region, else us-east-1
+profile            ``AWS_PROFILE``
+verify             ``S3_VERIFY_SSL`` (0/false disables TLS verification; on by default)
+ca_bundle          ``AWS_CA_BUNDLE``
+backend            ``AWSIO_BACKEND``: auto | native | python
+=================  =====================================================================
+
+Credentials are not part of the config: they come from the botocore credential chain
+(environment, shared files, SSO, container and instance roles) through :func:`credentials_provider`,
+and refreshable ones are refreshed before expiry by whichever backend is in use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from awsio.errors import ConfigError
+
+__all__ = ["Credentials", "S3Config", "credentials_provider"]
+
+_BACKENDS = ("auto", "native", "python")
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """How to reach S3. Immutable; make a changed copy with :meth:`replace`.
+
+    Raises :class:`awsio.errors.ConfigError` (a ``ValueError``) naming the field for invalid values.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    path_style: bool | None = None
+    unsigned: bool = False
+    verify: bool | None = None
+    ca_bundle: str | None = None
+    max_connections: int = 32
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 5
+    backend: str | None = None
+    # Not a user knob: lets tests inject credentials without touching the environment.
+    static_credentials: tuple[str, str, str | None] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__.__get__(self)  # frozen: fill defaults in place once
+        endpoint = self.endpoint_url
+        if endpoint is None:
+            endpoint = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "S3_ENDPOINT_URL")
+            if endpoint and "://" not in endpoint:
+                scheme = "http" if os.environ.get("S3_USE_HTTPS", "1").lower() in _FALSE else "https"
+                endpoint = f"{scheme}://{endpoint}"
+        if endpoint is not None:
+            endpoint = endpoint.rstrip("/")
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError("endpoint_url must look like http(s)://host[:port]",
+                                  field="endpoint_url", value=endpoint)
+        set_("endpoint_url", endpoint)
+        if self.profile is None:
+            set_("profile", _env("AWS_PROFILE"))
+        if self.region is None:
+            set_("region", _env("AWS_REGION", "AWS_DEFAULT_REGION") or self._profile_region() or "us-east-1")
+        if self.path_style is None:
+            # Custom endpoints (MinIO, SeaweedFS, Ceph...) rarely serve virtual-hosted buckets.
+            set_("path_style", endpoint is not None)
+        if self.verify is None:
+            set_("verify", os.environ.get("S3_VERIFY_SSL", "1").lower() not in _FALSE)
+        if self.ca_bundle is None:
+            set_("ca_bundle", _env("AWS_CA_BUNDLE"))
+        if self.backend is None:
+            set_("backend", (_env("AWSIO_BACKEND") or "auto").lower())
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.backend not in _BACKENDS:
+            raise ConfigError(f"backend must be one of {_BACKENDS}", field="backend", value=self.backend)
+        for name in ("max_connections", "max_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer", field=name, value=value)
+        if self.max_connections > 1024:
+            raise ConfigError("max_connections must be at most 1024", field="max_connections",
+                              value=self.max_connections)
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds", field=name, value=value)
+        if not isinstance(self.region, str) or not self.region:
+            raise ConfigError("region must be a non-empty string", field="region", value=self.region)
+        if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
+            raise ConfigError("ca_bundle file does not exist", field="ca_bundle", value=self.ca_bundle)
+        for name in ("unsigned", "path_style", "verify"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool", field=name, value=getattr(self, name))
+
+    def _profile_region(self) -> str | None:
+        try:
+            import botocore.session
+
+            session = botocore.session.Session(profile=self.profile)
+            region = session.get_config_variable("region")
+            return str(region) if region else None
+        except Exception:  # a missing or broken profile file must not break config creation
+            return None
+
+    def replace(self, **changes: Any) -> S3Config:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint actually used: the custom one, or the regional AWS endpoint."""
+        if self.endpoint_url:
+            return self.endpoint_url
+        return f"https://s3.{self.region}.amazonaws.com"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain values (no credentials), for logs and result tables."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "static_credentials"}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A frozen set of credentials. ``repr`` never shows the secret or token."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+
+def credentials_provider(config: S3Config) -> Callable[[], Credentials | None]:
+    """Return a callable giving current credentials (None for unsigned requests).
+
+    Uses the botocore chain, so refreshable credentials (STS, SSO, roles) are refreshed by
+    botocore shortly before they expire; callers ask again before each batch of requests.
+    Raises :class:`awsio.errors.AccessDeniedError` if no credentials can be found.
+    """
+    if config.unsigned:
+        return lambda: None
+    if config.static_credentials is not None:
+        ak, sk, tok = config.static_credentials
+        creds = Credentials(ak, sk, tok)
+        return lambda: creds
+
+    import botocore.session
+
+    session = botocore.session.Session(profile=config.profile)
+    found = session.get_credentials()
+    if found is None:
+        from awsio.errors import AccessDeniedError
+
+        raise AccessDeniedError(
+            "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, "
+            "or use S3Config(unsigned=True) for public buckets)",
+            url=None, status=None, code="NoCredentials", request_id=None,
+        )
+
+    def current() -> Credentials:
+        frozen = found.get_frozen_credentials()  # refreshes if close to expiry
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return current

@@ -1,0 +1,1 @@
+"""S3 access: URLs, configuration-driven clients and the two backends."""

@@ -1,0 +1,56 @@
+"""The contract every S3 backend (native libcurl, pure-Python botocore) implements.
+
+Backends speak in (bucket, key) and byte ranges; URL parsing, listing policy, retries of whole
+iterations and user-facing helpers live in :mod:`awsio.s3.client`. Both backends must give the
+same bytes and raise the same :mod:`awsio.errors` exceptions (built with ``awsio.errors.s3_error``
+or ``EndpointConnectionError``) for the same request, naming ``s3://bucket/key``.
+
+Ranges are half-open, Python style: ``start <= offset < end``. ``end=None`` means to the end of
+the object. A range past the end of the object is clipped (like S3); an empty range gives b"".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional, Protocol, Tuple
+
+__all__ = ["Backend", "ObjectInfo", "Request"]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What HEAD or a listing says of an object."""
+
+    url: str
+    size: int
+    etag: Optional[str] = None
+    last_modified: Optional[float] = None  # POSIX seconds, UTC
+
+
+# (bucket, key, start, end): start=0, end=None reads the whole object.
+Request = Tuple[str, str, int, Optional[int]]
+
+
+class Backend(Protocol):
+    name: str  # "native" or "python"
+
+    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None) -> bytes:
+        """One object or one range of it, as real ``bytes``."""
+
+    def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
+        """Many GETs with up to ``max_connections`` in flight; yields ``(index_in_requests, data)``.
+
+        ``requests`` may be a lazy iterator: it is consumed only as far as the in-flight window
+        needs, so memory stays bounded by the window, not the request count. With
+        ``ordered=True`` results come in request order, else in completion order. The first
+        failed request (after retries) raises; remaining transfers are cancelled.
+        """
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        """Size, ETag and Last-Modified of one object; NoSuchKeyError if absent."""
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` (ListObjectsV2, paginated), in key order."""
+
+    def close(self) -> None:
+        """Release connections. The backend must not be used afterwards."""

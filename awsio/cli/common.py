@@ -1,0 +1,191 @@
+"""Shared pieces of the train and bench jobs: Hydra config location, S3Config from a config group,
+value validation with clear messages, and the image-classification input pipeline."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch.utils.data
+
+from awsio.config import S3Config
+
+__all__ = ["CONF_DIR", "ConfigValueError", "ImageToTensor", "build_image_dataset", "check",
+           "die", "s3_config", "url_list"]
+
+
+def _conf_dir() -> str:
+    env = os.environ.get("AWSIO_CONF_DIR")
+    if env:
+        return os.path.abspath(env)
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(here, "conf")
+
+
+CONF_DIR = _conf_dir()
+
+
+class ConfigValueError(ValueError):
+    """A config value out of range; the message names the key, the value and what is expected."""
+
+
+def check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigValueError(f"{key}={value!r} is invalid: {expected} "
+                               f"(fix it with the override {key}=...)")
+
+
+def die(prog: str, message: str, code: int = 2) -> None:
+    """Print one clear error line and exit (used instead of a traceback for config mistakes)."""
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_positive_int(key: str, value: Any, minimum: int = 1) -> None:
+    check(_is_int(value) and value >= minimum, key, value, f"expected an integer >= {minimum}")
+
+
+def url_list(urls: Any) -> list[str]:
+    """``data.urls`` as a list of strings (a string, a comma-free list, or a ListConfig)."""
+    if isinstance(urls, str):
+        items = [urls]
+    else:
+        try:
+            items = [str(u) for u in urls]
+        except TypeError:
+            items = []
+    items = [u for u in items if u]
+    check(bool(items), "data.urls", urls, "expected an s3:// URL, brace pattern or list of them")
+    for u in items:
+        check(u.startswith("s3://"), "data.urls", u, "every URL must start with s3://")
+    return items
+
+
+def s3_config(section: Any) -> S3Config:
+    """An :class:`S3Config` from the ``s3`` config group (None values fall back to the environment)."""
+    values = {k: v for k, v in dict(section or {}).items() if v is not None and v != ""}
+    try:
+        return S3Config(**values)
+    except TypeError as e:
+        raise ConfigValueError(f"s3: unknown setting ({e}); known: endpoint_url, region, profile, "
+                               "path_style, unsigned, verify, ca_bundle, max_connections, "
+                               "connect_timeout, read_timeout, max_attempts, backend") from None
+
+
+class ImageToTensor:
+    """PIL image (or raw image bytes) -> normalised float CHW tensor of ``size`` x ``size``.
+
+    Plain numpy + PIL so that it works without torchvision; picklable for DataLoader workers.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __call__(self, image: Any) -> Any:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            image = Image.open(io.BytesIO(bytes(image)))
+        image = image.convert("RGB")
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+        arr = np.asarray(image, dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr.transpose(2, 0, 1).copy())
+        return (t - 0.5) / 0.25
+
+
+class ToLabel:
+    """Class field -> int (decoded int, or the ``.cls`` bytes)."""
+
+    def __call__(self, value: Any) -> int:
+        if isinstance(value, (bytes, bytearray)):
+            return int(bytes(value).decode().strip())
+        return int(value)
+
+
+def _pick(sample: dict[str, Any], spec: str) -> Any:
+    for ext in spec.split(";"):
+        if ext in sample:
+            return sample[ext]
+    raise KeyError(spec)
+
+
+class _GroupedImages(torch.utils.data.IterableDataset):
+    """Fallback used only when the fluent pipeline API is missing: group consecutive members by
+    key into (image, label) pairs. Iterable dataset over the raw ``(name, bytes)`` stream."""
+
+    def __init__(self, dataset: Any, image_key: str, label_key: str, size: int) -> None:
+        super().__init__()
+        self.dataset, self.image_key, self.label_key = dataset, image_key, label_key
+        self.to_tensor, self.to_label = ImageToTensor(size), ToLabel()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[Any, int]]:
+        from awsio.grouping import sample_key
+
+        current: str | None = None
+        fields: dict[str, bytes] = {}
+        for name, data in self._members():
+            key, field = sample_key(name)
+            if key != current and fields:
+                yield from self._emit(fields)
+                fields = {}
+            current = key
+            fields[field] = data
+        if fields:
+            yield from self._emit(fields)
+
+    def _members(self) -> Iterable[tuple[str, bytes]]:
+        return iter(self.dataset)
+
+    def _emit(self, fields: dict[str, bytes]) -> Iterator[tuple[Any, int]]:
+        try:
+            image, label = _pick(fields, self.image_key), _pick(fields, self.label_key)
+        except KeyError:
+            return
+        yield self.to_tensor(image), self.to_label(label)
+
+
+def build_image_dataset(urls: Sequence[str], *, config: S3Config, image_key: str = "jpg;jpeg;png",
+                        label_key: str = "cls", image_size: int = 32, shuffle_urls: bool = True,
+                        shuffle_buffer: int = 0, equal_work: bool = True, seed: int = 0) -> Any:
+    """(image tensor, int label) samples from tar shards: ``S3IterableDataset`` + the pipeline.
+
+    The returned object is an IterableDataset with ``set_epoch``.
+    """
+    from awsio.dataset import S3IterableDataset
+
+    kwargs: dict[str, Any] = {"shuffle_urls": shuffle_urls, "seed": seed, "config": config}
+    if equal_work:
+        kwargs["equal_work"] = True
+    try:
+        ds = S3IterableDataset(list(urls), **kwargs)
+    except TypeError:
+        kwargs.pop("equal_work", None)  # an API without equal-work mode: the step guard still holds
+        ds = S3IterableDataset(list(urls), **kwargs)
+    if hasattr(ds, "decode") and hasattr(ds, "to_tuple"):
+        pipe = ds
+        if shuffle_buffer and shuffle_buffer > 1:
+            pipe = pipe.shuffle(shuffle_buffer)
+        return (pipe.decode("pil")
+                .to_tuple(image_key, label_key)
+                .map(_TupleTransform(ImageToTensor(image_size), ToLabel())))
+    return _GroupedImages(ds, image_key, label_key, image_size)
+
+
+class _TupleTransform:
+    def __init__(self, *fns: Any) -> None:
+        self.fns = fns
+
+    def __call__(self, sample: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(fn(v) for fn, v in zip(self.fns, sample))

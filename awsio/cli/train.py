@@ -1,0 +1,262 @@
+"""Distributed image-classification training over S3 tar shards (Hydra config, torchrun launch).
+
+Single process::
+
+    python -m awsio.cli.train data.urls='s3://bucket/train-{000000..000007}.tar' trainer.epochs=3
+
+One machine, N processes (gloo on CPU, nccl on GPU)::
+
+    torchrun --standalone --nproc_per_node=2 -m awsio.cli.train trainer.epochs=3
+
+Several machines (run the same command on every node; node 0's address as the rendezvous host)::
+
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=$NODE_RANK \\
+        --rdzv_backend=c10d --rdzv_endpoint=$MASTER_HOST:29500 --rdzv_id=$JOB_ID \\
+        -m awsio.cli.train data=imagenet model=resnet18 s3=aws trainer.checkpoint=s3://bucket/ckpt/run1.pt
+
+Config groups (``conf/``): ``data`` (urls, batch_size, num_workers, shuffle, equal_work, image size),
+``model`` (``_target_``), ``optimizer`` (``_target_``), ``trainer`` (epochs, device, amp, resume,
+checkpoint, run_dir) and ``s3`` (endpoint profiles: local, aws, minio).
+
+Each epoch every rank takes the same number of steps: the dataset's equal-work mode gives every
+rank the same number of samples, and a per-step all-reduce (MIN of "I still have a batch") stops
+all ranks together if one runs dry anyway, so collectives never hang. Per epoch it records loss,
+accuracy, samples/s and the fraction of step time spent waiting for data in
+``<run_dir>/metrics.jsonl``; rank 0 saves a checkpoint (model, optimizer, epoch) to
+``trainer.checkpoint`` (a local path or ``s3://``, streamed upload) and ``trainer.resume=true``
+continues from it (from the start of the next epoch; the position within an epoch is not saved).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import hydra
+import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from awsio.cli.common import (CONF_DIR, ConfigValueError, build_image_dataset, check, check_positive_int,
+                              die, s3_config, url_list)
+from awsio.tools.storage import Storage
+
+__all__ = ["main", "run", "validate"]
+
+log = logging.getLogger("awsio.train")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigValueError` naming the key for any out-of-range value."""
+    d, t = cfg.data, cfg.trainer
+    url_list(d.urls)
+    check_positive_int("trainer.epochs", t.epochs)
+    check_positive_int("data.batch_size", d.batch_size)
+    check_positive_int("data.num_workers", d.num_workers, minimum=0)
+    check_positive_int("data.num_classes", d.num_classes, minimum=2)
+    check_positive_int("data.image_size", d.image_size, minimum=8)
+    check_positive_int("data.shuffle_buffer", d.shuffle_buffer, minimum=0)
+    check_positive_int("data.max_steps_per_epoch", d.get("max_steps_per_epoch", 0), minimum=0)
+    check(str(t.device) in ("auto", "cpu", "cuda") or str(t.device).startswith("cuda:"), "trainer.device",
+          t.device, "expected auto, cpu or cuda")
+    check(t.amp in ("auto", True, False), "trainer.amp", t.amp, "expected auto, true or false")
+    check(isinstance(t.resume, bool), "trainer.resume", t.resume, "expected true or false")
+    check(bool(t.checkpoint), "trainer.checkpoint", t.checkpoint, "expected a local path or s3:// URL")
+    check(isinstance(cfg.optimizer.get("lr", 0.1), (int, float)) and cfg.optimizer.get("lr", 0.1) > 0,
+          "optimizer.lr", cfg.optimizer.get("lr"), "expected a positive number")
+
+
+# -- distributed ------------------------------------------------------------------------------
+def _setup(cfg: DictConfig) -> tuple[int, int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want = str(cfg.trainer.device)
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigValueError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto)")
+    device = torch.device(f"cuda:{local_rank}" if want == "cuda" else want)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, local_rank, device
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _all_have(has: bool, device: torch.device) -> bool:
+    """True while every rank still has a batch (MIN across ranks): all ranks stop at the same step."""
+    if not dist.is_initialized():
+        return has
+    t = torch.tensor([1 if has else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+def save_checkpoint(storage: Storage, location: str, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    storage.put(location, buf)
+
+
+def load_checkpoint(storage: Storage, location: str) -> dict[str, Any] | None:
+    if not storage.exists(location):
+        return None
+    data = storage.get(location)
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # our own file
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Train as configured; returns the per-epoch metrics (on every rank)."""
+    validate(cfg)
+    rank, world, local_rank, device = _setup(cfg)
+    torch.manual_seed(int(cfg.seed))
+    s3 = s3_config(cfg.s3)
+    storage = Storage(s3)
+    run_dir = str(cfg.trainer.run_dir)
+    if rank == 0:
+        os.makedirs(run_dir, exist_ok=True)
+
+    model = instantiate(cfg.model).to(device)
+    optimizer = instantiate(cfg.optimizer, params=model.parameters())
+    start_epoch = 0
+    ckpt_loc = str(cfg.trainer.checkpoint)
+    if cfg.trainer.resume:
+        state = load_checkpoint(storage, ckpt_loc)
+        if state is None:
+            if rank == 0:
+                log.warning("trainer.resume=true but no checkpoint at %s: starting from scratch", ckpt_loc)
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch = int(state["epoch"])
+            if rank == 0:
+                print(f"train: resumed from {ckpt_loc} at epoch {start_epoch}", flush=True)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+    use_amp = device.type == "cuda" and cfg.trainer.amp in ("auto", True)
+
+    d = cfg.data
+    dataset = build_image_dataset(url_list(d.urls), config=s3, image_key=str(d.image_key),
+                                  label_key=str(d.label_key), image_size=int(d.image_size),
+                                  shuffle_urls=bool(d.shuffle_urls), shuffle_buffer=int(d.shuffle_buffer),
+                                  equal_work=bool(d.equal_work), seed=int(cfg.seed))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=int(d.batch_size), num_workers=int(d.num_workers),
+                                         pin_memory=device.type == "cuda",
+                                         prefetch_factor=4 if int(d.num_workers) > 0 else None)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    max_steps = int(d.get("max_steps_per_epoch", 0) or 0)
+    history: list[dict[str, Any]] = []
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    if rank == 0 and not cfg.trainer.resume and os.path.exists(metrics_path):
+        os.remove(metrics_path)
+
+    for epoch in range(start_epoch, int(cfg.trainer.epochs)):
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        ddp.train()
+        bar = None
+        if rank == 0 and cfg.trainer.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(desc=f"epoch {epoch}", unit="step", file=sys.stderr, leave=False, mininterval=0.5)
+        it = iter(loader)
+        steps = n = correct = 0
+        loss_sum = wait = 0.0
+        t0 = time.perf_counter()
+        while True:
+            tw = time.perf_counter()
+            try:
+                images, labels = next(it)
+                has = True
+            except StopIteration:
+                has = False
+            wait += time.perf_counter() - tw
+            if max_steps and steps >= max_steps:
+                has = False
+            if not _all_have(has, device):
+                break
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = ddp(images)
+                loss = loss_fn(out, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            b = labels.shape[0]
+            steps += 1
+            n += b
+            loss_sum += float(loss.detach()) * b
+            correct += int((out.argmax(1) == labels).sum())
+            if bar is not None:
+                bar.update(1)
+                if steps % int(cfg.trainer.log_every) == 0:
+                    bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
+        del it  # stop this epoch's workers before the next epoch starts its own
+        elapsed = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        tot_n, tot_correct, tot_loss, tot_wait, tot_elapsed, tot_steps = _all_sum(
+            [n, correct, loss_sum, wait, elapsed, steps], device)
+        m = {
+            "epoch": epoch,
+            "steps": steps,
+            "samples": int(tot_n),
+            "loss": tot_loss / tot_n if tot_n else math.nan,
+            "accuracy": tot_correct / tot_n if tot_n else math.nan,
+            "seconds": round(elapsed, 3),
+            "samples_per_s": tot_n / (tot_elapsed / world) if tot_elapsed > 0 else 0.0,
+            "data_wait_fraction": (tot_wait / tot_elapsed) if tot_elapsed > 0 else 0.0,
+            "world_size": world,
+        }
+        history.append(m)
+        if rank == 0:
+            print(f"epoch {epoch}: loss {m['loss']:.4f}  acc {m['accuracy']:.3f}  "
+                  f"{m['samples']} samples in {steps} steps/rank  {m['samples_per_s']:.0f} samples/s  "
+                  f"data wait {100 * m['data_wait_fraction']:.0f}%", flush=True)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(m) + "\n")
+            save_checkpoint(storage, ckpt_loc, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                "config": OmegaConf.to_container(cfg, resolve=False), "metrics": m})
+        if dist.is_initialized():
+            dist.barrier()  # nobody starts the next epoch (or exits) before the checkpoint is written
+    if rank == 0 and not history:
+        print(f"train: nothing to do: checkpoint already at epoch {start_epoch} >= trainer.epochs", flush=True)
+    storage.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return history
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO)
+    try:
+        run(cfg)
+    except ConfigValueError as e:
+        die("train", str(e))
+    except ImportError as e:
+        die("train", str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Write and read whole files at a local path or an ``s3://`` URL (shards, indexes, checkpoints).
+
+The S3 side goes through :class:`awsio.s3.client.S3Client` (``put`` streams large bodies as a
+multipart upload). If the client module is not importable (a partial install), a small botocore
+path is used instead so that the shard maker and checkpoints keep working.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from typing import IO, Any
+
+from awsio.config import S3Config, credentials_provider
+from awsio.s3.url import parse_url
+
+__all__ = ["Storage", "is_s3", "join"]
+
+log = logging.getLogger(__name__)
+
+
+def is_s3(location: str) -> bool:
+    """True for ``s3://`` URLs, False for local paths."""
+    return str(location).startswith("s3://")
+
+
+def join(base: str, name: str) -> str:
+    """``base/name`` for both local folders and S3 prefixes."""
+    if is_s3(base):
+        return base.rstrip("/") + "/" + name
+    return os.path.join(base, name)
+
+
+class Storage:
+    """Tiny put/get/exists over local paths and S3 URLs. Picklable (holds the config only)."""
+
+    def __init__(self, config: S3Config | None = None) -> None:
+        self.config = config
+        self._client: Any = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+
+    # -- S3 client (awsio's own, or a botocore fallback) --------------------------------------
+    def _s3(self) -> Any:
+        if self._client is None or self._pid != os.getpid():
+            config = self.config if self.config is not None else S3Config()
+            try:
+                from awsio.s3.client import S3Client
+
+                self._client = S3Client(config)
+            except ImportError:  # the client module is not there: plain botocore
+                self._client = _BotocoreStore(config)
+            self._pid = os.getpid()
+        return self._client
+
+    def put(self, location: str, data: bytes | IO[bytes]) -> None:
+        """Write ``data`` (bytes or a readable binary file) to ``location``; creates local folders."""
+        if is_s3(location):
+            self._s3().put(location, data)
+            return
+        parent = os.path.dirname(os.path.abspath(location))
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{location}.tmp{os.getpid()}"
+        with open(tmp, "wb") as out:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                out.write(data)
+            else:
+                while True:
+                    chunk = data.read(8 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        os.replace(tmp, location)  # readers never see a half-written checkpoint or shard
+
+    def get(self, location: str) -> bytes:
+        """The whole file. Raises FileNotFoundError (an awsio NoSuchKeyError for S3) if absent."""
+        if is_s3(location):
+            return bytes(self._s3().get(location))
+        with open(location, "rb") as f:
+            return f.read()
+
+    def exists(self, location: str) -> bool:
+        if is_s3(location):
+            return bool(self._s3().exists(location))
+        return os.path.exists(location)
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None
+
+
+class _BotocoreStore:
+    """Fallback used only when :mod:`awsio.s3.client` is missing."""
+
+    def __init__(self, config: S3Config) -> None:
+        import botocore.config
+        import botocore.session
+
+        creds = credentials_provider(config)()
+        session = botocore.session.Session(profile=config.profile)
+        self._s3 = session.create_client(
+            "s3",
+            region_name=config.region,
+            endpoint_url=config.endpoint_url,
+            aws_access_key_id=creds.access_key if creds else None,
+            aws_secret_access_key=creds.secret_key if creds else None,
+            aws_session_token=creds.token if creds else None,
+            config=botocore.config.Config(
+                s3={"addressing_style": "path" if config.path_style else "auto"},
+                signature_version=botocore.UNSIGNED if config.unsigned else "s3v4",
+            ),
+        )
+
+    def put(self, url: str, data: bytes | IO[bytes]) -> None:
+        u = parse_url(url)
+        body = data if not isinstance(data, (bytes, bytearray, memoryview)) else io.BytesIO(bytes(data))
+        self._s3.put_object(Bucket=u.bucket, Key=u.key, Body=body.read())
+
+    def get(self, url: str) -> bytes:
+        u = parse_url(url)
+        return self._s3.get_object(Bucket=u.bucket, Key=u.key)["Body"].read()
+
+    def exists(self, url: str) -> bool:
+        u = parse_url(url)
+        try:
+            self._s3.head_object(Bucket=u.bucket, Key=u.key)
+            return True
+        except self._s3.exceptions.ClientError:
+            return False
+
+    def close(self) -> None:
+        self._s3.close()

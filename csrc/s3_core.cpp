@@ -1,0 +1,551 @@
+// Implementation of the native S3 engine (see s3_core.hpp). Plain C++17 + libcurl.
+#include "s3_core.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <random>
+#include <stdexcept>
+#include <unordered_set>
+
+namespace awsio {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+struct GlobalInit {
+  GlobalInit() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+};
+
+void ensure_global_init() { static GlobalInit once; }
+
+bool ieq_prefix(const char* line, size_t len, const char* name) {
+  size_t n = std::strlen(name);
+  if (len < n + 1 || line[n] != ':') return false;
+  for (size_t i = 0; i < n; ++i) {
+    if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return false;
+  }
+  return true;
+}
+
+std::string header_value(const char* line, size_t len, size_t name_len) {
+  size_t i = name_len + 1;
+  while (i < len && (line[i] == ' ' || line[i] == '\t')) ++i;
+  size_t j = len;
+  while (j > i && (line[j - 1] == '\r' || line[j - 1] == '\n' || line[j - 1] == ' ')) --j;
+  return std::string(line + i, j - i);
+}
+
+// libcurl failures worth another attempt: the network or the peer misbehaved, not our request.
+bool retryable_curl_error(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_WRITE_ERROR:  // body longer than Content-Length said: try again
+      return true;
+    default:
+      return false;
+  }
+}
+
+constexpr size_t kMaxErrorBody = 64 * 1024;
+
+}  // namespace
+
+Buffer MallocAllocator::alloc(size_t size) {
+  Buffer b;
+  b.data = static_cast<char*>(std::malloc(size ? size : 1));
+  if (!b.data) throw std::bad_alloc();
+  b.handle = b.data;
+  b.size = size;
+  return b;
+}
+
+void MallocAllocator::release(Buffer& buf) {
+  std::free(buf.handle);
+  buf = Buffer{};
+}
+
+std::string uri_encode(const std::string& s, bool keep_slash) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size() * 3);
+  for (unsigned char c : s) {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '.' || c == '_' || c == '~' || (keep_slash && c == '/')) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+std::string canonical_query(const std::vector<std::pair<std::string, std::string>>& params) {
+  std::vector<std::pair<std::string, std::string>> enc;
+  enc.reserve(params.size());
+  for (const auto& p : params) enc.emplace_back(uri_encode(p.first, false), uri_encode(p.second, false));
+  std::sort(enc.begin(), enc.end());
+  std::string out;
+  for (const auto& p : enc) {
+    if (!out.empty()) out.push_back('&');
+    out += p.first;
+    out.push_back('=');
+    out += p.second;
+  }
+  return out;
+}
+
+std::string curl_version_string() { return curl_version(); }
+
+std::string xml_field(const std::string& body, const std::string& tag) {
+  const std::string open = "<" + tag + ">", close = "</" + tag + ">";
+  size_t a = body.find(open);
+  if (a == std::string::npos) return "";
+  a += open.size();
+  size_t b = body.find(close, a);
+  if (b == std::string::npos) return "";
+  return body.substr(a, b - a);
+}
+
+struct Transfer {
+  RequestSpec spec;
+  void* owner = nullptr;  // the S3Engine::Impl
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  int attempts = 0;
+  Clock::time_point first_start;
+  Clock::time_point retry_at;
+  // per attempt
+  bool first_write = true;
+  bool overflow = false;
+  Buffer body;
+  size_t written = 0;
+  std::string fallback;
+  bool use_fallback = false;
+  std::string error_body;
+  std::string request_id, bucket_region, etag;
+  int64_t last_modified = -1;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+struct S3Engine::Impl {
+  EngineOptions opts;
+  BufferAllocator* alloc;
+  CURLM* multi = nullptr;
+  Credentials creds;
+  std::vector<CURL*> idle_easy;
+  std::unordered_set<Transfer*> active;   // added to the multi handle
+  std::deque<Transfer*> delayed;          // waiting for a retry timer
+  std::vector<Result> done;               // finished, not yet returned
+  std::mt19937_64 rng{std::random_device{}()};
+  std::string scheme, host;               // split endpoint for virtual-hosted URLs
+
+  Impl(EngineOptions o, BufferAllocator* a) : opts(std::move(o)), alloc(a) {
+    ensure_global_init();
+    multi = curl_multi_init();
+    if (!multi) throw std::runtime_error("curl_multi_init failed");
+    long n = opts.max_connections;
+    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, n);
+    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, n);
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, n);
+    curl_multi_setopt(multi, CURLMOPT_PIPELINING, long(CURLPIPE_NOTHING));
+    size_t p = opts.endpoint.find("://");
+    scheme = p == std::string::npos ? "https" : opts.endpoint.substr(0, p);
+    host = p == std::string::npos ? opts.endpoint : opts.endpoint.substr(p + 3);
+  }
+
+  ~Impl() {
+    cancel_all();
+    for (CURL* e : idle_easy) curl_easy_cleanup(e);
+    if (multi) curl_multi_cleanup(multi);
+  }
+
+  std::string url_for(const std::string& bucket, const std::string& key) const {
+    std::string enc = uri_encode(key, true);
+    if (opts.path_style) return opts.endpoint + "/" + uri_encode(bucket, false) + "/" + enc;
+    return scheme + "://" + bucket + "." + host + "/" + enc;
+  }
+
+  static size_t on_header(char* data, size_t size, size_t n, void* ud) {
+    auto* t = static_cast<Transfer*>(ud);
+    size_t len = size * n;
+    if (len >= 5 && std::strncmp(data, "HTTP/", 5) == 0) {  // a new response (e.g. after 100)
+      t->request_id.clear();
+      t->bucket_region.clear();
+      t->etag.clear();
+      t->last_modified = -1;
+    } else if (ieq_prefix(data, len, "x-amz-request-id")) {
+      t->request_id = header_value(data, len, 16);
+    } else if (ieq_prefix(data, len, "x-amz-bucket-region")) {
+      t->bucket_region = header_value(data, len, 19);
+    } else if (ieq_prefix(data, len, "etag")) {
+      t->etag = header_value(data, len, 4);
+    } else if (ieq_prefix(data, len, "last-modified")) {
+      std::string v = header_value(data, len, 13);
+      time_t when = curl_getdate(v.c_str(), nullptr);
+      t->last_modified = when < 0 ? -1 : int64_t(when);
+    }
+    return len;
+  }
+
+  size_t write_body(Transfer* t, const char* data, size_t len) {
+    if (t->first_write) {
+      t->first_write = false;
+      long status = 0;
+      curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+      if (status == 200 || status == 206) {
+        curl_off_t cl = -1;
+        curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        if (cl >= 0) {
+          try {
+            t->body = alloc->alloc(size_t(cl));
+          } catch (...) {  // never let an exception cross libcurl's C frames
+            t->body = Buffer{};
+          }
+          if (!t->body.handle) {
+            t->overflow = true;
+            return 0;
+          }
+        } else {
+          t->use_fallback = true;
+        }
+      }
+    }
+    if (t->body.handle) {
+      if (t->written + len > t->body.size) {
+        t->overflow = true;
+        return 0;  // CURLE_WRITE_ERROR; retried
+      }
+      std::memcpy(t->body.data + t->written, data, len);
+      t->written += len;
+    } else if (t->use_fallback) {
+      t->fallback.append(data, len);
+    } else if (t->error_body.size() < kMaxErrorBody) {
+      t->error_body.append(data, std::min(len, kMaxErrorBody - t->error_body.size()));
+    }
+    return len;
+  }
+
+  static size_t on_write(char* data, size_t size, size_t n, void* ud) {
+    auto* t = static_cast<Transfer*>(ud);
+    return static_cast<Impl*>(t->owner)->write_body(t, data, size * n);
+  }
+
+  void reset_attempt(Transfer* t) {
+    if (t->body.handle) alloc->release(t->body);
+    t->body = Buffer{};
+    t->first_write = true;
+    t->overflow = false;
+    t->written = 0;
+    t->fallback.clear();
+    t->use_fallback = false;
+    t->error_body.clear();
+    t->request_id.clear();
+    t->bucket_region.clear();
+    t->etag.clear();
+    t->last_modified = -1;
+    t->errbuf[0] = 0;
+  }
+
+  CURL* take_easy() {
+    if (!idle_easy.empty()) {
+      CURL* e = idle_easy.back();
+      idle_easy.pop_back();
+      return e;
+    }
+    CURL* e = curl_easy_init();
+    if (!e) throw std::runtime_error("curl_easy_init failed");
+    return e;
+  }
+
+  void give_back_easy(Transfer* t) {
+    if (t->easy) {
+      curl_easy_reset(t->easy);
+      idle_easy.push_back(t->easy);
+      t->easy = nullptr;
+    }
+    if (t->headers) {
+      curl_slist_free_all(t->headers);
+      t->headers = nullptr;
+    }
+  }
+
+  void configure(Transfer* t) {
+    CURL* e = t->easy;
+    const RequestSpec& s = t->spec;
+    std::string url = url_for(s.bucket, s.key);
+    curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);  // keys like "a/../b" are keys, not paths
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, long(CURL_HTTP_VERSION_1_1));
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "awsio-native/0.1");
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, opts.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, std::max(1L, opts.read_timeout_s));
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, opts.verify ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, opts.verify ? 2L : 0L);
+    if (!opts.ca_bundle.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, opts.ca_bundle.c_str());
+    curl_easy_setopt(e, CURLOPT_PRIVATE, static_cast<void*>(t));
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Impl::on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Impl::on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    if (s.head) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+
+    curl_slist* h = nullptr;
+    if (!s.head && (s.start > 0 || s.end >= 0)) {
+      std::string range = "Range: bytes=" + std::to_string(s.start) + "-";
+      if (s.end >= 0) range += std::to_string(s.end - 1);
+      h = curl_slist_append(h, range.c_str());
+    }
+    if (!opts.unsigned_requests) {
+      // Always declare the payload hash: S3 requires the header on signed requests.
+      h = curl_slist_append(h, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+      if (!creds.token.empty()) h = curl_slist_append(h, ("x-amz-security-token: " + creds.token).c_str());
+      std::string sig = "aws:amz:" + opts.region + ":s3";
+      curl_easy_setopt(e, CURLOPT_AWS_SIGV4, sig.c_str());
+      curl_easy_setopt(e, CURLOPT_USERNAME, creds.access_key.c_str());
+      curl_easy_setopt(e, CURLOPT_PASSWORD, creds.secret_key.c_str());
+    }
+    // No "Expect:" override: libcurl 7.88 would sign the empty header and S3 would reject it.
+    t->headers = h;
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+  }
+
+  void start(Transfer* t) {
+    reset_attempt(t);
+    t->attempts += 1;
+    CURLMcode mc = curl_multi_add_handle(multi, t->easy);
+    if (mc != CURLM_OK) throw std::runtime_error(curl_multi_strerror(mc));
+    active.insert(t);
+  }
+
+  void submit(const RequestSpec& spec) {
+    auto* t = new Transfer();
+    t->spec = spec;
+    t->owner = this;
+    t->first_start = Clock::now();
+    t->errbuf[0] = 0;
+    if (!spec.head && spec.end >= 0 && spec.end <= spec.start) {
+      // Empty range: nothing to fetch.
+      Result r;
+      r.tag = spec.tag;
+      r.body = alloc->alloc(0);
+      r.attempts = 0;
+      done.push_back(std::move(r));
+      delete t;
+      return;
+    }
+    try {
+      t->easy = take_easy();
+      configure(t);
+      start(t);
+    } catch (...) {
+      give_back_easy(t);
+      delete t;
+      throw;
+    }
+  }
+
+  double backoff(int attempt) {
+    double cap = std::min(opts.backoff_cap_s, opts.backoff_base_s * double(1u << std::min(attempt, 20)));
+    std::uniform_real_distribution<double> d(0.0, cap);
+    return d(rng);
+  }
+
+  // Either schedules another attempt (true) or lets the caller report the failure (false).
+  bool maybe_retry(Transfer* t) {
+    if (t->attempts >= opts.max_attempts) return false;
+    double delay = backoff(t->attempts - 1);
+    if (opts.deadline_s > 0 && seconds_since(t->first_start) + delay > opts.deadline_s) return false;
+    curl_multi_remove_handle(multi, t->easy);
+    active.erase(t);
+    reset_attempt(t);
+    t->retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
+    delayed.push_back(t);
+    return true;
+  }
+
+  void finish(Transfer* t, Result&& r) {
+    curl_multi_remove_handle(multi, t->easy);
+    active.erase(t);
+    r.tag = t->spec.tag;
+    r.head = t->spec.head;
+    r.attempts = t->attempts;
+    if (t->body.handle) alloc->release(t->body);  // anything not moved into r
+    give_back_easy(t);
+    delete t;
+    done.push_back(std::move(r));
+  }
+
+  void on_done(Transfer* t, CURLcode rc) {
+    long status = 0;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    Result r;
+    if (rc != CURLE_OK) {
+      if (retryable_curl_error(rc) && maybe_retry(t)) return;
+      r.kind = ResultKind::ConnectionError;
+      r.status = status;
+      r.reason = t->errbuf[0] ? std::string(t->errbuf) : std::string(curl_easy_strerror(rc));
+      r.code = curl_easy_strerror(rc);
+      finish(t, std::move(r));
+      return;
+    }
+    if (status == 200 || status == 206 || (status == 416 && !t->spec.head)) {
+      r.kind = ResultKind::Ok;
+      if (t->spec.head) {
+        curl_off_t cl = -1;
+        curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        r.size = cl;
+        r.etag = t->etag;
+        r.last_modified = t->last_modified;
+      } else if (status == 416) {
+        r.body = alloc->alloc(0);  // range starting past the end: clipped to nothing
+      } else if (t->body.handle) {
+        if (t->written != t->body.size) {
+          if (maybe_retry(t)) return;
+          r.kind = ResultKind::ConnectionError;
+          r.reason = "response body shorter than Content-Length";
+          r.code = "PartialBody";
+          finish(t, std::move(r));
+          return;
+        }
+        r.body = t->body;
+        t->body = Buffer{};
+      } else if (t->use_fallback) {
+        r.has_fallback = true;
+        r.fallback = std::move(t->fallback);
+      } else {
+        r.body = alloc->alloc(0);  // empty object: no write callback happened
+      }
+      finish(t, std::move(r));
+      return;
+    }
+    bool retry_status = status >= 500 || status == 429;
+    if (retry_status && maybe_retry(t)) return;
+    r.kind = ResultKind::HttpError;
+    r.status = status;
+    r.code = xml_field(t->error_body, "Code");
+    r.message = xml_field(t->error_body, "Message");
+    r.request_id = t->request_id.empty() ? xml_field(t->error_body, "RequestId") : t->request_id;
+    r.region = t->bucket_region.empty() ? xml_field(t->error_body, "Region") : t->bucket_region;
+    finish(t, std::move(r));
+  }
+
+  void promote_due_retries() {
+    auto now = Clock::now();
+    for (auto it = delayed.begin(); it != delayed.end();) {
+      Transfer* t = *it;
+      if (t->retry_at <= now) {
+        it = delayed.erase(it);
+        start(t);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  std::vector<Result> wait(double timeout_s) {
+    auto until = timeout_s < 0 ? Clock::time_point::max()
+                               : Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                    std::chrono::duration<double>(timeout_s));
+    for (;;) {
+      promote_due_retries();
+      int running = 0;
+      curl_multi_perform(multi, &running);
+      int left = 0;
+      while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        Transfer* t = nullptr;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
+        if (t && active.count(t)) on_done(t, msg->data.result);
+      }
+      if (!done.empty()) {
+        std::vector<Result> out;
+        out.swap(done);
+        return out;
+      }
+      if (active.empty() && delayed.empty()) return {};
+      auto now = Clock::now();
+      if (now >= until) return {};
+      long ms = 1000;
+      if (until != Clock::time_point::max())
+        ms = std::min<long>(ms, long(std::chrono::duration<double, std::milli>(until - now).count()) + 1);
+      for (Transfer* t : delayed) {
+        long d = long(std::chrono::duration<double, std::milli>(t->retry_at - now).count()) + 1;
+        ms = std::min(ms, std::max(0L, d));
+      }
+      curl_multi_poll(multi, nullptr, 0, int(ms), nullptr);
+    }
+  }
+
+  void cancel_all() {
+    for (Transfer* t : active) {
+      curl_multi_remove_handle(multi, t->easy);
+      if (t->body.handle) alloc->release(t->body);
+      give_back_easy(t);
+      delete t;
+    }
+    active.clear();
+    for (Transfer* t : delayed) {
+      if (t->body.handle) alloc->release(t->body);
+      give_back_easy(t);
+      delete t;
+    }
+    delayed.clear();
+    for (Result& r : done) {
+      if (r.body.handle) alloc->release(r.body);
+    }
+    done.clear();
+  }
+};
+
+S3Engine::S3Engine(EngineOptions opts, BufferAllocator* allocator)
+    : impl_(new Impl(std::move(opts), allocator)) {}
+
+S3Engine::~S3Engine() = default;
+
+void S3Engine::set_credentials(const Credentials& creds) { impl_->creds = creds; }
+
+std::string S3Engine::object_url(const std::string& bucket, const std::string& key) const {
+  return impl_->url_for(bucket, key);
+}
+
+void S3Engine::submit(const RequestSpec& spec) { impl_->submit(spec); }
+
+std::vector<Result> S3Engine::wait(double timeout_s) { return impl_->wait(timeout_s); }
+
+void S3Engine::cancel_all() { impl_->cancel_all(); }
+
+size_t S3Engine::pending() const {
+  return impl_->active.size() + impl_->delayed.size() + impl_->done.size();
+}
+
+void S3Engine::abandon() { (void)impl_.release(); }
+
+}  // namespace awsio

@@ -1,0 +1,128 @@
+// The native S3 reader's core: plain C++17 over the libcurl multi interface (no Python here).
+//
+// One S3Engine owns one CURLM handle (a pool of keep-alive connections) and is driven by the
+// thread that calls wait(): transfers progress only inside wait(), so the engine creates no
+// threads and a forked child that never calls it never touches the parent's sockets.
+// Bodies are written into buffers obtained from a BufferAllocator once the response's
+// Content-Length is known, so the Python binding can hand out the buffer as a `bytes` object
+// without copying.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace awsio {
+
+struct EngineOptions {
+  std::string endpoint;       // scheme://host[:port], no trailing slash
+  std::string region = "us-east-1";
+  bool path_style = true;
+  bool unsigned_requests = false;
+  bool verify = true;
+  std::string ca_bundle;      // empty: libcurl's default
+  int max_connections = 32;
+  long connect_timeout_ms = 10000;
+  long read_timeout_s = 60;   // abort a transfer slower than 1 byte/s for this long
+  int max_attempts = 5;
+  double deadline_s = 0;      // per request, across retries; 0: no deadline
+  double backoff_base_s = 0.05;
+  double backoff_cap_s = 5.0;
+};
+
+// Where response bodies go. alloc() may be called from inside libcurl callbacks on the
+// thread running S3Engine::wait(); release() frees a buffer that will not be returned.
+struct Buffer {
+  void* handle = nullptr;  // owner token (a PyObject* in the binding)
+  char* data = nullptr;
+  size_t size = 0;
+};
+
+class BufferAllocator {
+ public:
+  virtual ~BufferAllocator() = default;
+  virtual Buffer alloc(size_t size) = 0;
+  virtual void release(Buffer& buf) = 0;
+};
+
+// A heap allocator for C++ users and tests.
+class MallocAllocator : public BufferAllocator {
+ public:
+  Buffer alloc(size_t size) override;
+  void release(Buffer& buf) override;
+};
+
+struct RequestSpec {
+  int64_t tag = 0;       // caller's id, returned with the result
+  std::string bucket;
+  std::string key;
+  int64_t start = 0;     // half-open range [start, end); end < 0: to the end of the object
+  int64_t end = -1;
+  bool head = false;
+};
+
+enum class ResultKind { Ok, HttpError, ConnectionError, Cancelled };
+
+struct Result {
+  int64_t tag = 0;
+  ResultKind kind = ResultKind::Ok;
+  bool head = false;
+  // Ok GET: the body is `body` if body.handle is set (allocated with the allocator), else
+  // `fallback` (size was unknown in advance, e.g. chunked encoding).
+  Buffer body;
+  std::string fallback;
+  bool has_fallback = false;
+  // Ok HEAD
+  int64_t size = -1;
+  std::string etag;
+  int64_t last_modified = -1;  // POSIX seconds, -1 unknown
+  // errors
+  long status = 0;
+  std::string code, message, request_id, region;
+  std::string reason;  // libcurl's error text for connection errors
+  int attempts = 0;
+};
+
+struct Credentials {
+  std::string access_key, secret_key, token;
+};
+
+// S3 rules: encode every byte but unreserved A-Za-z0-9-._~ (and '/' when keep_slash).
+std::string uri_encode(const std::string& s, bool keep_slash);
+// Sort query parameters by name then value, each URI-encoded (SigV4 canonical query string).
+std::string canonical_query(const std::vector<std::pair<std::string, std::string>>& params);
+// The libcurl version string the engine runs on.
+std::string curl_version_string();
+// Pull <Tag>value</Tag> out of an S3 XML error body ("" if absent).
+std::string xml_field(const std::string& body, const std::string& tag);
+
+class S3Engine {
+ public:
+  S3Engine(EngineOptions opts, BufferAllocator* allocator);
+  ~S3Engine();
+  S3Engine(const S3Engine&) = delete;
+  S3Engine& operator=(const S3Engine&) = delete;
+
+  void set_credentials(const Credentials& creds);
+  // The URL a request goes to (path-style or virtual-hosted), without query.
+  std::string object_url(const std::string& bucket, const std::string& key) const;
+
+  void submit(const RequestSpec& spec);
+  // Drive transfers until at least one request finished (returns them) or timeout_s passed
+  // (returns none). timeout_s < 0: wait as long as needed. Returns at once when idle.
+  std::vector<Result> wait(double timeout_s);
+  // Abort every pending request; their buffers are released.
+  void cancel_all();
+  size_t pending() const;
+  // Forget every handle without cleaning up (a forked child must not touch the parent's
+  // connections: closing them would disturb the parent's TLS sessions).
+  void abandon();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace awsio

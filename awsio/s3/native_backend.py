@@ -1,0 +1,242 @@
+"""The native S3 backend: the libcurl reader in ``awsio._native`` behind the :class:`Backend` contract.
+
+Transfers run in C++ with the GIL released, many at once over a pool of keep-alive connections
+(``S3Config.max_connections``), signed by libcurl (SigV4), retried with backoff inside the
+transfer loop. Bodies arrive as ``bytes`` allocated once and filled in place.
+
+Errors are reported as the same :mod:`awsio.errors` exceptions as the Python backend, built
+with :func:`awsio.errors.s3_error` / :class:`EndpointConnectionError`. Listing is not a hot path
+and is delegated to the Python backend's listing code.
+
+Each native client is used by one call at a time (a small pool serves concurrent threads and
+nested calls). A forked child abandons the parent's clients without touching their sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from typing import Any, Iterable, Iterator, Optional, Tuple
+
+from awsio.config import Credentials, S3Config, credentials_provider
+from awsio.errors import EndpointConnectionError, S3Error, s3_error
+from awsio.s3.backend import ObjectInfo, Request
+
+__all__ = ["NativeBackend", "native_available"]
+
+log = logging.getLogger(__name__)
+
+try:
+    from awsio import _native
+except ImportError:  # built without libcurl headers: S3Client falls back to the Python backend
+    _native = None
+
+_LIVE: "weakref.WeakSet[NativeBackend]" = weakref.WeakSet()
+
+
+def native_available() -> bool:
+    """True when the compiled extension ``awsio._native`` could be imported."""
+    return _native is not None
+
+
+def _forget_after_fork() -> None:
+    # The child shares the parent's sockets (and TLS state): never close or reuse them here.
+    for backend in list(_LIVE):
+        backend._abandon()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class _Handle:
+    """One native client plus the credentials last pushed to it."""
+
+    __slots__ = ("client", "creds")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.creds: Optional[Credentials] = None
+
+
+class NativeBackend:
+    """The :class:`awsio.s3.backend.Backend` over libcurl. Raises ImportError if not built."""
+
+    name = "native"
+
+    def __init__(self, config: S3Config) -> None:
+        if _native is None:
+            raise ImportError("awsio._native is not built (libcurl development files were missing)")
+        self._config = config
+        self._creds = credentials_provider(config)
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._idle: list[_Handle] = []
+        self._lister: Any = None
+        self._closed = False
+        # Retries may start until this many seconds after a request began.
+        self._deadline = max(30.0, 2.0 * (config.connect_timeout + config.read_timeout))
+        _LIVE.add(self)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (NativeBackend, (self._config,))
+
+    # -- client pool -------------------------------------------------------------------------
+
+    def _new_client(self) -> Any:
+        c = self._config
+        return _native.Client(
+            endpoint=c.endpoint, region=c.region, path_style=bool(c.path_style), unsigned=c.unsigned,
+            verify=bool(c.verify), ca_bundle=c.ca_bundle or "", max_connections=c.max_connections,
+            connect_timeout=float(c.connect_timeout), read_timeout=float(c.read_timeout),
+            max_attempts=c.max_attempts, deadline=self._deadline,
+        )
+
+    def _acquire(self) -> _Handle:
+        if self._closed:
+            raise RuntimeError("NativeBackend is closed")
+        if os.getpid() != self._pid:
+            self._abandon()
+        with self._lock:
+            handle = self._idle.pop() if self._idle else None
+        if handle is None:
+            handle = _Handle(self._new_client())
+        creds = self._creds()  # refreshable credentials are renewed here by botocore
+        if creds is not None and creds != handle.creds:
+            handle.client.set_credentials(creds.access_key, creds.secret_key, creds.token or "")
+            handle.creds = creds
+        return handle
+
+    def _release(self, handle: _Handle) -> None:
+        if os.getpid() != self._pid or self._closed:
+            return
+        with self._lock:
+            self._idle.append(handle)
+
+    def _abandon(self) -> None:
+        for handle in self._idle:
+            handle.client.abandon()
+        self._idle = []
+        self._lock = threading.Lock()
+        self._lister = None
+        self._pid = os.getpid()
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _error(self, bucket: str, key: str, kind: str, info: Tuple[Any, ...]) -> S3Error:
+        url = f"s3://{bucket}/{key}"
+        if kind == "http":
+            status, code, message, request_id, region, _attempts = info
+            return s3_error(url, status, code, message, request_id, region)
+        status, code, reason, attempts = info
+        endpoint = self._config.endpoint
+        return EndpointConnectionError(
+            f"could not connect to the endpoint URL {endpoint} after {attempts} attempt(s)",
+            url=url, status=status, code=code, request_id=None, endpoint=endpoint, reason=reason,
+        )
+
+    # -- Backend protocol --------------------------------------------------------------------
+
+    def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool) -> Any:
+        handle = self._acquire()
+        try:
+            client = handle.client
+            client.submit(0, bucket, key, start, -1 if end is None else end, head)
+            while True:
+                results = client.wait(-1.0)
+                for _tag, kind, payload in results:
+                    if kind in ("ok", "head"):
+                        return payload
+                    raise self._error(bucket, key, kind, payload)
+                if not results and not client.pending():
+                    raise RuntimeError("native client lost a request")
+        except BaseException:
+            handle.client.cancel_all()
+            raise
+        finally:
+            self._release(handle)
+
+    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None) -> bytes:
+        """One object or one half-open range of it, as ``bytes``."""
+        return self._one(bucket, key, start, end, head=False)  # type: ignore[no-any-return]
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        """Size, ETag and Last-Modified; NoSuchKeyError if the object is absent."""
+        size, etag, last_modified = self._one(bucket, key, 0, None, head=True)
+        return ObjectInfo(
+            url=f"s3://{bucket}/{key}", size=int(size), etag=etag,
+            last_modified=float(last_modified) if last_modified is not None else None,
+        )
+
+    def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
+        """Up to ``max_connections`` GETs in flight; yields ``(index, data)``. See Backend.get_many."""
+        window = self._config.max_connections
+        # Ordered mode parks early finishers; cap finished-but-unyielded + in flight.
+        span = 2 * window
+        handle = self._acquire()
+        client = handle.client
+        it = iter(requests)
+        names: dict[int, Tuple[str, str]] = {}
+        parked: dict[int, bytes] = {}
+        next_submit = next_yield = inflight = 0
+        exhausted = False
+        try:
+            while True:
+                while (not exhausted and inflight < window
+                       and (not ordered or next_submit - next_yield < span)):
+                    try:
+                        bucket, key, start, end = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    client.submit(next_submit, bucket, key, start, -1 if end is None else end, False)
+                    names[next_submit] = (bucket, key)
+                    next_submit += 1
+                    inflight += 1
+                if ordered:
+                    while next_yield in parked:
+                        data = parked.pop(next_yield)
+                        yield next_yield, data
+                        next_yield += 1
+                if inflight == 0:
+                    if exhausted and not parked:
+                        return
+                    continue
+                for tag, kind, payload in client.wait(-1.0):
+                    inflight -= 1
+                    bucket, key = names.pop(tag)
+                    if kind != "ok":
+                        raise self._error(bucket, key, kind, payload)
+                    if ordered:
+                        parked[tag] = payload
+                    else:
+                        yield tag, payload
+        finally:
+            if inflight:
+                client.cancel_all()  # first error or an abandoned iterator: stop the rest
+            self._release(handle)
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        """Delegated to the Python backend's ListObjectsV2 code (listing is not a hot path)."""
+        if self._lister is None:
+            from awsio.s3.python_backend import PythonBackend
+
+            self._lister = PythonBackend(self._config)
+        return self._lister.list(bucket, prefix)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice; in a forked child nothing is touched."""
+        if os.getpid() != self._pid:
+            self._abandon()
+        self._closed = True
+        with self._lock:
+            idle, self._idle = self._idle, []
+        del idle  # dropping the clients closes their connections
+        if self._lister is not None:
+            close = getattr(self._lister, "close", None)
+            if close is not None:
+                close()
+            self._lister = None
+        _LIVE.discard(self)

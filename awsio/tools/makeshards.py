@@ -221,6 +221,16 @@ def write_index(storage: Storage, shard_url: str, entries: list[dict[str, Any]],
     return location
 
 
+def _tar_bytes(sample: Sample) -> int:
+    """Bytes a sample takes in a tar: a header block per member (two with a pax/long name) + data."""
+    total = 0
+    for field, data in sample.fields:
+        name_len = len(sample.key) + 1 + len(field)
+        header = tarfile.BLOCKSIZE * (1 if name_len < 100 else 3)
+        total += header + -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return total
+
+
 class ShardWriter:
     """Accumulates samples into tar shards and writes each one (local file or S3 upload) when full."""
 
@@ -249,7 +259,8 @@ class ShardWriter:
         self._entries: list[dict[str, Any]] = []
 
     def write(self, sample: Sample) -> None:
-        if self._count and (self._count >= self.maxcount or self._file.tell() + sample.nbytes > self.maxsize):
+        if self._count and (self._count >= self.maxcount or
+                            self._file.tell() + _tar_bytes(sample) + 2 * tarfile.BLOCKSIZE > self.maxsize):
             self._flush()
         for field, data in sample.fields:
             info = tarfile.TarInfo(f"{sample.key}.{field}")
@@ -265,7 +276,7 @@ class ShardWriter:
     def _flush(self) -> None:
         if self._count == 0:
             return
-        self._tar.close()
+        self._end_tar()
         size = self._file.tell()
         self._file.seek(0)
         name = f"{self.prefix}-{self.shard:06d}.tar"
@@ -280,9 +291,15 @@ class ShardWriter:
         self.shard += 1
         self._open_new()
 
+    def _end_tar(self) -> None:
+        # The end-of-archive marker only: tarfile.close() would also pad to a 10 KiB record,
+        # which readers do not need and which would break --maxsize for small shards.
+        self._file.write(b"\0" * (2 * tarfile.BLOCKSIZE))
+        self._tar.closed = True
+
     def close(self) -> None:
         self._flush()
-        self._tar.close()
+        self._end_tar()
         self._file.close()
 
     def __enter__(self) -> ShardWriter:

@@ -13,7 +13,7 @@ import torch.utils.data
 from awsio.config import S3Config
 
 __all__ = ["CONF_DIR", "ConfigValueError", "ImageToTensor", "build_image_dataset", "check",
-           "die", "s3_config", "url_list"]
+           "die", "group_members", "pick", "s3_config", "url_list"]
 
 
 def _conf_dir() -> str:
@@ -111,11 +111,28 @@ class ToLabel:
         return int(value)
 
 
-def _pick(sample: dict[str, Any], spec: str) -> Any:
+def pick(sample: dict[str, Any], spec: str) -> Any:
+    """The first of ``spec``'s ``;``-separated fields present in ``sample``; KeyError if none."""
     for ext in spec.split(";"):
         if ext in sample:
             return sample[ext]
-    raise KeyError(spec)
+    raise KeyError(f"sample {sample.get('__key__')!r} has none of {spec!r}")
+
+
+def group_members(members: Iterable[tuple[str, bytes]]) -> Iterator[dict[str, Any]]:
+    """Consecutive ``(member name, bytes)`` with the same key -> one sample dict (``__key__`` + fields)."""
+    from awsio.tools.makeshards import sample_key
+
+    current: dict[str, Any] = {}
+    for name, data in members:
+        key, field = sample_key(name)
+        if current and current["__key__"] != key:
+            yield current
+            current = {}
+        current.setdefault("__key__", key)
+        current[field] = data
+    if current:
+        yield current
 
 
 class _GroupedImages(torch.utils.data.IterableDataset):
@@ -131,48 +148,26 @@ class _GroupedImages(torch.utils.data.IterableDataset):
         self.dataset.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[Any, int]]:
-        from awsio.grouping import sample_key
-
-        current: str | None = None
-        fields: dict[str, bytes] = {}
-        for name, data in self._members():
-            key, field = sample_key(name)
-            if key != current and fields:
-                yield from self._emit(fields)
-                fields = {}
-            current = key
-            fields[field] = data
-        if fields:
-            yield from self._emit(fields)
-
-    def _members(self) -> Iterable[tuple[str, bytes]]:
-        return iter(self.dataset)
-
-    def _emit(self, fields: dict[str, bytes]) -> Iterator[tuple[Any, int]]:
-        try:
-            image, label = _pick(fields, self.image_key), _pick(fields, self.label_key)
-        except KeyError:
-            return
-        yield self.to_tensor(image), self.to_label(label)
+        for sample in group_members(iter(self.dataset)):
+            try:
+                image, label = pick(sample, self.image_key), pick(sample, self.label_key)
+            except KeyError:
+                continue
+            yield self.to_tensor(image), self.to_label(label)
 
 
 def build_image_dataset(urls: Sequence[str], *, config: S3Config, image_key: str = "jpg;jpeg;png",
                         label_key: str = "cls", image_size: int = 32, shuffle_urls: bool = True,
-                        shuffle_buffer: int = 0, equal_work: bool = True, seed: int = 0) -> Any:
+                        shuffle_buffer: int = 0, equal_work: str | None = "drop", seed: int = 0) -> Any:
     """(image tensor, int label) samples from tar shards: ``S3IterableDataset`` + the pipeline.
 
+    ``equal_work``: None, ``"drop"`` or ``"repeat"`` (every rank yields the same number of samples).
     The returned object is an IterableDataset with ``set_epoch``.
     """
     from awsio.dataset import S3IterableDataset
 
-    kwargs: dict[str, Any] = {"shuffle_urls": shuffle_urls, "seed": seed, "config": config}
-    if equal_work:
-        kwargs["equal_work"] = True
-    try:
-        ds = S3IterableDataset(list(urls), **kwargs)
-    except TypeError:
-        kwargs.pop("equal_work", None)  # an API without equal-work mode: the step guard still holds
-        ds = S3IterableDataset(list(urls), **kwargs)
+    ds = S3IterableDataset(list(urls), shuffle_urls=shuffle_urls, seed=seed, config=config,
+                           equal_work=equal_work)
     if hasattr(ds, "decode") and hasattr(ds, "to_tuple"):
         pipe = ds
         if shuffle_buffer and shuffle_buffer > 1:

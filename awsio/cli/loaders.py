@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch.utils.data
 
-from awsio.cli.common import ImageToTensor, ToLabel, build_image_dataset
+from awsio.cli.common import ImageToTensor, ToLabel, build_image_dataset, group_members, pick
 from awsio.config import S3Config
 
 __all__ = ["LOADERS", "LoaderUnavailable", "make_loader"]
@@ -40,28 +40,6 @@ class _Finish:
 
     def __call__(self, sample: Sequence[Any]) -> tuple[Any, int]:
         return self.image(sample[0]), self.label(sample[1])
-
-
-def _pick(sample: dict[str, Any], spec: str) -> Any:
-    for ext in spec.split(";"):
-        if ext in sample:
-            return sample[ext]
-    raise KeyError(f"sample {sample.get('__key__')!r} has none of {spec!r}")
-
-
-def _group(members: Iterator[tuple[str, bytes]]) -> Iterator[dict[str, Any]]:
-    from awsio.tools.makeshards import sample_key
-
-    current: dict[str, Any] = {}
-    for name, data in members:
-        key, field = sample_key(name)
-        if current and current["__key__"] != key:
-            yield current
-            current = {}
-        current.setdefault("__key__", key)
-        current[field] = data
-    if current:
-        yield current
 
 
 def _worker_slice(items: Sequence[str]) -> Sequence[str]:
@@ -92,8 +70,8 @@ class _Boto3Tar(torch.utils.data.IterableDataset):
             body = s3.get_object(Bucket=u.bucket, Key=u.key)["Body"]
             with tarfile.open(fileobj=body, mode="r|") as tar:
                 members = ((m.name, tar.extractfile(m).read()) for m in tar if m.isfile())  # type: ignore[union-attr]
-                for s in _group(members):
-                    yield self.finish((_pick(s, IMAGE_KEY), _pick(s, LABEL_KEY)))
+                for s in group_members(members):
+                    yield self.finish((pick(s, IMAGE_KEY), pick(s, LABEL_KEY)))
 
 
 class _ConnectorTar(torch.utils.data.IterableDataset):
@@ -109,8 +87,8 @@ class _ConnectorTar(torch.utils.data.IterableDataset):
             list(_worker_slice(self.urls)), region=self.config.region, endpoint=self.config.endpoint_url,
             s3client_config=S3ClientConfig(force_path_style=bool(self.config.path_style)))
         streams = ({"url": r.key, "stream": r} for r in ds)
-        for s in _group((m["fname"], m["data"]) for m in tar_file_expander(streams)):
-            yield self.finish((_pick(s, IMAGE_KEY), _pick(s, LABEL_KEY)))
+        for s in group_members((m["fname"], m["data"]) for m in tar_file_expander(streams)):
+            yield self.finish((pick(s, IMAGE_KEY), pick(s, LABEL_KEY)))
 
 
 def _awsio(urls: Sequence[str], config: S3Config, decode: bool, size: int, backend: str) -> Any:
@@ -126,7 +104,7 @@ def _awsio(urls: Sequence[str], config: S3Config, decode: bool, size: int, backe
         raise LoaderUnavailable(f"awsio.dataset not available ({e})") from None
     if decode:
         return build_image_dataset(urls, config=cfg, image_size=size, shuffle_urls=False,
-                                   shuffle_buffer=0, equal_work=False)
+                                   shuffle_buffer=0, equal_work=None)
     ds = S3IterableDataset(list(urls), config=cfg)
     if hasattr(ds, "to_tuple"):
         return ds.to_tuple(IMAGE_KEY, LABEL_KEY).map(_Finish(False, size))

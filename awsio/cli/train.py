@@ -63,6 +63,7 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int("data.num_classes", d.num_classes, minimum=2)
     check_positive_int("data.image_size", d.image_size, minimum=8)
     check_positive_int("data.shuffle_buffer", d.shuffle_buffer, minimum=0)
+    check(d.equal_work in (None, "drop", "repeat"), "data.equal_work", d.equal_work, "expected drop, repeat or null")
     check_positive_int("data.max_steps_per_epoch", d.get("max_steps_per_epoch", 0), minimum=0)
     check(str(t.device) in ("auto", "cpu", "cuda") or str(t.device).startswith("cuda:"), "trainer.device",
           t.device, "expected auto, cpu or cuda")
@@ -157,7 +158,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     dataset = build_image_dataset(url_list(d.urls), config=s3, image_key=str(d.image_key),
                                   label_key=str(d.label_key), image_size=int(d.image_size),
                                   shuffle_urls=bool(d.shuffle_urls), shuffle_buffer=int(d.shuffle_buffer),
-                                  equal_work=bool(d.equal_work), seed=int(cfg.seed))
+                                  equal_work=d.equal_work, seed=int(cfg.seed))
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(d.batch_size), num_workers=int(d.num_workers),
                                          pin_memory=device.type == "cuda",
                                          prefetch_factor=4 if int(d.num_workers) > 0 else None)

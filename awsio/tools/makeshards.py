@@ -196,28 +196,24 @@ class _GroupLoader:
 
 
 # -- output --------------------------------------------------------------------------------------
-def write_index(storage: Storage, shard_url: str, entries: list[dict[str, Any]], size: int) -> str | None:
-    """Write the per-shard sample index next to the shard. Returns where it went (or None).
+def write_index(storage: Storage, shard_url: str, entries: list[dict[str, Any]], size: int) -> str:
+    """Write the per-shard member index next to the shard (``<shard>.idx.json``); returns where.
 
-    INTEGRATION POINT: the index format belongs to :mod:`awsio.archives.index` (datasets helper).
-    When that module provides a writer it is used; otherwise a sidecar JSON with the same
-    information is written at ``<shard>.idx.json``.
+    The format is :class:`awsio.archives.index.ShardIndex`'s (names, header offsets, data sizes),
+    which the datasets read for equal-work splitting and ranged reads inside a shard.
     """
+    end = max((e["data_offset"] + -(-e["size"] // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for e in entries),
+              default=0)
     try:
-        from awsio.archives import index as _index
-    except ImportError:
-        _index = None  # type: ignore[assignment]
-    for name in ("write_index", "write_shard_index", "save_index"):
-        fn = getattr(_index, name, None) if _index is not None else None
-        if fn is not None:
-            try:
-                return fn(shard_url, entries, size=size, storage=storage)  # type: ignore[no-any-return]
-            except TypeError:
-                break
-    location = shard_url + ".idx.json"
-    doc = {"version": 1, "shard": shard_url.rsplit("/", 1)[-1], "size": size,
-           "samples": len({e["key"] for e in entries}), "members": entries}
-    storage.put(location, json.dumps(doc, separators=(",", ":")).encode())
+        from awsio.archives.index import ShardIndex, index_url
+    except ImportError:  # a partial install: the same information in the form ShardIndex also reads
+        location = shard_url + ".idx.json"
+        text = json.dumps({"version": 1, "kind": "tar", "size": size, "end": end,
+                           "members": [[e["name"], e["offset"], e["size"]] for e in entries]})
+    else:
+        location = index_url(shard_url)
+        text = ShardIndex("tar", size, end, tuple((e["name"], e["offset"], e["size"]) for e in entries)).to_json()
+    storage.put(location, text.encode())
     return location
 
 

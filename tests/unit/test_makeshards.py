@@ -40,12 +40,15 @@ def test_synthetic_round_trip_counts_limits_and_index(tmp_path):
         for cls, jpg in zip(names[::2], names[1::2]):
             assert cls.endswith(".cls") and jpg == cls[:-4] + ".jpg"
         seen += [int(d) for n, d in members if n.endswith(".cls")]
-        index = json.load(open(shard + ".idx.json"))
-        assert index["samples"] == len(members) // 2
-        for entry, (name, data) in zip(index["members"], members):
-            raw = open(shard, "rb").read()
-            assert entry["name"] == name
-            assert raw[entry["data_offset"]:entry["data_offset"] + entry["size"]] == data
+        from awsio.archives.index import ShardIndex, build_index
+
+        index = ShardIndex.from_json(open(shard + ".idx.json").read())
+        with open(shard, "rb") as f:
+            assert index == build_index(f, size=os.path.getsize(shard))  # same as a scan of the tar
+        assert index.sample_count == len(members) // 2
+        raw = open(shard, "rb").read()
+        for (name, offset, size), (mname, data) in zip(index.members, members):
+            assert name == mname and raw[offset + 512:offset + 512 + size] == data
     assert sorted(seen) == sorted(i % 4 for i in range(53))  # balanced labels, each sample once
 
 

@@ -1,0 +1,253 @@
+"""Per-shard member index: names, offsets, sizes and the sample count of a tar shard.
+
+Why: equal-work DDP needs every shard's sample count before iterating, and splitting a shard
+between workers (fewer shards than ranks x workers) needs the byte offset of every sample so each
+worker reads only its own byte range. The shard maker writes a small JSON sidecar next to each
+shard (``train-000000.tar`` -> ``train-000000.tar.idx.json``)::
+
+    from awsio.archives.index import build_index, write_index
+    with open("train-000000.tar", "rb") as f:
+        write_index(build_index(f), "train-000000.tar.idx.json")         # local path, or
+    write_index(index, "s3://bucket/train-000000.tar.idx.json", client=client)   # next to the shard
+
+Without a sidecar, :func:`load_index` scans the tar headers with ranged reads (skipping member
+data, so it reads little more than one 64 KiB window per member) and caches the result in-process.
+Zip shards need no sidecar: the central directory is their index.
+
+Sidecar format (JSON)::
+
+    {"version": 1, "kind": "tar", "size": <shard bytes>, "end": <end of the last member's data>,
+     "members": [[name, header_offset, data_size], ...]}
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Iterator
+
+from awsio.archives.tar import walk_tar
+from awsio.grouping import is_metadata, sample_key
+
+__all__ = ["INDEX_SUFFIX", "RangedStream", "ShardIndex", "build_index", "index_url", "load_index",
+           "scan_tar", "write_index"]
+
+INDEX_SUFFIX = ".idx.json"
+INDEX_VERSION = 1
+_cache: dict[tuple[str, int | None], ShardIndex] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """The regular members of one shard and the byte range of each sample (run of one key)."""
+
+    kind: str
+    size: int
+    end: int
+    members: tuple[tuple[str, int, int], ...]
+    sample_starts: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        starts: list[int] = []
+        last: str | None = None
+        for name, offset, _ in self.members:
+            key = sample_key(name)[0]
+            if key != last:
+                starts.append(offset)
+                last = key
+        object.__setattr__(self, "sample_starts", tuple(starts))
+
+    @property
+    def sample_count(self) -> int:
+        """Number of samples (runs of consecutive members with the same key)."""
+        return len(self.sample_starts)
+
+    def byte_range(self, start: int, stop: int) -> tuple[int, int]:
+        """The half-open byte range ``[a, b)`` of the tar that holds samples ``start..stop-1``."""
+        n = self.sample_count
+        if not 0 <= start < stop <= n:
+            raise ValueError(f"sample range [{start}, {stop}) outside [0, {n})")
+        a = self.sample_starts[start]
+        b = self.sample_starts[stop] if stop < n else self.end
+        return a, b
+
+    def sample_of_offset(self, offset: int) -> int:
+        """Index of the sample whose byte range holds ``offset``."""
+        return bisect.bisect_right(self.sample_starts, offset) - 1
+
+    def to_json(self) -> str:
+        return json.dumps({"version": INDEX_VERSION, "kind": self.kind, "size": self.size,
+                           "end": self.end, "members": [list(m) for m in self.members]},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ShardIndex:
+        """Parse a sidecar; raises ValueError for an unknown version or malformed content.
+
+        Members may also be objects ``{"name", "offset", "data_offset", "size"}`` (the form the
+        shard maker in :mod:`awsio.tools.makeshards` writes); ``end`` and ``kind`` are then derived.
+        """
+        obj = json.loads(text)
+        if not isinstance(obj, dict) or obj.get("version") != INDEX_VERSION:
+            raise ValueError("not an awsio shard index (or an unsupported version)")
+        members: list[tuple[str, int, int]] = []
+        end = 0
+        for m in obj["members"]:
+            if isinstance(m, dict):
+                name, offset, size = str(m["name"]), int(m["offset"]), int(m["size"])
+                data_at = int(m.get("data_offset", offset + 512))
+                end = max(end, data_at + ((size + 511) & ~511))
+            else:
+                name, offset, size = str(m[0]), int(m[1]), int(m[2])
+            if not name.endswith("/") and not is_metadata(name):
+                members.append((name, offset, size))
+        end = int(obj.get("end", end))
+        return cls(str(obj.get("kind", "tar")), int(obj["size"]), end, tuple(members))
+
+
+def index_url(shard_url: str) -> str:
+    """Where the sidecar of ``shard_url`` lives."""
+    return shard_url + INDEX_SUFFIX
+
+
+def build_index(stream: BinaryIO, *, gzip: bool = False, size: int | None = None,
+                url: str = "") -> ShardIndex:
+    """Scan a tar (or tar.gz with ``gzip=True``) stream and index its regular members.
+
+    ``size``: the shard's size in bytes (default: the bytes consumed from ``stream``).
+    Raises :class:`awsio.errors.ArchiveError` for a corrupt or truncated tar.
+    """
+    counting = _Counting(stream)
+    members, end = _index_members(walk_tar(counting, url=url, gzip=gzip, skip_data=True))
+    kind = "tgz" if gzip else "tar"
+    return ShardIndex(kind, counting.count if size is None else size, end, tuple(members))
+
+
+def write_index(index: ShardIndex, dest: str, *, client: Any = None) -> None:
+    """Write ``index`` as JSON to a local path, or to an ``s3://`` URL through ``client.put``."""
+    text = index.to_json().encode()
+    if dest.startswith("s3://"):
+        if client is None:
+            from awsio.s3.client import S3Client
+
+            client = S3Client()
+        client.put(dest, text)
+    else:
+        with open(dest, "wb") as f:
+            f.write(text)
+
+
+def load_index(client: Any, url: str, *, size: int | None = None, kind: str = "tar",
+               scan: bool = True) -> ShardIndex | None:
+    """The index of one shard: cached, else the sidecar, else (``scan=True``) a header scan.
+
+    A tar is scanned with ranged reads; a tar.gz has to be streamed (it is read once, data
+    discarded); zip indexes come from the central directory. Returns None when there is no
+    sidecar and ``scan`` is False.
+    """
+    key = (url, size)
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    index = _read_sidecar(client, url)
+    if index is None and scan:
+        if size is None:
+            size = client.head(url).size
+        if kind == "zip":
+            from awsio.archives.zip import read_zip_directory
+
+            entries = [e for e in read_zip_directory(client, url, size) if e.is_file]
+            index = ShardIndex("zip", size, size, tuple((e.name, e.offset, e.usize) for e in entries))
+        elif kind == "tgz":
+            index = build_index(client.open(url, size=size), gzip=True, size=size, url=url)
+        else:
+            index = scan_tar(client, url, size)
+    if index is not None:
+        with _cache_lock:
+            _cache[key] = index
+    return index
+
+
+def _read_sidecar(client: Any, url: str) -> ShardIndex | None:
+    try:
+        return ShardIndex.from_json(client.get(index_url(url)))
+    except FileNotFoundError:
+        return None
+
+
+def scan_tar(client: Any, url: str, size: int, window: int = 8 << 10) -> ShardIndex:
+    """Index an uncompressed tar on S3 by reading its headers with ranged GETs (data skipped)."""
+    stream = RangedStream(client, url, 0, size, chunk=window, ahead=1)
+    members, end = _index_members(walk_tar(stream, url=url, skip_data=True, chunk_size=window))
+    return ShardIndex("tar", size, end, tuple(members))
+
+
+def _index_members(members: Iterator[tuple[str, bytes, int, int, int]]) -> tuple[list[tuple[str, int, int]], int]:
+    out: list[tuple[str, int, int]] = []
+    end = 0
+    for name, _, offset, size, end in members:
+        out.append((name, offset, size))
+    return out, end
+
+
+class _Counting:
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.count += len(data)
+        return data
+
+
+class RangedStream:
+    """A read-only stream over bytes ``[start, end)`` of an object, fetched in ``chunk``-sized
+    ranged GETs, ``ahead`` at a time through ``client.get_many`` (so memory stays about
+    ``chunk * ahead``). ``skip(n)`` moves forward without fetching (used by header scans)."""
+
+    def __init__(self, client: Any, url: str, start: int, end: int, *, chunk: int = 4 << 20,
+                 ahead: int = 4) -> None:
+        self._client, self._url = client, url
+        self._pos, self._end = start, end
+        self._chunk, self._ahead = chunk, max(1, ahead)
+        self._pending: list[bytes] = []
+        self._buf = b""
+
+    def _fill(self) -> None:
+        ranges = []
+        at = self._pos + len(self._buf)
+        while at < self._end and len(ranges) < self._ahead:
+            ranges.append((self._url, at, min(at + self._chunk, self._end)))
+            at += self._chunk
+        if len(ranges) == 1:
+            self._pending = [self._client.get_range(*ranges[0])]
+        elif ranges:
+            self._pending = [data for _, data in self._client.get_many(ranges, ordered=True)]
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._buf:
+            if not self._pending:
+                self._fill()
+            if not self._pending:
+                return b""
+            self._buf = self._pending.pop(0)
+        if n is None or n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        self._pos += len(out)
+        return out
+
+    def skip(self, n: int) -> int:
+        n = max(0, min(n, self._end - self._pos))
+        if n <= len(self._buf):
+            self._buf = self._buf[n:]
+        else:
+            self._buf, self._pending = b"", []
+        self._pos += n
+        return n

@@ -1,0 +1,71 @@
+"""Who am I: rank / world size of the job and DataLoader worker id / count.
+
+Read these when iteration starts (inside ``__iter__``), never in a dataset's ``__init__``: the
+dataset object is usually built before ``torch.distributed`` is initialised and before the
+DataLoader has forked its workers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["World", "current_world"]
+
+
+@dataclass(frozen=True)
+class World:
+    """The position of this iterator: ``rank`` of ``world_size`` ranks, ``worker`` of ``num_workers``."""
+
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"bad rank {self.rank} of world size {self.world_size}")
+        if self.num_workers < 1 or not 0 <= self.worker < self.num_workers:
+            raise ValueError(f"bad worker {self.worker} of {self.num_workers}")
+
+    @property
+    def slots(self) -> int:
+        """How many iterators share the data: ranks x workers."""
+        return self.world_size * self.num_workers
+
+    @property
+    def slot(self) -> int:
+        """This iterator's index among :attr:`slots`, rank-major (all workers of rank 0 first)."""
+        return self.rank * self.num_workers + self.worker
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:  # torch is optional for the pure parts of awsio
+        pass
+    rank = int(os.environ.get("RANK", "0") or 0)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return rank, world
+
+
+def _worker() -> tuple[int, int]:
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:
+        return 0, 1
+    info = get_worker_info()
+    if info is None:
+        return 0, 1
+    return info.id, info.num_workers
+
+
+def current_world(*, rank: int | None = None, world_size: int | None = None) -> World:
+    """The current :class:`World`. ``rank``/``world_size`` override detection (tests, custom launchers)."""
+    r, w = _dist_rank_world()
+    worker, num = _worker()
+    return World(rank=r if rank is None else rank, world_size=w if world_size is None else world_size,
+                 worker=worker, num_workers=num)

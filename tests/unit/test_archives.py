@@ -1,0 +1,268 @@
+"""tar / tar.gz / zip readers and the shard index, against reference readers (no server)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pytest
+
+from awsio.archives import archive_kind
+from awsio.archives.index import RangedStream, ShardIndex, build_index, load_index, scan_tar, write_index
+from awsio.archives.tar import iter_tar
+from awsio.archives.zip import iter_zip, read_zip_directory
+from awsio.errors import ArchiveError, NoSuchKeyError
+from awsio.s3.backend import ObjectInfo
+
+
+class MemoryClient:
+    """The S3Client surface the datasets use, over a dict ``url -> bytes`` (picklable)."""
+
+    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+        self.objects = dict(objects or {})
+        self.calls: list[tuple[Any, ...]] = []
+
+    def _data(self, url: str) -> bytes:
+        try:
+            return self.objects[str(url)]
+        except KeyError:
+            raise NoSuchKeyError("no such key", url=str(url), status=404, code="NoSuchKey") from None
+
+    def get(self, url: str) -> bytes:
+        self.calls.append(("get", str(url)))
+        return self._data(url)
+
+    def get_range(self, url: str, start: int, end: int | None) -> bytes:
+        self.calls.append(("get_range", str(url), start, end))
+        return self._data(url)[start:end]
+
+    def get_many(self, items: Iterable[Any], ordered: bool = True) -> Iterator[tuple[str, bytes]]:
+        for item in items:
+            if isinstance(item, tuple):
+                yield str(item[0]), self.get_range(*item)
+            else:
+                yield str(item), self.get(item)
+
+    def head(self, url: str) -> ObjectInfo:
+        return ObjectInfo(str(url), len(self._data(url)))
+
+    def list(self, url: str) -> Iterator[ObjectInfo]:
+        self.calls.append(("list", str(url)))
+        for key in sorted(self.objects):
+            if key.startswith(str(url)):
+                yield ObjectInfo(key, len(self.objects[key]))
+
+    def open(self, url: str, *, chunk_size: int = 8 << 20, prefetch: int = 2,
+             size: int | None = None) -> io.BytesIO:
+        self.calls.append(("open", str(url)))
+        return io.BytesIO(self._data(url))
+
+    def put(self, url: str, data: bytes) -> None:
+        self.objects[str(url)] = bytes(data)
+
+
+def make_tar(members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT, extra_dirs: bool = False) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        if extra_dirs:
+            info = tarfile.TarInfo("somedir")
+            info.type = tarfile.DIRTYPE
+            tf.addfile(info)
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def reference_tar(path_or_bytes: Any) -> list[tuple[str, bytes]]:
+    fileobj = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else open(path_or_bytes, "rb")
+    with fileobj, tarfile.open(fileobj=fileobj, mode="r|*") as tf:
+        return [(m.name, tf.extractfile(m).read()) for m in tf if m.isfile()  # type: ignore[union-attr]
+                and not os.path.basename(m.name).startswith("__")]
+
+
+def samples(n: int, size: int = 300) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n):
+        out.append((f"d/s{i:04d}.cls", str(i).encode()))
+        out.append((f"d/s{i:04d}.jpg", os.urandom(size + i)))
+    return out
+
+
+def mine(data: bytes, **kw: Any) -> list[tuple[str, bytes]]:
+    return [(m.name, m.data) for m in iter_tar(io.BytesIO(data), **kw)]
+
+
+def test_archive_kind_case_insensitive() -> None:
+    assert archive_kind("s3://b/x.TAR") == "tar"
+    assert archive_kind("s3://b/x.Tar.Gz") == "tgz"
+    assert archive_kind("s3://b/x.tgz") == "tgz"
+    assert archive_kind("s3://b/x.ZIP") == "zip"
+    assert archive_kind("s3://b/x.jpg") is None
+    assert archive_kind("s3://b/x.shard", {".shard": "tar"}) == "tar"
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_python_tarfile_formats_and_gzip(fmt: int) -> None:
+    long = "deep/" + "x" * 140 + "/" + "é" * 30 + ".jpg" if fmt != tarfile.USTAR_FORMAT else "a.jpg"
+    members = samples(5) + [(long, b"long-named")]
+    raw = make_tar(members, fmt, extra_dirs=True)
+    assert mine(raw) == reference_tar(raw) == members
+    assert mine(gzip.compress(raw), gzip=True) == members
+    # multi-member gzip, as `cat a.gz b.gz` makes
+    half = len(raw) // 2
+    assert mine(gzip.compress(raw[:half]) + gzip.compress(raw[half:]), gzip=True) == members
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar not installed")
+@pytest.mark.parametrize("fmt", ["gnu", "pax", "posix", "ustar"])
+def test_gnu_tar_long_names(tmp_path: Path, fmt: str) -> None:
+    src = tmp_path / "src"
+    long_dir = src / ("P" * 60) / ("Q" * 60)
+    long_dir.mkdir(parents=True)
+    (src / "a.cls").write_bytes(b"1")
+    (src / "__meta__").write_bytes(b"metadata")
+    if fmt != "ustar":
+        (long_dir / ("n" * 120 + ".jpg")).write_bytes(os.urandom(2000))
+    (src / "big.bin").write_bytes(os.urandom(70000))
+    out = tmp_path / "x.tar"
+    subprocess.run(["tar", f"--format={fmt}", "--sort=name", "-cf", str(out), "-C", str(src), "."], check=True)
+    raw = out.read_bytes()
+    got = mine(raw)
+    assert got == reference_tar(raw)
+    assert all("__meta__" not in n for n, _ in got) and len(got) == (2 if fmt == "ustar" else 3)
+    assert any(len(n) > 100 for n, _ in got) == (fmt != "ustar")
+
+
+def test_webdataset_writer_and_reader() -> None:
+    wds = pytest.importorskip("webdataset")
+    from webdataset.tariterators import tar_file_iterator
+
+    buf = io.BytesIO()
+    with wds.TarWriter(buf) as sink:
+        for i in range(4):
+            sink.write({"__key__": f"k{i:03d}", "txt": f"t{i}", "bin": os.urandom(100 + i)})
+    raw = buf.getvalue()
+    ref = [(d["fname"], d["data"]) for d in tar_file_iterator(io.BytesIO(raw))]
+    assert mine(raw) == ref == reference_tar(raw)
+    assert len(ref) == 8
+
+
+def test_truncated_and_corrupt_tar_name_shard_and_member() -> None:
+    raw = make_tar(samples(3, 2000))
+    # cut inside the data of the 4th member (s0001.jpg)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        at = tf.getmember("d/s0001.jpg").offset_data
+    cut = raw[:at + 100]
+    with pytest.raises(ArchiveError) as err:
+        mine(cut, url="s3://b/shard.tar")
+    assert err.value.url == "s3://b/shard.tar" and err.value.member == "d/s0001.jpg"
+    with pytest.raises(ArchiveError, match="truncated tar header"):
+        mine(raw[:512 * 2 + 300], url="s3://b/shard.tar")
+    bad = bytearray(raw)
+    bad[512 * 2 + 10] ^= 0xFF  # a header byte of the second member -> checksum fails
+    with pytest.raises(ArchiveError, match="checksum") as err:
+        mine(bytes(bad), url="s3://b/shard.tar")
+    assert err.value.member == "d/s0000.cls" and err.value.offset == 1024
+    with pytest.raises(ArchiveError, match="gzip"):
+        mine(gzip.compress(raw)[:-100], gzip=True, url="s3://b/s.tgz")
+    import pickle
+    again = pickle.loads(pickle.dumps(err.value))
+    assert again.url == err.value.url and again.member == err.value.member
+
+
+def make_zip(members: list[tuple[str, bytes]], *, zip64: bool = False, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
+        zf.writestr("dir/", b"")
+        for name, data in members:
+            with zf.open(name, "w", force_zip64=zip64) as f:
+                f.write(data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_by_ranges_matches_zipfile(zip64: bool, method: int) -> None:
+    members = samples(6, 5000) + [("__meta__.json", b"{}")]
+    raw = make_zip(members, zip64=zip64, method=method)
+    client = MemoryClient({"s3://b/z.zip": raw})
+    got = [(m.name, m.data) for m in iter_zip(client, "s3://b/z.zip")]
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        ref = [(n, zf.read(n)) for n in zf.namelist() if not n.endswith("/") and not n.startswith("__")]
+    assert got == ref == members[:-1]
+    # the data came by ranges, not one whole-object GET
+    assert not any(c[0] == "get" for c in client.calls)
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="zip CLI not installed")
+def test_zip_cli(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    for name, data in samples(3, 4000):
+        p = tmp_path / "src" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    subprocess.run(["zip", "-qr", str(tmp_path / "x.zip"), "d"], cwd=tmp_path / "src", check=True)
+    raw = (tmp_path / "x.zip").read_bytes()
+    got = {m.name: m.data for m in iter_zip(MemoryClient({"u": raw}), "u")}
+    assert got == dict(samples(0)) | {n: zipfile.ZipFile(io.BytesIO(raw)).read(n) for n in got}
+    assert len(got) == 6
+
+
+def test_zip_corrupt_and_not_zip() -> None:
+    raw = bytearray(make_zip(samples(2, 3000), method=zipfile.ZIP_STORED))
+    with pytest.raises(ArchiveError, match="not a zip"):
+        list(iter_zip(MemoryClient({"u": b"x" * 100}), "u"))
+    info = zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo("d/s0001.jpg")
+    raw[info.header_offset + 30 + len(info.filename) + 10] ^= 0xFF  # member data -> CRC fails
+    with pytest.raises(ArchiveError, match="CRC") as err:
+        list(iter_zip(MemoryClient({"s3://b/z.zip": bytes(raw)}), "s3://b/z.zip"))
+    assert err.value.url == "s3://b/z.zip" and err.value.member == "d/s0001.jpg"
+
+
+def test_index_build_scan_sidecar_agree(tmp_path: Path) -> None:
+    raw = make_tar(samples(7, 70000), tarfile.GNU_FORMAT, extra_dirs=True)
+    built = build_index(io.BytesIO(raw))
+    client = MemoryClient({"s3://b/t.tar": raw})
+    scanned = scan_tar(client, "s3://b/t.tar", len(raw))
+    assert built == scanned and built.sample_count == 7 and built.size == len(raw)
+    # the scan fetched far less than the shard
+    fetched = sum((c[3] - c[2]) for c in client.calls if c[0] == "get_range")
+    assert fetched < len(raw) / 2
+    path = tmp_path / "t.tar.idx.json"
+    write_index(built, str(path))
+    assert ShardIndex.from_json(path.read_bytes()) == built
+    write_index(built, "s3://b/t.tar.idx.json", client=client)
+    assert load_index(client, "s3://b/t.tar", size=len(raw)) == built
+    # a byte range of whole samples parses on its own and holds exactly those samples
+    a, b = built.byte_range(2, 5)
+    got = [m.name for m in iter_tar(RangedStream(client, "s3://b/t.tar", a, b, chunk=50000), start_offset=a)]
+    assert got == [n for n, _ in samples(7)[4:10]]
+    tgz = build_index(io.BytesIO(gzip.compress(raw)), gzip=True)
+    assert tgz.members == built.members
+
+
+def test_index_reads_shard_maker_format() -> None:
+    raw = make_tar(samples(3))
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        entries = [{"name": m.name, "key": m.name.split(".")[0], "offset": m.offset,
+                    "data_offset": m.offset_data, "size": m.size} for m in tf]
+    import json
+    doc = {"version": 1, "shard": "t.tar", "size": len(raw), "samples": 3, "members": entries}
+    assert ShardIndex.from_json(json.dumps(doc)) == build_index(io.BytesIO(raw))
+
+
+def test_zip_directory_index() -> None:
+    raw = make_zip(samples(4))
+    client = MemoryClient({"u.zip": raw})
+    entries = read_zip_directory(client, "u.zip", len(raw))
+    assert [e.name for e in entries if e.is_file] == [n for n, _ in samples(4)]
+    assert load_index(client, "u.zip", size=len(raw), kind="zip").sample_count == 4  # type: ignore[union-attr]

@@ -32,11 +32,11 @@ from awsio.archives.tar import walk_tar
 from awsio.grouping import is_metadata, sample_key
 
 __all__ = ["INDEX_SUFFIX", "RangedStream", "ShardIndex", "build_index", "index_url", "load_index",
-           "scan_tar", "write_index"]
+           "clear_index_cache", "scan_tar", "write_index"]
 
 INDEX_SUFFIX = ".idx.json"
 INDEX_VERSION = 1
-_cache: dict[tuple[str, int | None], ShardIndex] = {}
+_cache: dict[tuple[str, int | None, str | None], ShardIndex] = {}
 _cache_lock = threading.Lock()
 
 
@@ -140,15 +140,24 @@ def write_index(index: ShardIndex, dest: str, *, client: Any = None) -> None:
             f.write(text)
 
 
+def clear_index_cache() -> None:
+    """Forget every index cached in this process."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def load_index(client: Any, url: str, *, size: int | None = None, kind: str = "tar",
-               scan: bool = True) -> ShardIndex | None:
+               scan: bool = True, etag: str | None = None) -> ShardIndex | None:
     """The index of one shard: cached, else the sidecar, else (``scan=True``) a header scan.
+
+    The in-process cache is keyed by ``(url, size, etag)``: pass what the listing said so that
+    a rewritten shard is not served a stale index.
 
     A tar is scanned with ranged reads; a tar.gz has to be streamed (it is read once, data
     discarded); zip indexes come from the central directory. Returns None when there is no
     sidecar and ``scan`` is False.
     """
-    key = (url, size)
+    key = (url, size, etag)
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import shutil
@@ -57,7 +58,8 @@ class MemoryClient:
         self.calls.append(("list", str(url)))
         for key in sorted(self.objects):
             if key.startswith(str(url)):
-                yield ObjectInfo(key, len(self.objects[key]))
+                data = self.objects[key]
+                yield ObjectInfo(key, len(data), etag=hashlib.md5(data).hexdigest())
 
     def open(self, url: str, *, chunk_size: int = 8 << 20, prefetch: int = 2,
              size: int | None = None) -> io.BytesIO:

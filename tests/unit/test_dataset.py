@@ -1,0 +1,200 @@
+"""S3IterableDataset / S3Dataset / ShuffleDataset over an in-memory client (no server)."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import pickle
+from collections import Counter
+from typing import Any
+
+import pytest
+import torch
+from test_archives import MemoryClient, make_tar, make_zip, samples
+
+import awsio.dataset as dsmod
+from awsio.dataset import S3Dataset, S3IterableDataset, ShuffleDataset
+from awsio.errors import ArchiveError, ConfigError, NoSuchKeyError
+from awsio.world import World
+
+B = "s3://bkt/"
+
+
+def shards(n: int, per: list[int] | int = 4, kind: str = "tar") -> dict[str, bytes]:
+    out = {}
+    for i in range(n):
+        k = per[i] if isinstance(per, list) else per
+        members = [(f"sh{i}/{name}", data) for name, data in samples(k, 200)]
+        raw = make_tar(members)
+        if kind == "tgz":
+            out[f"{B}data/train-{i:03d}.tar.gz"] = gzip.compress(raw)
+        elif kind == "zip":
+            out[f"{B}data/train-{i:03d}.zip"] = make_zip(members)
+        else:
+            out[f"{B}data/train-{i:03d}.tar"] = raw
+    return out
+
+
+def run_world(ds: S3IterableDataset, ranks: int, workers: int, monkeypatch: pytest.MonkeyPatch,
+              epoch: int = 0) -> list[list[tuple[str, bytes]]]:
+    """Iterate as every (rank, worker) slot would; returns the items of each slot."""
+    out = []
+    for r in range(ranks):
+        for w in range(workers):
+            monkeypatch.setattr(dsmod, "current_world", lambda r=r, w=w: World(r, ranks, w, workers))
+            ds.set_epoch(epoch)
+            out.append(list(ds))
+    return out
+
+
+def test_plain_objects_prefix_folder_and_braces() -> None:
+    objs = {f"{B}files/{i:03d}.bin": bytes([i]) * 10 for i in range(20)}
+    objs[f"{B}files2/x.bin"] = b"not in the folder"
+    client = MemoryClient(objs)
+    for url in (f"{B}files/", f"{B}files", f"{B}files/{{000..019}}.bin"):
+        ds = S3IterableDataset(url, client=client)
+        assert list(ds) == [(u, d) for u, d in sorted(objs.items()) if "/files/" in u]
+        assert len(ds) == 20
+    assert sum(1 for c in client.calls if c[0] == "list") == 2  # braces are not listed
+    assert not any(c[0] == "get" and "files2" in c[1] for c in client.calls)
+    exact = S3IterableDataset(f"{B}files/003.bin", client=client)
+    assert list(exact) == [(f"{B}files/003.bin", objs[f"{B}files/003.bin"])]
+
+
+def test_tar_members_in_archive_order_and_records() -> None:
+    objs = shards(2)
+    ds = S3IterableDataset(f"{B}data/", client=MemoryClient(objs))
+    it = iter(ds)
+    label_name, label = next(it)
+    image_name, _ = next(it)
+    assert (label_name, int(label)) == ("sh0/d/s0000.cls", 0) and image_name == "sh0/d/s0000.jpg"
+    recs = list(ds.iter_records())
+    assert len(recs) == 16 and recs[0].source == f"{B}data/train-000.tar"
+    assert recs[-1].source == f"{B}data/train-001.tar"
+    with pytest.raises(TypeError, match="len"):
+        len(ds)
+
+
+@pytest.mark.parametrize("kind", ["tar", "tgz", "zip"])
+@pytest.mark.parametrize("ranks,workers,n", [(1, 1, 3), (2, 2, 8), (2, 3, 2), (3, 4, 1)])
+def test_split_exactly_once(kind: str, ranks: int, workers: int, n: int,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    objs = shards(n, [3 + i for i in range(n)], kind)
+    client = MemoryClient(objs)
+    ds = S3IterableDataset(f"{B}data/", client=client, shuffle_urls=True, seed=7)
+    everything = [m for s in run_world(ds, 1, 1, monkeypatch) for m in s]
+    client.calls.clear()
+    parts = run_world(ds, ranks, workers, monkeypatch)
+    assert Counter(m for p in parts for m in p) == Counter(everything)
+    assert len(everything) == 2 * sum(3 + i for i in range(n))
+    if n < ranks * workers:
+        # few shards: every worker gets part of one (when there are enough samples)
+        assert all(parts) or len(everything) // 2 < ranks * workers
+        for p in parts:  # ... and never half a sample
+            names = [m[0] for m in p]
+            assert all(a.endswith(".cls") and b.endswith(".jpg") and a[:-4] == b[:-4]
+                       for a, b in zip(names[::2], names[1::2]))
+        if kind == "tar":  # workers read byte ranges: no shard is streamed whole by two workers
+            opened = [c for c in client.calls if c[0] == "open"]
+            assert len(opened) == len(set(opened)) <= n
+
+
+@pytest.mark.parametrize("mode", ["drop", "repeat"])
+def test_equal_work_equal_counts(mode: str, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    objs = shards(3, [5, 1, 3])  # 9 samples over 2 ranks x 2 workers
+    ds = S3IterableDataset(f"{B}data/", client=MemoryClient(objs), equal_work=mode, num_workers=2)
+    caplog.set_level(logging.INFO, logger="awsio.dataset")
+    parts = run_world(ds, 2, 2, monkeypatch)
+    counts = [len(p) // 2 for p in parts]
+    assert len(set(counts)) == 1
+    assert counts[0] == (2 if mode == "drop" else 3)
+    assert (ds.stats.dropped, ds.stats.repeated) == ((1, 0) if mode == "drop" else (0, 3))
+    assert "equal_work" in caplog.text
+    monkeypatch.setattr(dsmod, "current_world", lambda: World(0, 2, 0, 1))
+    assert len(ds) == counts[0] * 2
+
+
+def test_shuffle_urls_per_epoch_same_on_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    objs = {f"{B}o/{i:03d}": bytes([i]) for i in range(40)}
+    ds = S3IterableDataset(f"{B}o/", client=MemoryClient(objs), shuffle_urls=True, seed=3)
+    e0 = [n for p in run_world(ds, 2, 1, monkeypatch, epoch=0) for n, _ in p]
+    e0_again = [n for p in run_world(ds, 2, 1, monkeypatch, epoch=0) for n, _ in p]
+    e1 = [n for p in run_world(ds, 2, 1, monkeypatch, epoch=1) for n, _ in p]
+    assert e0 == e0_again != e1 and sorted(e0) == sorted(e1) == sorted(objs)
+    assert ds.plan(0, world=World(0, 2)) == ds.plan(0, world=World(1, 2))
+    monkeypatch.setattr(dsmod, "current_world", lambda: World())
+    ds.set_epoch(5)
+    first, second = [n for n, _ in ds], [n for n, _ in ds]  # epoch advances on its own
+    assert first != second and ds.epoch == 7
+
+
+def test_bad_shard_policies(caplog: Any) -> None:
+    objs = shards(3)
+    bad = f"{B}data/train-001.tar"
+    objs[bad] = objs[bad][:1024 + 600]  # truncated inside its second member
+    client = MemoryClient(objs)
+    with pytest.raises(ArchiveError) as err:
+        list(S3IterableDataset(f"{B}data/", client=client))
+    assert err.value.url == bad
+    ds = S3IterableDataset(f"{B}data/", client=client, handler="warn")
+    got = list(ds)
+    assert ds.stats.skipped == 1 and bad in ds.stats.errors[0] and "skipping" in caplog.text
+    assert len(got) == 16 + 1  # the first member of the bad shard came before the damage
+    seen: list[BaseException] = []
+    ds = S3IterableDataset(f"{B}data/", client=client, handler=lambda e: seen.append(e) or True)
+    list(ds)
+    assert len(seen) == 1
+    with pytest.raises(ConfigError):
+        S3IterableDataset(f"{B}data/", client=client, handler="ignore")
+
+
+def test_missing_plain_object_skip_keeps_the_rest() -> None:
+    objs = {f"{B}p/{i}": b"x" for i in range(5)}
+    client = MemoryClient(objs)
+    ds = S3IterableDataset([f"{B}p/{{0..4}}", f"{B}p/{{7..7}}"], client=client, handler="skip")
+    assert len(list(ds)) == 5 and ds.stats.skipped == 1
+    with pytest.raises(NoSuchKeyError):
+        list(S3IterableDataset(f"{B}p/{{6..7}}", client=client))
+
+
+def test_map_style_dataset_and_getitems() -> None:
+    objs = {f"{B}m/{i:02d}": bytes([i]) for i in range(10)}
+    ds = S3Dataset(f"{B}m/", client=MemoryClient(objs))
+    assert len(ds) == 10 and ds[3] == (f"{B}m/03", b"\x03")
+    assert ds.__getitems__([1, 5]) == [(f"{B}m/01", b"\x01"), (f"{B}m/05", b"\x05")]
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1, shuffle=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=list)
+    assert [u for batch in loader for u, _ in batch] == [f"{B}m/{i:02d}" for i in range(1, 10, 2)]
+
+
+def test_shuffle_dataset_bounded_and_seeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    objs = {f"{B}s/{i:03d}": bytes([i]) for i in range(50)}
+    base = S3IterableDataset(f"{B}s/", client=MemoryClient(objs))
+    sd = ShuffleDataset(base, 8, seed=1)
+    sd.set_epoch(0)
+    a = list(sd)
+    sd.set_epoch(0)
+    assert a == list(sd) and sorted(a) == sorted(objs.items()) and a != sorted(a)
+    assert len(sd) == 50
+
+
+def test_pickles_and_dataloader_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    objs = shards(3, [4, 2, 6])
+    ds = S3IterableDataset(f"{B}data/", client=MemoryClient(objs))
+    clone = pickle.loads(pickle.dumps(ds))
+    assert list(clone) == list(ds)
+    expected = Counter(list(ds))
+    for workers in (0, 2, 4):
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                             multiprocessing_context="fork" if workers else None)
+        assert Counter((n, bytes(d)) for n, d in loader) == expected
+
+
+def test_compat_import_path() -> None:
+    from awsio.python.lib.io.s3 import s3dataset as old
+
+    assert old.S3IterableDataset is S3IterableDataset and old.S3Dataset is S3Dataset
+    raw = make_tar(samples(2))
+    assert list(old.tardata(raw)) == samples(2) == list(old.tardata(gzip.compress(raw)))
+    assert list(old.zipdata(make_zip(samples(2)))) == samples(2)
+    assert callable(old.list_files) and callable(old.file_exists) and callable(old.get_file_size)

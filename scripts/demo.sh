@@ -83,7 +83,7 @@ $PY -m awsio.tools.makeshards --synthetic "$SAMPLES" --classes 10 --image-size 3
 say "training: torchrun --standalone --nproc_per_node=$NPROC -m awsio.cli.train ($EPOCHS epochs, CPU)"
 rm -rf "$OUT/train"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="$NPROC" -m awsio.cli.train \
-    "data.urls=$URLS" trainer.epochs="$EPOCHS" trainer.run_dir="$OUT/train" data.num_workers=1 \
+    "data.urls=\"$URLS\"" trainer.epochs="$EPOCHS" trainer.run_dir="$OUT/train" data.num_workers=1 \
     trainer.checkpoint="s3://$BUCKET/$PREFIX/checkpoints/demo.pt"
 
 say "per-epoch metrics ($OUT/train/metrics.jsonl)"
@@ -100,7 +100,7 @@ PYEOF
 
 if [[ ${AWSIO_DEMO_BENCH:-1} != 0 ]]; then
     say "loader benchmark (python -m awsio.cli.bench)"
-    $PY -m awsio.cli.bench "urls=$URLS" epochs=2 num_workers=1 batch_size=64 decode=true \
+    $PY -m awsio.cli.bench "urls=\"$URLS\"" epochs=2 num_workers=1 batch_size=64 decode=true \
         hydra.run.dir="$OUT/bench"
     say "benchmark table: $OUT/bench/results.csv   chart: $OUT/bench/chart.png"
 fi

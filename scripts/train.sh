@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Thin wrapper: scripts/train.sh [NPROC] [hydra overrides...]
-#   scripts/train.sh 2 data.urls='s3://bucket/train-{000000..000007}.tar' trainer.epochs=3
+#   scripts/train.sh 2 'data.urls="s3://bucket/train-{000000..000007}.tar"' trainer.epochs=3
 # Multi-node: run torchrun yourself with --nnodes/--node_rank/--rdzv_* (see awsio/cli/train.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 """Loader benchmark: samples/s and MiB/s of awsio (native, python) and its peers on the same shards.
 
-    python -m awsio.cli.bench urls='s3://bucket/train-{000000..000007}.tar' num_workers=2
+    python -m awsio.cli.bench 'urls="s3://bucket/train-{000000..000007}.tar"' num_workers=2
     python -m awsio.cli.bench --multirun num_workers=0,2 decode=false,true
 
 Writes ``results.csv``, ``results.json`` and ``chart.png`` to the run folder (``bench_results/...``);
@@ -43,25 +43,25 @@ FIELDS = ["loader", "status", "num_workers", "batch_size", "decode", "epochs", "
 def _expand(urls: Sequence[str], config: S3Config) -> list[tuple[str, int]]:
     """Shard URLs (braces expanded, prefixes listed to their .tar/.tgz objects) with their sizes."""
     from awsio.s3.url import braceexpand
+    from awsio.tools.storage import Storage
 
     out: list[tuple[str, int]] = []
-    client = _client(config)
-    for pattern in urls:
-        for url in braceexpand(pattern):
-            if url.endswith("/"):
-                for info in client.list(url):
-                    if info.url.lower().endswith((".tar", ".tgz", ".tar.gz")):
-                        out.append((info.url, info.size))
-            else:
-                out.append((url, client.head(url).size))
-    client.close()
+    storage = Storage(config)
+    try:
+        for pattern in urls:
+            for url in braceexpand(pattern):
+                if url.endswith("/"):
+                    from awsio.s3.client import S3Client
+
+                    client = S3Client(config)
+                    out += [(o.url, o.size) for o in client.list(url)
+                            if o.url.lower().endswith((".tar", ".tgz", ".tar.gz"))]
+                    client.close()
+                else:
+                    out.append((url, storage.size(url)))
+    finally:
+        storage.close()
     return out
-
-
-def _client(config: S3Config) -> Any:
-    from awsio.s3.client import S3Client
-
-    return S3Client(config)
 
 
 def _versions() -> str:
@@ -158,7 +158,8 @@ def run(cfg: DictConfig, out_dir: str) -> list[dict[str, Any]]:
             row.update(status="skipped", reason=str(e))
         except Exception as e:  # one loader failing must not lose the others' figures
             log.exception("loader %s failed", name)
-            row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+            lines = [x for x in str(e).splitlines() if x.strip()]  # worker errors carry a traceback
+            row.update(status="failed", reason=f"{type(e).__name__}: {lines[-1] if lines else ''}")
         rows.append(row)
         shown = f"{row['samples_per_s']:.0f} samples/s" if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
         print(f"bench: {name:18s} {shown}", flush=True)

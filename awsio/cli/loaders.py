@@ -87,7 +87,7 @@ class _ConnectorTar(torch.utils.data.IterableDataset):
             list(_worker_slice(self.urls)), region=self.config.region, endpoint=self.config.endpoint_url,
             s3client_config=S3ClientConfig(force_path_style=bool(self.config.path_style)))
         streams = ({"url": r.key, "stream": r} for r in ds)
-        for s in group_members((m["fname"], m["data"]) for m in tar_file_expander(streams)):
+        for s in group_members((m["fname"], m["data"]) for m in tar_file_expander(streams, eof_value=None)):
             yield self.finish((pick(s, IMAGE_KEY), pick(s, LABEL_KEY)))
 
 

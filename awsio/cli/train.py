@@ -2,7 +2,9 @@
 
 Single process::
 
-    python -m awsio.cli.train data.urls='s3://bucket/train-{000000..000007}.tar' trainer.epochs=3
+    python -m awsio.cli.train 'data.urls="s3://bucket/train-{000000..000007}.tar"' trainer.epochs=3
+
+(Hydra's override grammar needs the quotes around values with braces.)
 
 One machine, N processes (gloo on CPU, nccl on GPU)::
 

@@ -85,6 +85,12 @@ class Storage:
         with open(location, "rb") as f:
             return f.read()
 
+    def size(self, location: str) -> int:
+        """Size in bytes. Raises FileNotFoundError (an awsio NoSuchKeyError for S3) if absent."""
+        if is_s3(location):
+            return int(self._s3().head(location).size)
+        return os.path.getsize(location)
+
     def exists(self, location: str) -> bool:
         if is_s3(location):
             return bool(self._s3().exists(location))
@@ -126,6 +132,12 @@ class _BotocoreStore:
     def get(self, url: str) -> bytes:
         u = parse_url(url)
         return self._s3.get_object(Bucket=u.bucket, Key=u.key)["Body"].read()
+
+    def head(self, url: str) -> Any:
+        from awsio.s3.backend import ObjectInfo
+
+        u = parse_url(url)
+        return ObjectInfo(url, int(self._s3.head_object(Bucket=u.bucket, Key=u.key)["ContentLength"]))
 
     def exists(self, url: str) -> bool:
         u = parse_url(url)

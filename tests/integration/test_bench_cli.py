@@ -33,7 +33,7 @@ def shards(s3_bucket, s3_config) -> str:
 
 
 def test_bench_writes_table_and_chart(tmp_path, s3_server, shards):
-    r = _run(s3_server, f"urls={shards}", "loaders=[awsio_python,boto3,webdataset,s3torchconnector]",
+    r = _run(s3_server, f'urls="{shards}"', "loaders=[awsio_python,boto3,webdataset,s3torchconnector]",
              "epochs=1", "num_workers=0", "batch_size=8", "image_size=16", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
@@ -47,7 +47,7 @@ def test_bench_writes_table_and_chart(tmp_path, s3_server, shards):
 
 
 def test_bench_multirun_aggregates_the_sweep(tmp_path, s3_server, shards):
-    r = _run(s3_server, "--multirun", f"urls={shards}", "loaders=[awsio_python,boto3]", "epochs=1",
+    r = _run(s3_server, "--multirun", f'urls="{shards}"', "loaders=[awsio_python,boto3]", "epochs=1",
              "num_workers=0", "decode=false,true", "image_size=16", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))

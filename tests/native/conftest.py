@@ -1,0 +1,98 @@
+"""Fixtures for the native reader's tests: a scriptable HTTP stub standing in for S3.
+
+The stub lets tests make S3 misbehave on purpose (503 SlowDown, 500, redirects, truncated
+bodies, slow bodies) and see exactly what the native client sent (path, headers).
+Tests against a real S3 server use the shared fixtures in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterator
+
+import pytest
+
+native = pytest.importorskip("awsio._native", reason="awsio._native is not built")
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    truncate_at: int | None = None      # send Content-Length of the full body, then close early
+    chunk_delay: float = 0.0            # seconds between 64 KiB chunks
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+class Stub:
+    """Answers each request with ``script(n, seen)`` (n = 0-based request number)."""
+
+    def __init__(self) -> None:
+        self.script: Callable[[int, Seen], Reply] = lambda n, seen: Reply(404)
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _serve(self) -> None:
+                seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+                with stub.lock:
+                    n = len(stub.seen)
+                    stub.seen.append(seen)
+                reply = stub.script(n, seen)
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                body = reply.body if reply.truncate_at is None else reply.body[: reply.truncate_at]
+                step = 64 * 1024
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                    if reply.chunk_delay:
+                        time.sleep(reply.chunk_delay)
+                if reply.truncate_at is not None:
+                    self.close_connection = True
+
+            do_GET = _serve
+            do_HEAD = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    s = Stub()
+    yield s
+    s.close()
+
+
+def error_xml(code: str, message: str = "", request_id: str = "REQ123") -> bytes:
+    return (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>").encode()

@@ -1,0 +1,256 @@
+"""The native client against a scriptable HTTP stub: requests it sends, retries, errors, GIL.
+
+No S3 server needed: the stub (tests/native/conftest.py) plays S3, including its failures.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+
+import pytest
+
+from awsio.config import S3Config
+from awsio.errors import (AccessDeniedError, EndpointConnectionError, NoSuchBucketError, NoSuchKeyError,
+                          RedirectError, ServerError, ThrottledError)
+from awsio.s3.native_backend import NativeBackend
+
+from .conftest import Reply, error_xml
+
+pytestmark = pytest.mark.native
+
+KEY = "dir/a b+c=&~%é/../x"
+ENCODED = "/bkt/dir/a%20b%2Bc%3D%26~%25%C3%A9/../x"
+
+
+def make(stub, **kw) -> NativeBackend:
+    kw.setdefault("static_credentials", ("AKIDTEST", "secret/with+chars", None))
+    kw.setdefault("max_attempts", 3)
+    return NativeBackend(S3Config(endpoint_url=stub.endpoint, region="eu-west-3", **kw))
+
+
+def test_request_is_signed_ranged_and_key_encoded(stub):
+    stub.script = lambda n, seen: Reply(206, b"0123")
+    b = make(stub, static_credentials=("AKIDTEST", "sk", "SESSIONTOKEN"))
+    assert b.get("bkt", KEY, 10, 14) == b"0123"
+    seen = stub.seen[0]
+    assert seen.path == ENCODED  # '/' kept, dot segments kept, everything else %-encoded
+    assert seen.headers["range"] == "bytes=10-13"  # half-open [10, 14)
+    assert seen.headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert seen.headers["x-amz-security-token"] == "SESSIONTOKEN"
+    auth = seen.headers["authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/")
+    assert "/eu-west-3/s3/aws4_request" in auth
+    signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert {"host", "range", "x-amz-content-sha256", "x-amz-date", "x-amz-security-token"} <= set(signed)
+    assert "sk" not in auth
+    b.close()
+
+
+def test_open_ended_range_and_empty_range(stub):
+    stub.script = lambda n, seen: Reply(206, b"tail")
+    b = make(stub)
+    assert b.get("bkt", "k", 5, None) == b"tail"
+    assert stub.seen[0].headers["range"] == "bytes=5-"
+    assert b.get("bkt", "k", 7, 7) == b""  # nothing to fetch: no request at all
+    assert len(stub.seen) == 1
+
+
+def test_range_past_end_is_empty(stub):
+    stub.script = lambda n, seen: Reply(416, error_xml("InvalidRange"))
+    assert make(stub).get("bkt", "k", 100, 200) == b""
+
+
+def test_unsigned_requests_carry_no_authorization(stub):
+    stub.script = lambda n, seen: Reply(200, b"public")
+    b = make(stub, unsigned=True, static_credentials=None)
+    assert b.get("bkt", "k") == b"public"
+    assert "authorization" not in stub.seen[0].headers
+
+
+def test_virtual_hosted_url():
+    b = NativeBackend(S3Config(endpoint_url="http://example.test:9000", path_style=False,
+                               static_credentials=("a", "b", None)))
+    client = b._acquire().client
+    assert client.object_url("bkt", "a b/c") == "http://bkt.example.test:9000/a%20b/c"
+
+
+def test_slowdown_is_retried_then_succeeds(stub):
+    def script(n, seen):
+        if n < 2:
+            return Reply(503, error_xml("SlowDown", "Please reduce your request rate."))
+        return Reply(200, b"finally")
+
+    stub.script = script
+    assert make(stub, max_attempts=5).get("bkt", "k") == b"finally"
+    assert len(stub.seen) == 3
+
+
+def test_server_error_after_max_attempts(stub):
+    stub.script = lambda n, seen: Reply(500, error_xml("InternalError", "boom", "RID500"),
+                                        {"x-amz-request-id": "RID500"})
+    with pytest.raises(ServerError) as info:
+        make(stub, max_attempts=4).get("bkt", "some/key")
+    assert len(stub.seen) == 4
+    err = info.value
+    assert (err.url, err.status, err.code, err.request_id) == ("s3://bkt/some/key", 500, "InternalError", "RID500")
+    assert isinstance(pickle.loads(pickle.dumps(err)), ServerError)
+
+
+def test_throttled_after_max_attempts(stub):
+    stub.script = lambda n, seen: Reply(503, error_xml("SlowDown"))
+    with pytest.raises(ThrottledError):
+        make(stub, max_attempts=2).get("bkt", "k")
+    assert len(stub.seen) == 2
+
+
+def test_client_errors_are_not_retried(stub):
+    stub.script = lambda n, seen: Reply(403, error_xml("SignatureDoesNotMatch", "bad sig"))
+    with pytest.raises(AccessDeniedError) as info:
+        make(stub).get("bkt", "k")
+    assert info.value.code == "SignatureDoesNotMatch"
+    assert len(stub.seen) == 1
+
+
+def test_missing_key_bucket_and_head_404(stub):
+    stub.script = lambda n, seen: Reply(404, error_xml("NoSuchBucket" if "nob" in seen.path else "NoSuchKey"))
+    b = make(stub)
+    with pytest.raises(NoSuchKeyError):
+        b.get("bkt", "k")
+    with pytest.raises(NoSuchBucketError):
+        b.get("nob", "k")
+    stub.script = lambda n, seen: Reply(404)  # HEAD responses have no body
+    with pytest.raises(NoSuchKeyError) as info:
+        b.head("bkt", "gone")
+    assert info.value.url == "s3://bkt/gone"
+
+
+def test_redirect_names_the_region(stub):
+    stub.script = lambda n, seen: Reply(301, error_xml("PermanentRedirect"), {"x-amz-bucket-region": "ap-south-1"})
+    with pytest.raises(RedirectError) as info:
+        make(stub).get("bkt", "k")
+    assert info.value.region == "ap-south-1"
+    assert "ap-south-1" in str(info.value)
+
+
+def test_truncated_body_is_retried(stub):
+    body = os.urandom(300_000)
+
+    def script(n, seen):
+        return Reply(200, body, truncate_at=100_000 if n == 0 else None)
+
+    stub.script = script
+    assert make(stub).get("bkt", "k") == body
+    assert len(stub.seen) == 2
+
+
+def test_head(stub):
+    stub.script = lambda n, seen: Reply(200, b"x" * 1234, {"ETag": '"abc"',
+                                                         "Last-Modified": "Tue, 24 Nov 2026 10:00:00 GMT"})
+    info = make(stub).head("bkt", "k")
+    assert (info.url, info.size, info.etag) == ("s3://bkt/k", 1234, '"abc"')
+    assert info.last_modified == 1795514400.0
+    assert stub.seen[0].method == "HEAD"
+
+
+def test_unreachable_endpoint_fails_fast():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    b = NativeBackend(S3Config(endpoint_url=f"http://127.0.0.1:{port}", max_attempts=3,
+                               static_credentials=("a", "b", None)))
+    t0 = time.monotonic()
+    with pytest.raises(EndpointConnectionError) as info:
+        b.get("bkt", "k")
+    assert time.monotonic() - t0 < 5
+    assert info.value.url == "s3://bkt/k"
+    assert info.value.endpoint == f"http://127.0.0.1:{port}"
+
+
+def test_get_many_orders_windows_and_cancels(stub):
+    def script(n, seen):
+        name = seen.path.rsplit("/", 1)[1]
+        if name == "bad":
+            return Reply(404, error_xml("NoSuchKey"))
+        delay = 0.02 if name == "0" else 0.0  # the first one finishes last
+        return Reply(200, name.encode() * 3, chunk_delay=delay)
+
+    stub.script = script
+    b = make(stub, max_connections=4)
+    consumed = []
+
+    def requests():
+        for i in range(40):
+            consumed.append(i)
+            yield ("bkt", str(i), 0, None)
+
+    it = b.get_many(requests(), ordered=True)
+    first = next(it)
+    assert first == (0, b"000")
+    assert len(consumed) <= 2 * 4 + 1  # lazy: the window bounds how far the iterator is read
+    rest = list(it)
+    assert [i for i, _ in rest] == list(range(1, 40))
+    assert all(data == str(i).encode() * 3 for i, data in rest)
+
+    unordered = dict(b.get_many((("bkt", str(i), 0, None) for i in range(20)), ordered=False))
+    assert unordered == {i: str(i).encode() * 3 for i in range(20)}
+
+    with pytest.raises(NoSuchKeyError):
+        list(b.get_many([("bkt", "1", 0, None), ("bkt", "bad", 0, None), ("bkt", "2", 0, None)]))
+    assert b.get("bkt", "7") == b"777"  # the backend is still usable after a failed batch
+
+
+def test_gil_is_released_during_transfers(stub):
+    body = os.urandom(2 << 20)
+    stub.script = lambda n, seen: Reply(200, body, chunk_delay=0.01)  # ~0.3 s transfer
+    b = make(stub)
+    ticks = 0
+    stop = threading.Event()
+
+    def spin():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        time.sleep(0.05)
+        before = ticks
+        assert b.get("bkt", "big") == body
+        during = ticks - before
+    finally:
+        stop.set()
+        t.join()
+    assert during > 10_000, during
+
+
+def _child_get(endpoint: str, backend: NativeBackend | None, queue) -> None:
+    try:
+        b = backend or NativeBackend(S3Config(endpoint_url=endpoint, static_credentials=("a", "b", None)))
+        queue.put(b.get("bkt", "child"))
+    except BaseException as exc:  # report, never hang the parent
+        queue.put(repr(exc))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_fork_and_spawn(stub, method):
+    stub.script = lambda n, seen: Reply(200, seen.path.encode())
+    b = make(stub)
+    assert b.get("bkt", "parent") == b"/bkt/parent"  # the parent has live connections now
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue()
+    # fork: the child inherits the backend (and abandons its connections); spawn: it is pickled.
+    p = ctx.Process(target=_child_get, args=(stub.endpoint, b, queue))
+    p.start()
+    got = queue.get(timeout=60)
+    p.join(30)
+    assert got == b"/bkt/child"
+    assert p.exitcode == 0
+    assert b.get("bkt", "again") == b"/bkt/again"  # the parent's pool is intact
+    b.close()

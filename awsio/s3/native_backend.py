@@ -133,7 +133,7 @@ class NativeBackend:
         status, code, reason, attempts = info
         endpoint = self._config.endpoint
         return EndpointConnectionError(
-            f"could not connect to the endpoint URL {endpoint} after {attempts} attempt(s)",
+            f"no response from the endpoint URL {endpoint} after {attempts} attempt(s): {reason}",
             url=url, status=status, code=code, request_id=None, endpoint=endpoint, reason=reason,
         )
 

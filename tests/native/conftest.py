@@ -25,6 +25,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     truncate_at: int | None = None      # send Content-Length of the full body, then close early
     chunk_delay: float = 0.0            # seconds between 64 KiB chunks
+    stall: float = 0.0                  # seconds of silence after the headers
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Stub:
                 self.end_headers()
                 if self.command == "HEAD":
                     return
+                if reply.stall:
+                    time.sleep(reply.stall)
                 body = reply.body if reply.truncate_at is None else reply.body[: reply.truncate_at]
                 step = 64 * 1024
                 for i in range(0, len(body), step):
@@ -78,7 +81,7 @@ class Stub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:

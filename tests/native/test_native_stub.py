@@ -254,3 +254,26 @@ def test_fork_and_spawn(stub, method):
     assert p.exitcode == 0
     assert b.get("bkt", "again") == b"/bkt/again"  # the parent's pool is intact
     b.close()
+
+
+def test_refreshed_credentials_are_pushed(stub):
+    from awsio.config import Credentials
+
+    stub.script = lambda n, seen: Reply(200, b"ok")
+    b = make(stub)
+    keys = iter(["AKIDFIRST", "AKIDFIRST", "AKIDSECOND"])
+    b._creds = lambda: Credentials(next(keys), "sk", None)  # a provider that rotates once
+    for _ in range(3):
+        assert b.get("bkt", "k") == b"ok"
+    used = [s.headers["authorization"].split("Credential=")[1].split("/")[0] for s in stub.seen]
+    assert used == ["AKIDFIRST", "AKIDFIRST", "AKIDSECOND"]
+
+
+def test_stalled_transfer_times_out(stub):
+    stub.script = lambda n, seen: Reply(200, b"x" * 1000, stall=4.0)
+    b = make(stub, read_timeout=1.0, max_attempts=1)
+    t0 = time.monotonic()
+    with pytest.raises(EndpointConnectionError) as info:
+        b.get("bkt", "slow")
+    assert time.monotonic() - t0 < 4.5
+    assert "too slow" in (info.value.reason or "").lower()  # libcurl's low-speed limit fired

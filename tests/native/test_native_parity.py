@@ -1,0 +1,136 @@
+"""Native vs Python backend against a real S3 server (SeaweedFS): same bytes, same errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from awsio.config import S3Config, credentials_provider
+from awsio.errors import EndpointConnectionError, S3Error
+
+pytestmark = [pytest.mark.integration, pytest.mark.native]
+
+native_backend = pytest.importorskip("awsio.s3.native_backend")
+if not native_backend.native_available():
+    pytest.skip("awsio._native is not built", allow_module_level=True)
+python_backend = pytest.importorskip("awsio.s3.python_backend")
+
+ODD_KEYS = [
+    "plain.bin",
+    "with space/and more spaces.txt",
+    "sym+bols=a&b~c%41d.dat",
+    "unicodé/ključ/鍵.bin",
+    "dots/./and/../segments",
+    "double//slash",
+    "trailing-",
+    "q?uery#hash;semi:colon,comma!bang'quote(paren)*star$@",
+]
+
+
+def _put(config: S3Config, bucket: str, objects: dict[str, bytes]) -> None:
+    import boto3
+    from botocore.config import Config
+
+    creds = credentials_provider(config)()
+    client = boto3.client(
+        "s3", endpoint_url=config.endpoint, region_name=config.region,
+        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+        aws_session_token=creds.token, config=Config(s3={"addressing_style": "path"}),
+    )
+    for key, data in objects.items():
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+@pytest.fixture
+def pair(s3_config):
+    native = native_backend.NativeBackend(s3_config)
+    python = python_backend.PythonBackend(s3_config)
+    yield native, python
+    native.close()
+    python.close()
+
+
+def test_whole_ranges_empty_and_odd_keys(s3_config, s3_bucket, pair):
+    objects = {k: os.urandom(1000 + 37 * i) for i, k in enumerate(ODD_KEYS)}
+    objects["empty"] = b""
+    _put(s3_config, s3_bucket, objects)
+    native, python = pair
+    ranges = [(0, None), (0, 1), (5, 17), (999, None), (10, 10), (990, 5000), (5000, 6000), (0, 1000)]
+    for key, data in objects.items():
+        for start, end in ranges:
+            got_n = native.get(s3_bucket, key, start, end)
+            got_p = python.get(s3_bucket, key, start, end)
+            assert type(got_n) is bytes
+            assert got_n == got_p == data[start:end], (key, start, end)
+        hn, hp = native.head(s3_bucket, key), python.head(s3_bucket, key)
+        assert (hn.url, hn.size, hn.etag) == (hp.url, hp.size, hp.etag)
+        assert hn.size == len(data)
+        assert hn.last_modified is not None and abs(hn.last_modified - hp.last_modified) < 2
+
+
+def test_get_many_parity(s3_config, s3_bucket, pair):
+    objects = {f"many/{i:04d}": os.urandom(i * 13) for i in range(150)}
+    _put(s3_config, s3_bucket, objects)
+    native, python = pair
+    reqs = [(s3_bucket, k, 0, None) for k in objects] + [(s3_bucket, "many/0100", 3, 40)]
+    got_n = list(native.get_many(iter(reqs), ordered=True))
+    got_p = list(python.get_many(iter(reqs), ordered=True))
+    assert got_n == got_p
+    assert [i for i, _ in got_n] == list(range(len(reqs)))
+    unordered = dict(native.get_many(iter(reqs), ordered=False))
+    assert unordered == dict(got_p)
+
+
+@pytest.mark.slow
+def test_big_object(s3_config, s3_bucket, pair):
+    data = os.urandom(64 * 1024 * 1024 + 123)
+    _put(s3_config, s3_bucket, {"big.bin": data})
+    native, python = pair
+    got = native.get(s3_bucket, "big.bin")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    mid = len(data) // 2
+    assert native.get(s3_bucket, "big.bin", mid, mid + (8 << 20)) == python.get(s3_bucket, "big.bin", mid, mid + (8 << 20))
+
+
+def _error(fn, *args):
+    with pytest.raises(S3Error) as info:
+        fn(*args)
+    return info.value
+
+
+def test_same_errors(s3_config, s3_bucket, pair):
+    _put(s3_config, s3_bucket, {"exists": b"x"})
+    native, python = pair
+    cases = [
+        ("get", (s3_bucket, "missing")),
+        ("head", (s3_bucket, "missing")),
+        ("get", ("awsio-no-such-bucket-xyz", "k")),
+    ]
+    for method, args in cases:
+        en, ep = _error(getattr(native, method), *args), _error(getattr(python, method), *args)
+        assert type(en) is type(ep), (method, args, en, ep)
+        assert isinstance(en, FileNotFoundError)
+        assert en.url == ep.url == f"s3://{args[0]}/{args[1]}"
+        assert (en.status, en.code) == (ep.status, ep.code)
+
+    ak, _sk, tok = credentials_provider(s3_config)()
+    wrong = s3_config.replace(static_credentials=(ak, "definitely-wrong-secret", tok))
+    bn, bp = native_backend.NativeBackend(wrong), python_backend.PythonBackend(wrong)
+    en, ep = _error(bn.get, s3_bucket, "exists"), _error(bp.get, s3_bucket, "exists")
+    assert type(en) is type(ep) and isinstance(en, PermissionError)
+    assert en.code == ep.code
+
+
+def test_unreachable_endpoint_same_error(s3_config):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = s3_config.replace(endpoint_url=f"http://127.0.0.1:{port}", max_attempts=2, connect_timeout=2.0)
+    en = _error(native_backend.NativeBackend(config).get, "bkt", "k")
+    ep = _error(python_backend.PythonBackend(config).get, "bkt", "k")
+    assert type(en) is type(ep) is EndpointConnectionError
+    assert en.url == ep.url == "s3://bkt/k"

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <random>
 #include <stdexcept>
 #include <unordered_set>
@@ -92,6 +93,38 @@ void advise_large_buffer(char* data, size_t size) {
 #endif
 }
 
+// Fresh memory costs a page fault and the kernel zeroing each page on first write; for large
+// bodies that is most of the client's CPU. A helper thread faults the pages in ahead of the
+// transfer (MADV_POPULATE_WRITE only maps pages, it never writes data), so the zeroing runs on
+// another core while this thread keeps receiving. AWSIO_PREFAULT=0 turns it off.
+constexpr size_t kPrefaultMin = size_t(8) << 20;
+
+bool prefault_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("AWSIO_PREFAULT");
+    return !(v && v[0] == '0');
+  }();
+  return enabled;
+}
+
+void populate(char* data, size_t size) {
+#if defined(__linux__)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  uintptr_t a = (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size) & ~(page - 1);
+  const uintptr_t step = uintptr_t(4) << 20;
+  for (; a < end; a += step) {
+    if (madvise(reinterpret_cast<void*>(a), std::min(step, end - a), MADV_POPULATE_WRITE) != 0) return;
+  }
+#else
+  (void)data;
+  (void)size;
+#endif
+}
+
 }  // namespace
 
 Buffer MallocAllocator::alloc(size_t size) {
@@ -164,6 +197,7 @@ struct Transfer {
   bool first_write = true;
   bool overflow = false;
   Buffer body;
+  std::future<void> prefault;  // pages of `body` being faulted in; joined before body is let go
   size_t written = 0;
   std::string fallback;
   bool use_fallback = false;
@@ -252,6 +286,14 @@ struct S3Engine::Impl {
             return 0;
           }
           advise_large_buffer(t->body.data, t->body.size);
+          if (t->body.size >= kPrefaultMin && prefault_enabled()) {
+            char* d = t->body.data;
+            size_t n = t->body.size;
+            try {
+              t->prefault = std::async(std::launch::async, [d, n] { populate(d, n); });
+            } catch (...) {  // no thread to spare: the transfer faults its own pages
+            }
+          }
         } else {
           t->use_fallback = true;
         }
@@ -277,7 +319,12 @@ struct S3Engine::Impl {
     return static_cast<Impl*>(t->owner)->write_body(t, data, size * n);
   }
 
+  static void join_prefault(Transfer* t) {
+    if (t->prefault.valid()) t->prefault.wait();
+  }
+
   void reset_attempt(Transfer* t) {
+    join_prefault(t);
     if (t->body.handle) alloc->release(t->body);
     t->body = Buffer{};
     t->first_write = true;
@@ -423,6 +470,7 @@ struct S3Engine::Impl {
     r.tag = t->spec.tag;
     r.head = t->spec.head;
     r.attempts = t->attempts;
+    join_prefault(t);
     if (t->body.handle) alloc->release(t->body);  // anything not moved into r
     give_back_easy(t);
     delete t;
@@ -461,6 +509,7 @@ struct S3Engine::Impl {
           finish(t, std::move(r));
           return;
         }
+        join_prefault(t);
         r.body = t->body;
         t->body = Buffer{};
       } else if (t->use_fallback) {
@@ -533,6 +582,7 @@ struct S3Engine::Impl {
   void cancel_all() {
     for (Transfer* t : active) {
       curl_multi_remove_handle(multi, t->easy);
+      join_prefault(t);
       if (t->body.handle) alloc->release(t->body);
       give_back_easy(t);
       delete t;

@@ -190,7 +190,8 @@ def _warm_memory(nbytes: int) -> None:
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     keys = _keys(spec["kind"], spec["count"], spec["size"])
     read = _reader(spec["method"])
-    _warm_memory(min(spec["count"], spec["connections"]) * spec["size"] + 64 * MiB)
+    if spec["method"] != "curl":  # curl writes to /dev/null; keep its peak RSS its own
+        _warm_memory(min(spec["count"], spec["connections"]) * spec["size"] + 64 * MiB)
     rss0 = _vm_hwm_mib()
     r0, c0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -209,9 +210,14 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
             "inflight_mib": min(spec["count"], spec["connections"]) * spec["size"] / MiB}
 
 
-def _run_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
+def _run_worker(spec: dict[str, Any], malloc_reuse: bool = False) -> dict[str, Any] | None:
+    env = dict(os.environ)
+    if malloc_reuse:
+        # glibc keeps freed memory for reuse instead of unmapping it (every reader alike): what a
+        # long-running loader sees once warm, without the kernel zeroing fresh pages per object.
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
     proc = subprocess.run([sys.executable, "-m", "awsio.bench.reader", "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         print(f"  {spec['method']:<17} {spec['kind']:<5} FAILED: {tail[:200]}", flush=True)
@@ -270,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", default="awsio-bench")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--rounds", type=int, default=2, help="repeat each measurement, keep the fastest")
+    parser.add_argument("--malloc-reuse", action="store_true",
+                        help="run every reader with glibc keeping freed memory (MALLOC_MMAP_MAX_=0)")
     parser.add_argument("--csv", help="also write the figures to this CSV file")
     parser.add_argument("--data-dir", help="LocalS3 data folder (default: a temporary one)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -314,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     spec = {"method": m, "kind": kind, "count": count, "size": size,
                             "bucket": args.bucket, "connections": args.connections}
-                    res = _run_worker(spec)
+                    res = _run_worker(spec, args.malloc_reuse)
                     if res and (m not in best or res["wall_s"] < best[m]["wall_s"]):
                         best[m] = res
             for m in methods:

@@ -110,6 +110,15 @@ def _all_have(has: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def _steps_hint(loader: Any, max_steps: int) -> int | None:
+    """Steps per epoch for the progress bar, when the dataset knows its length."""
+    try:
+        n = len(loader)
+    except TypeError:
+        return max_steps or None
+    return min(n, max_steps) if max_steps else n
+
+
 # -- checkpoints -------------------------------------------------------------------------------
 def save_checkpoint(storage: Storage, location: str, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
@@ -179,7 +188,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         if rank == 0 and cfg.trainer.progress:
             from tqdm import tqdm
 
-            bar = tqdm(desc=f"epoch {epoch}", unit="step", file=sys.stderr, leave=False, mininterval=0.5)
+            bar = tqdm(desc=f"epoch {epoch}", unit="step", file=sys.stderr, leave=False, mininterval=0.5,
+                       total=_steps_hint(loader, max_steps), disable=None)  # None: off when not a terminal
         it = iter(loader)
         steps = n = correct = 0
         loss_sum = wait = 0.0

@@ -324,7 +324,8 @@ def write_shards(samples: Iterable[Sample | Callable[[], Sample]], output: str, 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="sample", desc=f"{prefix} shards", file=sys.stderr, leave=False)
+        bar = tqdm(total=total, unit="sample", desc=f"{prefix} shards", file=sys.stderr, leave=False,
+                   disable=None)
     with ShardWriter(output, prefix=prefix, maxcount=maxcount, maxsize=maxsize, storage=storage,
                      index=index) as writer:
         for s in samples:

@@ -38,7 +38,7 @@ class Seen:
 class Stub:
     """Answers each request with ``script(n, seen)`` (n = 0-based request number)."""
 
-    def __init__(self) -> None:
+    def __init__(self, certfile: str | None = None) -> None:
         self.script: Callable[[int, Seen], Reply] = lambda n, seen: Reply(404)
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
@@ -80,7 +80,15 @@ class Stub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if certfile:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(certfile)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
@@ -93,6 +101,27 @@ class Stub:
 def stub() -> Iterator[Stub]:
     s = Stub()
     yield s
+    s.close()
+
+
+@pytest.fixture
+def tls_stub(tmp_path) -> Iterator[tuple[Stub, str]]:
+    """A stub behind TLS with a fresh self-signed certificate for 127.0.0.1 (yields stub, cert path)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    pem = tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"), "-out", str(pem)],
+        check=True, capture_output=True,
+    )
+    both = tmp_path / "both.pem"
+    both.write_bytes(pem.read_bytes() + (tmp_path / "key.pem").read_bytes())
+    s = Stub(certfile=str(both))
+    yield s, str(pem)
     s.close()
 
 

@@ -277,3 +277,13 @@ def test_stalled_transfer_times_out(stub):
         b.get("bkt", "slow")
     assert time.monotonic() - t0 < 4.5
     assert "too slow" in (info.value.reason or "").lower()  # libcurl's low-speed limit fired
+
+
+def test_tls_is_verified_by_default(tls_stub):
+    stub, cert = tls_stub
+    stub.script = lambda n, seen: Reply(200, b"secure")
+    with pytest.raises(EndpointConnectionError) as info:
+        make(stub).get("bkt", "k")  # self-signed: rejected, and not retried
+    assert "certificate" in (info.value.reason or "").lower()
+    assert make(stub, ca_bundle=cert).get("bkt", "k") == b"secure"
+    assert make(stub, verify=False).get("bkt", "k") == b"secure"

@@ -112,6 +112,10 @@ class NativeBackend:
             handle.creds = creds
         return handle
 
+    def _check_same_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError("a NativeBackend.get_many iterator cannot be resumed in a forked child")
+
     def _release(self, handle: _Handle) -> None:
         if os.getpid() != self._pid or self._closed:
             return
@@ -203,6 +207,7 @@ class NativeBackend:
                         data = parked.pop(next_yield)
                         yield next_yield, data
                         next_yield += 1
+                        self._check_same_process()
                 if inflight == 0:
                     if exhausted and not parked:
                         return
@@ -216,10 +221,12 @@ class NativeBackend:
                         parked[tag] = payload
                     else:
                         yield tag, payload
+                        self._check_same_process()
         finally:
-            if inflight:
-                client.cancel_all()  # first error or an abandoned iterator: stop the rest
-            self._release(handle)
+            if os.getpid() == self._pid:
+                if inflight:
+                    client.cancel_all()  # first error or an abandoned iterator: stop the rest
+                self._release(handle)
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
         """Delegated to the Python backend's ListObjectsV2 code (listing is not a hot path)."""

@@ -62,18 +62,28 @@ if [[ -z ${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_S3:-}${S3_ENDPOINT_URL:-} && -z
     STARTED=1
     eval "$($PY -m awsio.testing.local_s3 env --dir "$S3_DIR")"
     export AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-    $PY - "$BUCKET" <<'PYEOF'
-import sys, boto3, botocore.config, os
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
-                  config=botocore.config.Config(s3={"addressing_style": "path"}))
-try:
-    s3.head_bucket(Bucket=sys.argv[1])
-except Exception:
-    s3.create_bucket(Bucket=sys.argv[1])
-PYEOF
 else
     say "using the configured S3 endpoint/credentials (no local server)"
 fi
+
+# The bucket: created if missing on a custom endpoint (local server, MinIO...); on AWS it must exist.
+$PY - "$BUCKET" <<'PYEOF'
+import sys
+import boto3, botocore.config, botocore.exceptions
+from awsio.config import S3Config
+c = S3Config()
+s3 = boto3.client("s3", endpoint_url=c.endpoint_url, region_name=c.region,
+                  config=botocore.config.Config(s3={"addressing_style": "path" if c.path_style else "auto"}))
+bucket = sys.argv[1]
+try:
+    s3.head_bucket(Bucket=bucket)
+except botocore.exceptions.ClientError as e:
+    if c.endpoint_url is None:
+        sys.exit(f"demo: bucket {bucket} is not reachable on AWS ({e.response['Error'].get('Code')}); "
+                 "set AWSIO_DEMO_BUCKET to a bucket you can write")
+    s3.create_bucket(Bucket=bucket)
+    print(f"demo: created bucket {bucket}")
+PYEOF
 
 URLS="s3://$BUCKET/$PREFIX/train-{000000..000007}.tar"
 say "writing $SAMPLES synthetic labelled JPEGs as 8 tar shards to s3://$BUCKET/$PREFIX/"

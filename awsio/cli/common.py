@@ -17,11 +17,15 @@ __all__ = ["CONF_DIR", "ConfigValueError", "ImageToTensor", "build_image_dataset
 
 
 def _conf_dir() -> str:
+    """Where the Hydra configs live: ``$AWSIO_CONF_DIR``, the source tree's ``conf/``, or ``./conf``."""
     env = os.environ.get("AWSIO_CONF_DIR")
     if env:
         return os.path.abspath(env)
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(here, "conf")
+    # The source tree (editable installs); else ./conf (a non-editable install run from a checkout).
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf")
+    if os.path.isfile(os.path.join(here, "train.yaml")):
+        return here
+    return os.path.abspath("conf")
 
 
 CONF_DIR = _conf_dir()

@@ -167,4 +167,6 @@ PYBIND11_MODULE(_native, m) {
       .def("pending", &Client::pending)
       .def("abandon", &Client::abandon);
   m.def("uri_encode", &awsio::uri_encode, py::arg("s"), py::arg("keep_slash") = true);
+  m.def("canonical_query", &awsio::canonical_query, py::arg("params"));
+  m.def("xml_field", &awsio::xml_field, py::arg("body"), py::arg("tag"));
 }

@@ -1,0 +1,105 @@
+"""Image decoding through PIL, to PIL images, numpy arrays or torch tensors.
+
+The specs follow webdataset's ``imagehandler`` so that the two give the same values:
+
+==============  =======  ======  =====  ============================================
+spec            type     dtype   mode   shape
+==============  =======  ======  =====  ============================================
+``pil``         PIL      -       RGB    (``pilrgb`` too; ``pill`` L, ``pilrgba`` RGBA)
+``rgb8``        numpy    uint8   RGB    H x W x 3 (``numpy`` is the same)
+``rgb``         numpy    float32 RGB    H x W x 3 in [0, 1]
+``l8``, ``l``   numpy    u8/f32  L      H x W
+``rgba8/rgba``  numpy    u8/f32  RGBA   H x W x 4
+``torchrgb8``   torch    uint8   RGB    3 x H x W
+``torchrgb``    torch    float32 RGB    3 x H x W in [0, 1] (``torch`` is the same)
+``torchl8/l``   torch    u8/f32  L      H x W
+``torchrgba8/a``torch    u8/f32  RGBA   4 x H x W
+``pilraw``      PIL      -       as stored (no conversion)
+==============  =======  ======  =====  ============================================
+
+PIL, numpy and torch are imported on first use.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+__all__ = ["IMAGE_EXTENSIONS", "IMAGE_SPECS", "ImageDecoder"]
+
+IMAGE_EXTENSIONS = frozenset(
+    "jpg jpeg jpe jfif png apng ppm pgm pbm pnm webp bmp dib gif tif tiff tga ico".split())
+
+# spec -> (array type, element type, mode)
+IMAGE_SPECS: dict[str, tuple[str, str | None, str | None]] = {
+    "l8": ("numpy", "uint8", "l"),
+    "rgb8": ("numpy", "uint8", "rgb"),
+    "numpy": ("numpy", "uint8", "rgb"),
+    "rgba8": ("numpy", "uint8", "rgba"),
+    "l": ("numpy", "float", "l"),
+    "rgb": ("numpy", "float", "rgb"),
+    "rgba": ("numpy", "float", "rgba"),
+    "torchl8": ("torch", "uint8", "l"),
+    "torchrgb8": ("torch", "uint8", "rgb"),
+    "torchrgba8": ("torch", "uint8", "rgba"),
+    "torchl": ("torch", "float", "l"),
+    "torchrgb": ("torch", "float", "rgb"),
+    "torch": ("torch", "float", "rgb"),
+    "torchrgba": ("torch", "float", "rgba"),
+    "pill": ("pil", None, "l"),
+    "pil": ("pil", None, "rgb"),
+    "pilrgb": ("pil", None, "rgb"),
+    "pilrgba": ("pil", None, "rgba"),
+    "pilraw": ("pil", None, None),
+}
+
+
+class ImageDecoder:
+    """Decode image bytes according to one spec of :data:`IMAGE_SPECS`; picklable.
+
+    Raises:
+        ValueError: for an unknown spec (at construction).
+        PIL.UnidentifiedImageError / OSError: for bytes PIL cannot read (at call).
+    """
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: str) -> None:
+        spec = spec.lower()
+        if spec not in IMAGE_SPECS:
+            raise ValueError(f"unknown image spec {spec!r}; one of {sorted(IMAGE_SPECS)}")
+        self.spec = spec
+
+    def __getstate__(self) -> str:
+        return self.spec
+
+    def __setstate__(self, state: str) -> None:
+        self.spec = state
+
+    def __repr__(self) -> str:
+        return f"ImageDecoder({self.spec!r})"
+
+    def __call__(self, data: bytes) -> Any:
+        import PIL.Image
+
+        atype, etype, mode = IMAGE_SPECS[self.spec]
+        with io.BytesIO(data) as stream:
+            img = PIL.Image.open(stream)
+            img.load()
+        if mode is None:
+            return img
+        img = img.convert(mode.upper())
+        if atype == "pil":
+            return img
+        import numpy as np
+
+        arr = np.array(img)  # a writable copy: users (and torch.from_numpy) may write to it
+        if etype == "float":
+            arr = arr.astype(np.float32) / 255.0
+        if atype == "numpy":
+            return arr
+        import torch
+
+        if arr.ndim == 3:
+            arr = arr.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(arr))

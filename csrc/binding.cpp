@@ -62,8 +62,20 @@ class Client {
     if (engine_) engine_.reset();
   }
 
+  // A thread inside wait() holds mu_ and may need the GIL (to allocate a body); so a caller
+  // holding the GIL that finds mu_ taken drops the GIL while it waits for mu_, never blocking on
+  // mu_ with the GIL held. The usual case (mu_ free) costs no GIL round trip.
+  std::unique_lock<std::mutex> lock_holding_gil() {
+    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) {
+      py::gil_scoped_release nogil;
+      lock.lock();
+    }
+    return lock;
+  }
+
   void set_credentials(const std::string& ak, const std::string& sk, const std::string& token) {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = lock_holding_gil();
     engine_->set_credentials({ak, sk, token});
   }
 
@@ -80,7 +92,7 @@ class Client {
     s.start = start;
     s.end = end;
     s.head = head;
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = lock_holding_gil();
     engine_->submit(s);
   }
 
@@ -97,12 +109,12 @@ class Client {
   }
 
   void cancel_all() {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = lock_holding_gil();
     engine_->cancel_all();
   }
 
   size_t pending() {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = lock_holding_gil();
     return engine_->pending();
   }
 

@@ -172,14 +172,22 @@ def build_image_dataset(urls: Sequence[str], *, config: S3Config, image_key: str
 
     ds = S3IterableDataset(list(urls), shuffle_urls=shuffle_urls, seed=seed, config=config,
                            equal_work=equal_work)
-    if hasattr(ds, "decode") and hasattr(ds, "to_tuple"):
-        pipe = ds
+    pipe = ds if hasattr(ds, "decode") else _as_pipeline(ds)
+    if pipe is not None:
         if shuffle_buffer and shuffle_buffer > 1:
             pipe = pipe.shuffle(shuffle_buffer)
         return (pipe.decode("pil")
                 .to_tuple(image_key, label_key)
                 .map(_TupleTransform(ImageToTensor(image_size), ToLabel())))
     return _GroupedImages(ds, image_key, label_key, image_size)
+
+
+def _as_pipeline(ds: Any) -> Any:
+    try:
+        from awsio.pipeline import Pipeline
+    except ImportError:
+        return None
+    return Pipeline(ds)
 
 
 class _TupleTransform:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch.utils.data
 
-from awsio.cli.common import ImageToTensor, ToLabel, build_image_dataset, group_members, pick
+from awsio.cli.common import ImageToTensor, ToLabel, _as_pipeline, build_image_dataset, group_members, pick
 from awsio.config import S3Config
 
 __all__ = ["LOADERS", "LoaderUnavailable", "make_loader"]
@@ -106,9 +106,10 @@ def _awsio(urls: Sequence[str], config: S3Config, decode: bool, size: int, backe
         return build_image_dataset(urls, config=cfg, image_size=size, shuffle_urls=False,
                                    shuffle_buffer=0, equal_work=None)
     ds = S3IterableDataset(list(urls), config=cfg)
-    if hasattr(ds, "to_tuple"):
-        return ds.to_tuple(IMAGE_KEY, LABEL_KEY).map(_Finish(False, size))
-    raise LoaderUnavailable("awsio pipeline (to_tuple) not available")
+    pipe = ds if hasattr(ds, "to_tuple") else _as_pipeline(ds)
+    if pipe is None:
+        raise LoaderUnavailable("awsio pipeline not available")
+    return pipe.to_tuple(IMAGE_KEY, LABEL_KEY).map(_Finish(False, size))
 
 
 def _webdataset(urls: Sequence[str], config: S3Config, decode: bool, size: int) -> Any:

@@ -34,6 +34,7 @@ from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.config import S3Config
 from awsio.errors import ArchiveError, AwsioError, ConfigError, S3Error
 from awsio.grouping import Record, sample_key
+from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
 from awsio.s3.url import S3URL, expand_urls
 from awsio.sharding import Piece, Plan, plan_counted, plan_uncounted
 from awsio.shuffle import buffer_shuffle, make_rng, shuffled
@@ -119,7 +120,7 @@ def _on_error(handler: Handler, exc: BaseException, where: str, stats: DatasetSt
         log.warning("skipping %s after %s: %s", where, type(exc).__name__, exc)
 
 
-class S3IterableDataset(_HasClient, IterableDataset):  # type: ignore[type-arg]
+class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ignore[type-arg]
     """Stream objects and archive members from S3; see the module docstring.
 
     Args:

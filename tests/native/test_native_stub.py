@@ -287,3 +287,18 @@ def test_tls_is_verified_by_default(tls_stub):
     assert "certificate" in (info.value.reason or "").lower()
     assert make(stub, ca_bundle=cert).get("bkt", "k") == b"secure"
     assert make(stub, verify=False).get("bkt", "k") == b"secure"
+
+
+def test_threads_share_one_backend(stub):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stub.script = lambda n, seen: Reply(200, seen.path.encode())
+    b = make(stub)
+
+    def work(t: int) -> bool:
+        ok = all(b.get("bkt", f"t{t}/{i}") == f"/bkt/t{t}/{i}".encode() for i in range(10))
+        many = dict(b.get_many((("bkt", f"m{t}/{i}", 0, None) for i in range(10)), ordered=False))
+        return ok and many == {i: f"/bkt/m{t}/{i}".encode() for i in range(10)}
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(4)))

@@ -14,8 +14,10 @@ How the work is split (see :mod:`awsio.sharding`):
 * ``equal_work="drop"|"repeat"`` makes every slot, hence every rank, yield the same number of
   samples per epoch (so DDP collectives never wait on a rank that ran dry).
 
-Failures of a whole shard/object follow ``handler``: ``"raise"`` (default), ``"warn"`` (log and go
-on), ``"skip"`` (go on quietly); skips are counted in :attr:`S3IterableDataset.stats`.
+Failures of a whole shard/object follow ``handler`` (:mod:`awsio.handlers`): ``"raise"``
+(default), ``"warn"`` (log and go on), ``"skip"`` (go on quietly) or a callable; skips are
+counted (stage ``"read"``) in :attr:`S3IterableDataset.stats` ``.skips``. Members yielded before
+the damage in a shard are kept. Under ``equal_work`` a skipped shard makes its slot come short.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.config import S3Config
 from awsio.errors import ArchiveError, AwsioError, ConfigError, S3Error
 from awsio.grouping import Record, sample_key
+from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
 from awsio.s3.url import S3URL, expand_urls
 from awsio.sharding import Piece, Plan, plan_counted, plan_uncounted
@@ -43,8 +46,6 @@ from awsio.world import World, current_world
 __all__ = ["DatasetStats", "Record", "S3Dataset", "S3IterableDataset", "ShuffleDataset"]
 
 log = logging.getLogger(__name__)
-_HANDLERS = ("raise", "warn", "skip")
-Handler = str | Callable[[BaseException], bool]
 
 
 @dataclass
@@ -61,8 +62,17 @@ class DatasetStats:
     planned_samples: int | None = None
     dropped: int = 0
     repeated: int = 0
-    skipped: int = 0
-    errors: list[str] = field(default_factory=list)
+    skips: SkipStats = field(default_factory=SkipStats)
+
+    @property
+    def skipped(self) -> int:
+        """Shards/objects skipped under the ``warn``/``skip`` policy in this iteration."""
+        return self.skips.total
+
+    @property
+    def errors(self) -> list[str]:
+        """A few example messages of what was skipped."""
+        return self.skips.examples
 
 
 class _HasClient:
@@ -106,20 +116,6 @@ def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
     return out
 
 
-def _on_error(handler: Handler, exc: BaseException, where: str, stats: DatasetStats) -> None:
-    """Apply the bad-item policy: re-raise, or count (and log) and carry on."""
-    if callable(handler):
-        if not handler(exc):
-            raise exc
-    elif handler == "raise":
-        raise exc
-    stats.skipped += 1
-    if len(stats.errors) < 100:
-        stats.errors.append(f"{where}: {exc}")
-    if handler == "warn":
-        log.warning("skipping %s after %s: %s", where, type(exc).__name__, exc)
-
-
 class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ignore[type-arg]
     """Stream objects and archive members from S3; see the module docstring.
 
@@ -145,7 +141,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, shuffle_urls: bool = False,
                  seed: int = 0, config: S3Config | None = None, client: Any = None,
                  archives: Mapping[str, str] | None = None, equal_work: str | None = None,
-                 use_index: bool | str = "auto", handler: Handler = "raise", num_workers: int = 1,
+                 use_index: bool | str = "auto", handler: HandlerSpec = "raise", num_workers: int = 1,
                  chunk_size: int = 8 << 20, prefetch: int = 2) -> None:
         super().__init__()
         if equal_work not in (None, "drop", "repeat"):
@@ -153,15 +149,16 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
                               value=equal_work)
         if use_index not in (True, False, "auto"):
             raise ConfigError("use_index must be True, False or 'auto'", field="use_index", value=use_index)
-        if not callable(handler) and handler not in _HANDLERS:
-            raise ConfigError(f"handler must be one of {_HANDLERS} or a callable", field="handler",
-                              value=handler)
+        try:
+            resolved = resolve_handler(handler)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="handler", value=handler) from exc
         self.shuffle_urls = shuffle_urls
         self.seed = seed
         self.config = config
         self.equal_work = equal_work
         self.use_index = use_index
-        self.handler = handler
+        self.handler = resolved
         self.num_workers = num_workers
         self.chunk_size = chunk_size
         self.prefetch = prefetch
@@ -284,7 +281,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
             try:
                 yield from self._archive(piece, self.kind(piece.url) or "tar")
             except (AwsioError, OSError) as exc:
-                _on_error(self.handler, exc, piece.url, stats)
+                self.handler.handle(exc, stage="read", stats=stats.skips, where=piece.url)
             i += 1
 
     def _plain(self, urls: list[str], stats: DatasetStats) -> Iterator[Record]:
@@ -298,7 +295,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
             rest = urls[done:]
             bad = str(getattr(exc, "url", None))
             at = rest.index(bad) if bad in rest else 0
-            _on_error(self.handler, exc, rest[at], stats)
+            self.handler.handle(exc, stage="read", stats=stats.skips, where=rest[at])
             yield from self._plain(rest[:at] + rest[at + 1:], stats)
 
     def _archive(self, piece: Piece, kind: str) -> Iterator[Record]:

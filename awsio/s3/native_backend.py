@@ -137,16 +137,22 @@ class NativeBackend:
         if kind == "http":
             status, code, message, request_id, region, _attempts = info
             return s3_error(url, status, code, message, request_id, region)
-        status, code, reason, attempts = info
+        _status, _curl_code, reason, attempts = info
         endpoint = self._config.endpoint
         return EndpointConnectionError(
             f"no response from the endpoint URL {endpoint} after {attempts} attempt(s): {reason}",
-            url=url, status=status, code=code, request_id=None, endpoint=endpoint, reason=reason,
+            url=url, status=None, code=None, request_id=None, endpoint=endpoint, reason=reason,
         )
 
     # -- Backend protocol --------------------------------------------------------------------
 
+    @staticmethod
+    def _check_range(bucket: str, key: str, start: int, end: Optional[int]) -> None:
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
+
     def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool) -> Any:
+        self._check_range(bucket, key, start, end)
         handle = self._acquire()
         try:
             client = handle.client
@@ -198,6 +204,7 @@ class NativeBackend:
                     except StopIteration:
                         exhausted = True
                         break
+                    self._check_range(bucket, key, start, end)
                     client.submit(next_submit, bucket, key, start, -1 if end is None else end, False)
                     names[next_submit] = (bucket, key)
                     next_submit += 1

@@ -302,3 +302,14 @@ def test_threads_share_one_backend(stub):
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(work, range(4)))
+
+
+def test_invalid_ranges_are_value_errors(stub):
+    b = make(stub)
+    with pytest.raises(ValueError):
+        b.get("bkt", "k", -1, None)
+    with pytest.raises(ValueError):
+        b.get("bkt", "k", 5, 3)
+    with pytest.raises(ValueError):
+        list(b.get_many([("bkt", "k", 5, 3)]))
+    assert stub.seen == []

@@ -1,0 +1,291 @@
+"""``S3Client``: the one entry point to S3, over the native or the Python backend.
+
+The client is cheap to make and lazy: the backend (connections, threads, libcurl handles) is
+built on first use *in the current process*. After ``fork`` the child builds its own, and
+pickling carries only the :class:`~awsio.config.S3Config`, so a client can be handed to
+spawn-started DataLoader workers.
+
+Backend choice (``S3Config.backend`` / ``AWSIO_BACKEND``): ``native`` needs ``awsio._native``;
+``python`` is botocore; ``auto`` takes native when it is built and otherwise warns once and
+uses Python.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import warnings
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Tuple, Union
+
+from awsio.config import S3Config
+from awsio.errors import ConfigError
+from awsio.s3.backend import Backend, ObjectInfo, Request
+from awsio.s3.reader import S3Reader
+from awsio.s3.url import S3URL, parse_url
+
+__all__ = ["S3Client", "file_exists", "get_file_size", "list_files"]
+
+log = logging.getLogger(__name__)
+
+URLLike = Union[str, S3URL]
+# A get_many item: a URL (whole object) or (url, start, end) for a half-open range.
+GetItem = Union[URLLike, Tuple[URLLike, int, Optional[int]]]
+
+_warned_fallback = False
+_warn_lock = threading.Lock()
+
+# S3 refuses multipart parts under 5 MiB (except the last one).
+_PART_SIZE = 16 << 20
+
+
+def _make_backend(config: S3Config) -> Backend:
+    global _warned_fallback
+    choice = config.backend
+    if choice in ("auto", "native"):
+        from awsio.s3.native_backend import NativeBackend, native_available
+
+        if native_available():
+            return NativeBackend(config)
+        if choice == "native":
+            raise ConfigError(
+                "backend='native' but awsio._native is not built (install libcurl development files, "
+                "e.g. apt-get install libcurl4-openssl-dev, and reinstall awsio)",
+                field="backend", value=choice,
+            )
+        with _warn_lock:
+            if not _warned_fallback:
+                _warned_fallback = True
+                warnings.warn(
+                    "awsio: the native reader (awsio._native) is not built; using the slower "
+                    "pure-Python backend. Install libcurl4-openssl-dev and reinstall awsio to build it.",
+                    RuntimeWarning, stacklevel=3,
+                )
+    from awsio.s3.python_backend import PythonBackend
+
+    return PythonBackend(config)
+
+
+class S3Client:
+    """Read (and, for the harness, write) S3 objects by ``s3://`` URL.
+
+    Args:
+        config: an :class:`S3Config`; by default one built from the environment.
+
+    Every method raises :mod:`awsio.errors` exceptions naming the ``s3://bucket/key``:
+    ``NoSuchKeyError``/``NoSuchBucketError`` (FileNotFoundError), ``AccessDeniedError``
+    (PermissionError), ``EndpointConnectionError``/``ThrottledError``/``ServerError``
+    (ConnectionError), ``InvalidURLError`` (ValueError).
+    """
+
+    def __init__(self, config: Optional[S3Config] = None) -> None:
+        self.config = config if config is not None else S3Config()
+        self._backend: Optional[Backend] = None
+        self._pid = -1
+        self._uploader: Any = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"S3Client(endpoint={self.config.endpoint!r}, backend={self.config.backend!r})"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend of this process (built on first use, rebuilt after fork)."""
+        pid = os.getpid()
+        if self._backend is None or self._pid != pid:
+            with self._lock:
+                if self._backend is None or self._pid != pid:
+                    # After fork the parent's backend is abandoned, never closed: its sockets
+                    # and threads belong to the parent.
+                    self._backend = _make_backend(self.config)
+                    self._uploader = None
+                    self._pid = pid
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        """``"native"`` or ``"python"``: the backend this client uses."""
+        return self.backend.name
+
+    def close(self) -> None:
+        """Release connections and threads; the client builds new ones if used again."""
+        with self._lock:
+            if self._backend is not None and self._pid == os.getpid():
+                self._backend.close()
+            self._backend = None
+            self._uploader = None
+
+    def __enter__(self) -> S3Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, url: URLLike) -> bytes:
+        """The whole object as ``bytes``."""
+        u = parse_url(url)
+        return self.backend.get(u.bucket, u.key, 0, None)
+
+    def get_range(self, url: URLLike, start: int, end: Optional[int]) -> bytes:
+        """Bytes ``[start, end)`` of the object (``end=None``: to the end). Clipped like S3."""
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid range [{start}, {end}) for {url}")
+        u = parse_url(url)
+        return self.backend.get(u.bucket, u.key, start, end)
+
+    def get_many(self, urls: Iterable[GetItem], ordered: bool = True) -> Iterator[Tuple[str, bytes]]:
+        """Fetch many objects (or ranges) with up to ``max_connections`` requests in flight.
+
+        Yields ``(url, bytes)``; in the input order with ``ordered=True``, else as they complete.
+        ``urls`` is consumed lazily, so memory is bounded by the in-flight window.
+        """
+        names: dict[int, str] = {}
+
+        def requests() -> Iterator[Request]:
+            for i, item in enumerate(urls):
+                if isinstance(item, tuple):
+                    url, start, end = item
+                else:
+                    url, start, end = item, 0, None
+                u = parse_url(url)
+                names[i] = str(url) if isinstance(url, str) else str(u)
+                yield (u.bucket, u.key, start, end)
+
+        for i, data in self.backend.get_many(requests(), ordered=ordered):
+            yield names.pop(i), data
+
+    def head(self, url: URLLike) -> ObjectInfo:
+        """Size, ETag and Last-Modified of one object."""
+        u = parse_url(url)
+        return self.backend.head(u.bucket, u.key)
+
+    def exists(self, url: URLLike) -> bool:
+        """True if the object exists (False for a missing key or bucket)."""
+        try:
+            self.head(url)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def list(self, url: URLLike) -> Iterator[ObjectInfo]:
+        """Every object under the prefix ``url`` (paginated ListObjectsV2), in key order."""
+        u = parse_url(url)
+        return self.backend.list(u.bucket, u.key)
+
+    def open(self, url: URLLike, *, chunk_size: int = 8 << 20, prefetch: int = 2,
+             size: Optional[int] = None, start: int = 0, end: Optional[int] = None) -> S3Reader:
+        """A streaming file object over the object (or its range), reading ahead ``prefetch`` chunks."""
+        u = parse_url(url)
+        return S3Reader(self.backend, u.bucket, u.key, size=size, chunk_size=chunk_size,
+                        prefetch=prefetch, start=start, end=end)
+
+    # -- writes (shard maker, checkpoints) ---------------------------------------------------
+
+    def _botocore(self) -> Any:
+        backend = self.backend
+        if self._uploader is None:
+            client = getattr(backend, "client", None)
+            if client is None:
+                from awsio.s3.python_backend import PythonBackend
+
+                client = PythonBackend(self.config).client
+            self._uploader = client
+        return self._uploader
+
+    def put(self, url: URLLike, data: Union[bytes, bytearray, memoryview, BinaryIO],
+            *, part_size: int = _PART_SIZE) -> None:
+        """Upload ``data`` (bytes or a readable binary stream) to ``url``.
+
+        Streams go up as a multipart upload, ``part_size`` bytes at a time, so memory stays
+        bounded; a failed multipart upload is aborted so no parts are left behind.
+        """
+        from botocore import exceptions as bex
+
+        from awsio.s3.python_backend import translate_botocore_error
+
+        u = parse_url(url)
+        s3 = self._botocore()
+        endpoint = self.config.endpoint
+        if part_size < 5 << 20:
+            raise ValueError("part_size must be at least 5 MiB")
+        stream: BinaryIO = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        try:
+            first = stream.read(part_size)
+            nxt = stream.read(part_size) if len(first) == part_size else b""
+            if not nxt:
+                s3.put_object(Bucket=u.bucket, Key=u.key, Body=first)
+                return
+            upload_id = s3.create_multipart_upload(Bucket=u.bucket, Key=u.key)["UploadId"]
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            raise translate_botocore_error(exc, str(u), endpoint) from exc
+        parts = []
+        try:
+            number, chunk = 1, first
+            while chunk:
+                resp = s3.upload_part(Bucket=u.bucket, Key=u.key, UploadId=upload_id,
+                                      PartNumber=number, Body=chunk)
+                parts.append({"ETag": resp["ETag"], "PartNumber": number})
+                number += 1
+                chunk, nxt = nxt, (stream.read(part_size) if nxt else b"")
+            s3.complete_multipart_upload(Bucket=u.bucket, Key=u.key, UploadId=upload_id,
+                                         MultipartUpload={"Parts": parts})
+        except BaseException as exc:
+            try:
+                s3.abort_multipart_upload(Bucket=u.bucket, Key=u.key, UploadId=upload_id)
+            except Exception:  # the original error matters more than a failed cleanup
+                log.warning("could not abort the multipart upload of %s", u)
+            if isinstance(exc, (bex.BotoCoreError, bex.ClientError)):
+                raise translate_botocore_error(exc, str(u), endpoint) from exc
+            raise
+
+    def delete(self, url: URLLike) -> None:
+        """Delete one object (no error if it is already gone)."""
+        from botocore import exceptions as bex
+
+        from awsio.s3.python_backend import translate_botocore_error
+
+        u = parse_url(url)
+        try:
+            self._botocore().delete_object(Bucket=u.bucket, Key=u.key)
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            raise translate_botocore_error(exc, str(u), self.config.endpoint) from exc
+
+
+# -- the original plugin's module-level helpers -------------------------------------------------
+
+_default_clients: dict[Tuple[int, Optional[S3Config]], S3Client] = {}
+
+
+def _client(config: Optional[S3Config]) -> S3Client:
+    key = (os.getpid(), config)
+    client = _default_clients.get(key)
+    if client is None:
+        client = _default_clients[key] = S3Client(config)
+    return client
+
+
+def list_files(url: str, config: Optional[S3Config] = None) -> list[str]:
+    """The ``s3://`` URLs of every object under a prefix (or the one object ``url`` names)."""
+    return [info.url for info in _client(config).list(url)]
+
+
+def file_exists(url: str, config: Optional[S3Config] = None) -> bool:
+    """True if the object exists."""
+    return _client(config).exists(url)
+
+
+def get_file_size(url: str, config: Optional[S3Config] = None) -> int:
+    """The object's size in bytes (NoSuchKeyError if it does not exist)."""
+    return _client(config).head(url).size
+

@@ -194,7 +194,8 @@ def test_compat_import_path() -> None:
     from awsio.python.lib.io.s3 import s3dataset as old
 
     assert old.S3IterableDataset is S3IterableDataset and old.S3Dataset is S3Dataset
-    raw = make_tar(samples(2))
-    assert list(old.tardata(raw)) == samples(2) == list(old.tardata(gzip.compress(raw)))
-    assert list(old.zipdata(make_zip(samples(2)))) == samples(2)
+    members = samples(2)
+    raw = make_tar(members)
+    assert list(old.tardata(raw)) == members == list(old.tardata(gzip.compress(raw)))
+    assert list(old.zipdata(make_zip(members))) == members
     assert callable(old.list_files) and callable(old.file_exists) and callable(old.get_file_size)

@@ -3,6 +3,7 @@
 ``transform_fn(image=preproc)`` and ``to_tuple("jpg;png", "cls")`` both name fields indirectly.
 A name is resolved against a sample's fields like this:
 
+* a field named exactly ``name`` wins (e.g. after ``rename(image="jpg;png")``);
 * a role name (``image``, ``target``, ``text``, ``json``, ``array``) stands for its list of
   extensions, in order of preference (``image`` -> jpg, jpeg, png, ...; ``target`` -> cls, cls2,
   class, index, inx, label, id, target);
@@ -38,6 +39,8 @@ def candidates(name: str) -> tuple[str, ...]:
 
 def find_field(sample: Mapping[str, Any], name: str) -> str | None:
     """The field of ``sample`` that ``name`` resolves to, or None."""
+    if name in sample:  # a field named like the role (after .rename(image=...)) wins
+        return name
     fields = [f for f in sample if not f.startswith("__")]
     for alt in candidates(name):
         if alt in sample:

@@ -50,8 +50,9 @@ through unchanged; with ``batch_size=k`` the loader yields ``k`` pipeline batche
 (default: the source's own ``handler`` if it has one), ``"warn"``, ``"skip"`` or a callable.
 Skipped samples are counted by stage and reason in ``pipeline.stats`` (a
 :class:`~awsio.handlers.SkipStats`, reset on each iteration, exact for ``num_workers=0``);
-DataLoader workers each log their summary when their iteration ends. Shards the source skipped
-are counted under the stage ``"source"``.
+DataLoader workers each log their summary when their iteration ends. What the source skipped
+(shards or objects it could not read) is merged in under the source's stage name (``"read"``
+for :class:`~awsio.dataset.S3IterableDataset`).
 
 **Randomness**: ``shuffle`` uses a bounded buffer seeded from ``(seed, epoch, rank, worker)``.
 The epoch advances on every iteration of this object, or is set by ``set_epoch(n)`` (forwarded
@@ -545,8 +546,9 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
 
 def _count_source_skips(source: Any, stats: SkipStats) -> None:
     src = getattr(source, "stats", None)
-    if isinstance(src, SkipStats):
-        stats.merge(src)
+    skips = getattr(src, "skips", src)
+    if isinstance(skips, SkipStats):
+        stats.merge(skips)
     elif isinstance(getattr(src, "skipped", None), int) and src.skipped:
         stats.counts[("source", "skipped")] += src.skipped
         stats.examples.extend(list(getattr(src, "errors", []))[:5])

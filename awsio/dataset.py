@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from torch.utils.data import Dataset, IterableDataset
 
@@ -34,7 +34,7 @@ from awsio.archives.index import INDEX_SUFFIX, RangedStream, load_index
 from awsio.archives.tar import TarMember, iter_tar
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.config import S3Config
-from awsio.errors import ArchiveError, AwsioError, ConfigError, S3Error
+from awsio.errors import AwsioError, ConfigError, S3Error
 from awsio.grouping import Record, sample_key
 from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
@@ -93,9 +93,10 @@ def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
              suffixes: Mapping[str, str]) -> list[tuple[str, int | None, str | None]]:
     """Expand patterns and list prefixes: ``[(url, size, etag)]`` (None where not listed), in order.
 
-    A URL ending in ``/`` is a prefix. A URL from a brace pattern, or with an archive extension,
-    is an object. Any other URL is listed once: the object itself if it exists, else the
-    "folder" under it. Sidecar indexes (``*.idx.json`` next to their shard) are left out.
+    A URL ending in ``/`` is a prefix. A URL from a brace pattern, or whose name has an extension
+    (``train-0.tar``, ``img.jpg``), is an object, taken without a request. Any other URL
+    (``s3://b/data/files``) is listed once: the object itself if it exists, else the "folder"
+    under it. Sidecar indexes (``*.idx.json`` next to their shard) are left out of listings.
     """
     raw = [urls] if isinstance(urls, (str, S3URL)) else list(urls)
     out: list[tuple[str, int | None, str | None]] = []
@@ -103,7 +104,7 @@ def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
         braced = isinstance(item, str) and "{" in item
         for url in expand_urls(item):
             text = str(url)
-            if not url.is_prefix and (braced or archive_kind(text, dict(suffixes))):
+            if not url.is_prefix and (braced or "." in url.name or archive_kind(text, dict(suffixes))):
                 out.append((text, None, None))
                 continue
             listed = [(o.url, o.size, o.etag) for o in client.list(text)]

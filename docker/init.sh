@@ -17,6 +17,10 @@ PREFIX=${AWSIO_DEMO_PREFIX:-synthetic}
 SAMPLES=${AWSIO_DEMO_SAMPLES:-4000}
 BUCKETS=${AWSIO_BUCKETS:-$BUCKET}
 SHARDS=8
+if ! [[ $SAMPLES =~ ^[0-9]+$ ]] || (( SAMPLES < SHARDS || SAMPLES % SHARDS )); then
+    echo "init: AWSIO_DEMO_SAMPLES=$SAMPLES must be a multiple of $SHARDS (the jobs read $SHARDS shards)" >&2
+    exit 2
+fi
 PER_SHARD=$(( (SAMPLES + SHARDS - 1) / SHARDS ))
 LAST_KEY=$(printf '%s/train-%06d.tar' "$PREFIX" $(( SHARDS - 1 )))
 

@@ -31,13 +31,16 @@ GPU_COMPOSE = ROOT / "docker" / "compose.gpu.yaml"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 INIT = ROOT / "docker" / "init.sh"
 CONFTEST = ROOT / "tests" / "conftest.py"
+if not (ROOT / "awsio").is_dir():   # e.g. the test image, which has tests/ but no source tree
+    pytest.skip("needs a source checkout", allow_module_level=True)
 
 # What the awsio jobs read (awsio.config.S3Config / botocore) and MinIO needs to accept them.
 S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWSIO_BACKEND")
 # service -> (entry-point job, Hydra primary config whose ${oc.env:...} variables must be set)
 JOBS = {"init": ("init", None), "tests": ("pytest", None), "train": ("train", "train"),
-        "bench": ("bench", "bench")}
-NEEDS_DEMO_DATA = ("train", "bench")
+        "bench": ("bench", "bench"), "demo": ("demo", None)}
+NEEDS_DEMO_DATA = ("train", "bench")          # read the shard set that init writes
+KEEPS_RESULTS = ("train", "bench", "demo")
 ROOT_USERS = {"", "root", "0", "0:0", "root:root"}
 
 
@@ -414,7 +417,7 @@ def compose_problems(compose: dict[str, Any], root: Path) -> list[str]:
             source = vol.get("source") if isinstance(vol, dict) else str(vol).split(":", 1)[0]
             if source and not source.startswith((".", "/", "~")) and source not in volumes:
                 problems.append(f"{name}: volume {source!r} is not declared under top-level volumes")
-    for name in NEEDS_DEMO_DATA:
+    for name in KEEPS_RESULTS:
         mounts = [str(v) for v in (services.get(name) or {}).get("volumes") or []]
         if not any(":/app/results" in v for v in mounts):
             problems.append(f"{name}: results are not kept in a volume at /app/results")
@@ -461,7 +464,7 @@ def _module_file(module: str) -> Path | None:
 
 def test_entrypoint_jobs_run_things_that_exist() -> None:
     jobs = entrypoint_jobs(ENTRYPOINT)
-    for job in ("train", "bench", "pytest", "makeshards", "init", "shell"):
+    for job in ("train", "bench", "pytest", "makeshards", "init", "demo", "shell"):
         assert job in jobs, f"docker/entrypoint.sh has no {job!r} job"
     files = image_files(stage_chain(parse_stages(DOCKERFILE)[0], "runtime"), ROOT)
     launched: dict[str, str] = {}

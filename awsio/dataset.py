@@ -135,6 +135,12 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         handler: ``"raise"`` | ``"warn"`` | ``"skip"`` | callable(exc) -> bool (True: skip).
         num_workers: the DataLoader's num_workers, used only by ``len()`` under equal work.
         chunk_size, prefetch: streaming read size and read-ahead depth for archives.
+
+    Epochs: each iteration uses :attr:`epoch` and then advances it. DataLoader workers iterate
+    copies of the dataset, so with ``persistent_workers=False`` call ``set_epoch(n)`` before each
+    epoch (as with ``DistributedSampler``); with persistent workers or ``num_workers=0`` the epoch
+    advances by itself.
+
     Raises:
         awsio.errors.InvalidURLError, S3 errors from listing, ConfigError for bad options.
     """
@@ -286,18 +292,21 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
             i += 1
 
     def _plain(self, urls: list[str], stats: DatasetStats) -> Iterator[Record]:
-        done = 0
-        try:
-            for url, data in self.client.get_many(urls, ordered=True):
-                done += 1
-                yield Record(str(url), str(url), data)
-        except (S3Error, OSError) as exc:
-            # one bad object spoils a batch: apply the policy to it, then fetch the rest again
-            rest = urls[done:]
-            bad = str(getattr(exc, "url", None))
-            at = rest.index(bad) if bad in rest else 0
-            self.handler.handle(exc, stage="read", stats=stats.skips, where=rest[at])
-            yield from self._plain(rest[:at] + rest[at + 1:], stats)
+        rest = list(urls)
+        while rest:
+            done = 0
+            try:
+                for url, data in self.client.get_many(rest, ordered=True):
+                    done += 1
+                    yield Record(str(url), str(url), data)
+                return
+            except (S3Error, OSError) as exc:
+                # one bad object spoils a batch: apply the policy to it, then fetch the rest again
+                rest = rest[done:]
+                bad = str(getattr(exc, "url", None))
+                at = rest.index(bad) if bad in rest else 0
+                self.handler.handle(exc, stage="read", stats=stats.skips, where=rest[at])
+                rest = rest[:at] + rest[at + 1:]
 
     def _archive(self, piece: Piece, kind: str) -> Iterator[Record]:
         url = piece.url

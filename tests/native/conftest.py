@@ -87,6 +87,7 @@ class Stub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.block_on_close = False  # a stalled handler must not hold up teardown
         scheme = "http"
         if certfile:
             import ssl

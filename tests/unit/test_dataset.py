@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_archives import MemoryClient, make_tar, make_zip, samples
 
 import awsio.dataset as dsmod
@@ -199,3 +201,15 @@ def test_compat_import_path() -> None:
     assert list(old.tardata(raw)) == members == list(old.tardata(gzip.compress(raw)))
     assert list(old.zipdata(make_zip(members))) == members
     assert callable(old.list_files) and callable(old.file_exists) and callable(old.get_file_size)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(per=st.lists(st.integers(0, 6), min_size=1, max_size=4), ranks=st.integers(1, 3),
+       workers=st.integers(1, 3), shuffle=st.booleans(), kind=st.sampled_from(["tar", "zip"]))
+def test_split_property_end_to_end(per: list[int], ranks: int, workers: int, shuffle: bool, kind: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    objs = shards(len(per), per, kind)
+    ds = S3IterableDataset(f"{B}data/", client=MemoryClient(objs), shuffle_urls=shuffle, seed=11)
+    whole = Counter(m for p in run_world(ds, 1, 1, monkeypatch, epoch=3) for m in p)
+    parts = run_world(ds, ranks, workers, monkeypatch, epoch=3)
+    assert Counter(m for p in parts for m in p) == whole and sum(whole.values()) == 2 * sum(per)

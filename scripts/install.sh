@@ -11,7 +11,12 @@ EXTRAS=${AWSIO_EXTRAS:-test,harness}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 say() { echo "[install] $*"; }
 
-if ! curl-config --version >/dev/null 2>&1 || [ ! -f "$(curl-config --prefix 2>/dev/null)/include/curl/curl.h" ] && [ ! -f /usr/include/x86_64-linux-gnu/curl/curl.h ] && [ ! -f /usr/include/curl/curl.h ]; then
+have_curl_headers() {
+  local inc
+  inc=$(curl-config --prefix 2>/dev/null)/include
+  [ -f "$inc/curl/curl.h" ] || [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ]
+}
+if ! have_curl_headers; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   if command -v apt-get >/dev/null 2>&1; then

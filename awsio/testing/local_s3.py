@@ -35,7 +35,8 @@ REGION = "us-east-1"
 _STATE = "server.json"
 # Ports weed mini opens besides S3; each needs an explicit value or the defaults collide.
 _PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-               "filer.port.grpc", "s3.port.grpc", "webdav.port", "admin.port", "admin.port.grpc")
+               "filer.port.grpc", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "webdav.port",
+               "admin.port", "admin.port.grpc")
 
 
 def free_port() -> int:

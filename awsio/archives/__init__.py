@@ -5,7 +5,7 @@ from __future__ import annotations
 from awsio.archives.tar import TarMember, iter_tar
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 
-__all__ = ["TarMember", "ZipEntry", "archive_kind", "iter_tar", "iter_zip", "read_zip_directory"]
+__all__ = ["ARCHIVE_SUFFIXES", "TarMember", "ZipEntry", "archive_kind", "iter_tar", "iter_zip", "read_zip_directory"]
 
 # lower-cased suffix -> kind
 ARCHIVE_SUFFIXES: dict[str, str] = {".tar": "tar", ".tar.gz": "tgz", ".tgz": "tgz", ".zip": "zip"}

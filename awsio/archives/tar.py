@@ -249,10 +249,8 @@ def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
                     got = buf.skip(padded)
                     data = b""
                 else:
-                    data = buf.read(padded)
-                    got = len(data)
-                    if padded != size:
-                        data = data[:size]
+                    data = buf.read(size)  # then skip the padding: no second copy of the data
+                    got = len(data) + (buf.skip(padded - size) if len(data) == size else 0)
                 if got < padded:
                     raise ArchiveError(f"truncated tar member (expected {size} bytes)", url=url,
                                        member=name, offset=offset)

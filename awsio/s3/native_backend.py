@@ -57,7 +57,7 @@ if hasattr(os, "register_at_fork"):
 class _Handle:
     """One native client plus the credentials last pushed to it."""
 
-    __slots__ = ("client", "creds")
+    __slots__ = ("client", "creds", "__weakref__")
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -77,6 +77,8 @@ class NativeBackend:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._idle: list[_Handle] = []
+        # Every handle alive, idle or in use: a forked child must abandon them all.
+        self._handles: "weakref.WeakSet[_Handle]" = weakref.WeakSet()
         self._lister: Any = None
         self._closed = False
         # Retries may start until this many seconds after a request began.
@@ -106,6 +108,7 @@ class NativeBackend:
             handle = self._idle.pop() if self._idle else None
         if handle is None:
             handle = _Handle(self._new_client())
+            self._handles.add(handle)
         creds = self._creds()  # refreshable credentials are renewed here by botocore
         if creds is not None and creds != handle.creds:
             handle.client.set_credentials(creds.access_key, creds.secret_key, creds.token or "")
@@ -123,8 +126,11 @@ class NativeBackend:
             self._idle.append(handle)
 
     def _abandon(self) -> None:
-        for handle in self._idle:
+        # The child shares the parent's sockets and TLS sessions: leak the clients rather than
+        # let their destructors close (or send TLS close_notify on) the parent's connections.
+        for handle in list(self._handles):
             handle.client.abandon()
+        self._handles = weakref.WeakSet()
         self._idle = []
         self._lock = threading.Lock()
         self._lister = None

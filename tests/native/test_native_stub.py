@@ -313,3 +313,18 @@ def test_invalid_ranges_are_value_errors(stub):
     with pytest.raises(ValueError):
         list(b.get_many([("bkt", "k", 5, 3)]))
     assert stub.seen == []
+
+
+def test_fork_while_a_batch_is_in_flight(stub):
+    stub.script = lambda n, seen: Reply(200, seen.path.encode())
+    b = make(stub, max_connections=2)
+    it = b.get_many((("bkt", f"p{i}", 0, None) for i in range(10)), ordered=True)
+    assert next(it) == (0, b"/bkt/p0")  # the parent holds a client with transfers in flight
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_child_get, args=(stub.endpoint, b, queue))
+    p.start()
+    assert queue.get(timeout=60) == b"/bkt/child"
+    p.join(30)
+    assert p.exitcode == 0
+    assert [i for i, _ in it] == list(range(1, 10))  # the parent's batch is unharmed

@@ -109,10 +109,13 @@ class Handler:
     """
 
     __slots__ = ("policy", "fn")
+    policy: str
+    fn: Callable[[BaseException], bool] | None
 
     def __init__(self, policy: str | Callable[[BaseException], bool] = "raise") -> None:
         if callable(policy):
-            self.policy, self.fn = "callable", policy
+            self.policy = "callable"
+            self.fn = policy
         elif policy in POLICIES:
             self.policy, self.fn = str(policy), None
         else:

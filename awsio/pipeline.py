@@ -549,6 +549,6 @@ def _count_source_skips(source: Any, stats: SkipStats) -> None:
     skips = getattr(src, "skips", src)
     if isinstance(skips, SkipStats):
         stats.merge(skips)
-    elif isinstance(getattr(src, "skipped", None), int) and src.skipped:
-        stats.counts[("source", "skipped")] += src.skipped
+    elif isinstance(getattr(src, "skipped", None), int) and getattr(src, "skipped"):
+        stats.counts[("source", "skipped")] += getattr(src, "skipped")
         stats.examples.extend(list(getattr(src, "errors", []))[:5])

@@ -96,7 +96,7 @@ class ResizeToTensor:
     def __call__(self, img: Any) -> torch.Tensor:
         from PIL import Image
 
-        arr = np.asarray(img.resize((self.size, self.size), Image.BILINEAR), dtype=np.float32)
+        arr = np.asarray(img.resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.float32)
         return torch.from_numpy(arr / 255.0).permute(2, 0, 1).contiguous()
 
 

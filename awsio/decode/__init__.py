@@ -90,8 +90,8 @@ class Decoder:
                 raise TypeError(f"not a decoder spec: {spec!r}")
         if not image_set:
             chain.append(("image", ImageDecoder(DEFAULT_IMAGE_SPEC)))
-        self.chain = tuple(chain)
-        self.allow_pickle = allow_pickle
+        self.chain: tuple[tuple[str, Any], ...] = tuple(chain)
+        self.allow_pickle: bool = allow_pickle
         self.basic = basic
 
     def __repr__(self) -> str:

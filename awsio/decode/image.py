@@ -84,7 +84,7 @@ class ImageDecoder:
 
         atype, etype, mode = IMAGE_SPECS[self.spec]
         with io.BytesIO(data) as stream:
-            img = PIL.Image.open(stream)
+            img: PIL.Image.Image = PIL.Image.open(stream)
             img.load()
         if mode is None:
             return img

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import pickle
 from collections import Counter
@@ -213,3 +214,20 @@ def test_split_property_end_to_end(per: list[int], ranks: int, workers: int, shu
     whole = Counter(m for p in run_world(ds, 1, 1, monkeypatch, epoch=3) for m in p)
     parts = run_world(ds, ranks, workers, monkeypatch, epoch=3)
     assert Counter(m for p in parts for m in p) == whole and sum(whole.values()) == 2 * sum(per)
+
+
+def test_archive_override_index_len_and_sidecars_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    from awsio.archives.index import build_index, index_url, write_index
+
+    objs = shards(2, [3, 4])
+    client = MemoryClient(objs)
+    first = f"{B}data/train-000.tar"
+    write_index(build_index(io.BytesIO(objs[first])), index_url(first), client=client)
+    plain = S3IterableDataset(f"{B}data/", client=client, archives={})
+    assert list(plain) == sorted(objs.items())  # the sidecar is not listed as an object
+    monkeypatch.setattr(dsmod, "current_world", lambda: World())
+    indexed = S3IterableDataset(f"{B}data/", client=client, use_index=True)
+    assert len(indexed) == 7 == len(list(indexed)) // 2
+    renamed = {f"{B}x/a.shard": objs[first]}
+    custom = S3IterableDataset(f"{B}x/", client=MemoryClient(renamed), archives={".shard": "tar"})
+    assert [n for n, _ in custom][:2] == ["sh0/d/s0000.cls", "sh0/d/s0000.jpg"]

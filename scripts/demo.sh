@@ -109,9 +109,21 @@ if len(rows) > 1:
 PYEOF
 
 if [[ ${AWSIO_DEMO_BENCH:-1} != 0 ]]; then
-    say "loader benchmark (python -m awsio.cli.bench)"
-    $PY -m awsio.cli.bench "urls=\"$URLS\"" epochs=2 num_workers=1 batch_size=64 decode=true \
-        hydra.run.dir="$OUT/bench"
+    say "loader benchmark (python -m awsio.cli.bench --multirun decode=false,true)"
+    rm -rf "$OUT/bench"
+    $PY -m awsio.cli.bench --multirun "urls=\"$URLS\"" epochs=2 num_workers=1 batch_size=64 decode=false,true \
+        hydra.sweep.dir="$OUT/bench"
+    $PY - "$OUT/bench/results.csv" <<'PYEOF'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1]))]
+print(f"{'loader':18} {'decode':>6} {'samples/s':>10} {'MiB/s':>8} {'vs boto3':>9}")
+for r in rows:
+    if r["status"] == "ok":
+        print(f"{r['loader']:18} {r['decode']:>6} {float(r['samples_per_s']):>10.0f} "
+              f"{float(r['mib_per_s'] or 0):>8.1f} {r['ratio_vs_boto3'] or '-':>9}")
+    else:
+        print(f"{r['loader']:18} {r['decode']:>6} {r['status']}: {r['reason']}")
+PYEOF
     say "benchmark table: $OUT/bench/results.csv   chart: $OUT/bench/chart.png"
 fi
 say "demo finished in $(( $(date +%s) - T0 )) s"

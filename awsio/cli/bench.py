@@ -205,8 +205,9 @@ def _chart(rows: list[dict[str, Any]], path: str, title: str) -> None:
     ax.set_xticks(range(len(loaders)), loaders, rotation=15)
     ax.set_ylabel("samples/s")
     first = rows[0] if rows else {}
-    ax.set_title(title or f"awsio loader benchmark: {first.get('objects', '?')} shards x "
-                          f"{first.get('object_mib_mean', '?')} MiB, {first.get('cores', '?')} cores", fontsize=9)
+    ax.set_title((title or "awsio loader benchmark") + f": {first.get('objects', '?')} shards x "
+                 f"{first.get('object_mib_mean', '?')} MiB, {first.get('cores', '?')} cores, "
+                 f"{first.get('server', '?')}", fontsize=9)
     if conds:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -224,7 +225,7 @@ def _aggregate_sweep(sweep_dir: str) -> None:
         with open(path) as f:
             rows.extend(json.load(f))
     if rows:
-        write_outputs(rows, sweep_dir, title=f"awsio loader benchmark sweep ({len(rows)} runs)")
+        write_outputs(rows, sweep_dir, title=f"awsio loader benchmark sweep ({len(rows)} rows)")
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="bench")

@@ -6,14 +6,12 @@ from __future__ import annotations
 import io
 import os
 import sys
-from typing import Any, Iterable, Iterator, Sequence
-
-import torch.utils.data
+from typing import Any, Sequence
 
 from awsio.config import S3Config
 
 __all__ = ["CONF_DIR", "ConfigValueError", "ImageToTensor", "build_image_dataset", "check",
-           "die", "group_members", "pick", "s3_config", "url_list"]
+           "as_pipeline", "die", "s3_config", "url_list"]
 
 
 def _conf_dir() -> str:
@@ -115,51 +113,6 @@ class ToLabel:
         return int(value)
 
 
-def pick(sample: dict[str, Any], spec: str) -> Any:
-    """The first of ``spec``'s ``;``-separated fields present in ``sample``; KeyError if none."""
-    for ext in spec.split(";"):
-        if ext in sample:
-            return sample[ext]
-    raise KeyError(f"sample {sample.get('__key__')!r} has none of {spec!r}")
-
-
-def group_members(members: Iterable[tuple[str, bytes]]) -> Iterator[dict[str, Any]]:
-    """Consecutive ``(member name, bytes)`` with the same key -> one sample dict (``__key__`` + fields)."""
-    from awsio.tools.makeshards import sample_key
-
-    current: dict[str, Any] = {}
-    for name, data in members:
-        key, field = sample_key(name)
-        if current and current["__key__"] != key:
-            yield current
-            current = {}
-        current.setdefault("__key__", key)
-        current[field] = data
-    if current:
-        yield current
-
-
-class _GroupedImages(torch.utils.data.IterableDataset):
-    """Fallback used only when the fluent pipeline API is missing: group consecutive members by
-    key into (image, label) pairs. Iterable dataset over the raw ``(name, bytes)`` stream."""
-
-    def __init__(self, dataset: Any, image_key: str, label_key: str, size: int) -> None:
-        super().__init__()
-        self.dataset, self.image_key, self.label_key = dataset, image_key, label_key
-        self.to_tensor, self.to_label = ImageToTensor(size), ToLabel()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple[Any, int]]:
-        for sample in group_members(iter(self.dataset)):
-            try:
-                image, label = pick(sample, self.image_key), pick(sample, self.label_key)
-            except KeyError:
-                continue
-            yield self.to_tensor(image), self.to_label(label)
-
-
 def build_image_dataset(urls: Sequence[str], *, config: S3Config, image_key: str = "jpg;jpeg;png",
                         label_key: str = "cls", image_size: int = 32, shuffle_urls: bool = True,
                         shuffle_buffer: int = 0, equal_work: str | None = "drop", seed: int = 0) -> Any:
@@ -172,21 +125,20 @@ def build_image_dataset(urls: Sequence[str], *, config: S3Config, image_key: str
 
     ds = S3IterableDataset(list(urls), shuffle_urls=shuffle_urls, seed=seed, config=config,
                            equal_work=equal_work)
-    pipe = ds if hasattr(ds, "decode") else _as_pipeline(ds)
-    if pipe is not None:
-        if shuffle_buffer and shuffle_buffer > 1:
-            pipe = pipe.shuffle(shuffle_buffer)
-        return (pipe.decode("pil")
-                .to_tuple(image_key, label_key)
-                .map(_TupleTransform(ImageToTensor(image_size), ToLabel())))
-    return _GroupedImages(ds, image_key, label_key, image_size)
+    pipe = as_pipeline(ds)
+    if shuffle_buffer and shuffle_buffer > 1:
+        pipe = pipe.shuffle(shuffle_buffer)
+    return (pipe.decode("pil")
+            .to_tuple(image_key, label_key)
+            .map(_TupleTransform(ImageToTensor(image_size), ToLabel())))
 
 
-def _as_pipeline(ds: Any) -> Any:
-    try:
-        from awsio.pipeline import Pipeline
-    except ImportError:
-        return None
+def as_pipeline(ds: Any) -> Any:
+    """``ds`` itself when it has the fluent methods, else a :class:`awsio.pipeline.Pipeline` over it."""
+    if hasattr(ds, "decode"):
+        return ds
+    from awsio.pipeline import Pipeline
+
     return Pipeline(ds)
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import sys
 import tarfile
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch.utils.data
 
-from awsio.cli.common import ImageToTensor, ToLabel, _as_pipeline, build_image_dataset, group_members, pick
+from awsio.cli.common import ImageToTensor, ToLabel, as_pipeline, build_image_dataset
 from awsio.config import S3Config
 
 __all__ = ["LOADERS", "LoaderUnavailable", "make_loader"]
@@ -40,6 +40,30 @@ class _Finish:
 
     def __call__(self, sample: Sequence[Any]) -> tuple[Any, int]:
         return self.image(sample[0]), self.label(sample[1])
+
+
+def pick(sample: dict[str, Any], spec: str) -> Any:
+    """The first of ``spec``'s ``;``-separated fields present in ``sample``; KeyError if none."""
+    for ext in spec.split(";"):
+        if ext in sample:
+            return sample[ext]
+    raise KeyError(f"sample {sample.get('__key__')!r} has none of {spec!r}")
+
+
+def group_members(members: Iterable[tuple[str, bytes]]) -> Iterator[dict[str, Any]]:
+    """Consecutive ``(member name, bytes)`` with the same key -> one sample dict (``__key__`` + fields)."""
+    from awsio.tools.makeshards import sample_key
+
+    current: dict[str, Any] = {}
+    for name, data in members:
+        key, field = sample_key(name)
+        if current and current["__key__"] != key:
+            yield current
+            current = {}
+        current.setdefault("__key__", key)
+        current[field] = data
+    if current:
+        yield current
 
 
 def _worker_slice(items: Sequence[str]) -> Sequence[str]:
@@ -106,10 +130,7 @@ def _awsio(urls: Sequence[str], config: S3Config, decode: bool, size: int, backe
         return build_image_dataset(urls, config=cfg, image_size=size, shuffle_urls=False,
                                    shuffle_buffer=0, equal_work=None)
     ds = S3IterableDataset(list(urls), config=cfg)
-    pipe = ds if hasattr(ds, "to_tuple") else _as_pipeline(ds)
-    if pipe is None:
-        raise LoaderUnavailable("awsio pipeline not available")
-    return pipe.to_tuple(IMAGE_KEY, LABEL_KEY).map(_Finish(False, size))
+    return as_pipeline(ds).to_tuple(IMAGE_KEY, LABEL_KEY).map(_Finish(False, size))
 
 
 def _webdataset(urls: Sequence[str], config: S3Config, decode: bool, size: int) -> Any:

@@ -1,19 +1,16 @@
 """Write and read whole files at a local path or an ``s3://`` URL (shards, indexes, checkpoints).
 
 The S3 side goes through :class:`awsio.s3.client.S3Client` (``put`` streams large bodies as a
-multipart upload). If the client module is not importable (a partial install), a small botocore
-path is used instead so that the shard maker and checkpoints keep working.
+multipart upload); the client is made on first use and again after a fork.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from typing import IO, Any
 
-from awsio.config import S3Config, credentials_provider
-from awsio.s3.url import parse_url
+from awsio.config import S3Config
 
 __all__ = ["Storage", "is_s3", "join"]
 
@@ -46,16 +43,11 @@ class Storage:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["config"])  # type: ignore[misc]
 
-    # -- S3 client (awsio's own, or a botocore fallback) --------------------------------------
     def _s3(self) -> Any:
         if self._client is None or self._pid != os.getpid():
-            config = self.config if self.config is not None else S3Config()
-            try:
-                from awsio.s3.client import S3Client
+            from awsio.s3.client import S3Client
 
-                self._client = S3Client(config)
-            except ImportError:  # the client module is not there: plain botocore
-                self._client = _BotocoreStore(config)
+            self._client = S3Client(self.config if self.config is not None else S3Config())
             self._pid = os.getpid()
         return self._client
 
@@ -100,52 +92,3 @@ class Storage:
         if self._client is not None and self._pid == os.getpid():
             self._client.close()
         self._client = None
-
-
-class _BotocoreStore:
-    """Fallback used only when :mod:`awsio.s3.client` is missing."""
-
-    def __init__(self, config: S3Config) -> None:
-        import botocore.config
-        import botocore.session
-
-        creds = credentials_provider(config)()
-        session = botocore.session.Session(profile=config.profile)
-        self._s3 = session.create_client(
-            "s3",
-            region_name=config.region,
-            endpoint_url=config.endpoint_url,
-            aws_access_key_id=creds.access_key if creds else None,
-            aws_secret_access_key=creds.secret_key if creds else None,
-            aws_session_token=creds.token if creds else None,
-            config=botocore.config.Config(
-                s3={"addressing_style": "path" if config.path_style else "auto"},
-                signature_version=botocore.UNSIGNED if config.unsigned else "s3v4",
-            ),
-        )
-
-    def put(self, url: str, data: bytes | IO[bytes]) -> None:
-        u = parse_url(url)
-        body = data if not isinstance(data, (bytes, bytearray, memoryview)) else io.BytesIO(bytes(data))
-        self._s3.put_object(Bucket=u.bucket, Key=u.key, Body=body.read())
-
-    def get(self, url: str) -> bytes:
-        u = parse_url(url)
-        return self._s3.get_object(Bucket=u.bucket, Key=u.key)["Body"].read()
-
-    def head(self, url: str) -> Any:
-        from awsio.s3.backend import ObjectInfo
-
-        u = parse_url(url)
-        return ObjectInfo(url, int(self._s3.head_object(Bucket=u.bucket, Key=u.key)["ContentLength"]))
-
-    def exists(self, url: str) -> bool:
-        u = parse_url(url)
-        try:
-            self._s3.head_object(Bucket=u.bucket, Key=u.key)
-            return True
-        except self._s3.exceptions.ClientError:
-            return False
-
-    def close(self) -> None:
-        self._s3.close()

@@ -315,3 +315,16 @@ def test_same_samples_as_webdataset(tmp_path: Path, spec: str) -> None:
                 np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
             else:
                 assert x == y
+
+
+def test_snippet_pipeline_runs_in_spawned_workers() -> None:
+    """Every stage pickles and the batch marker is registered in a fresh interpreter too."""
+    dataset = pipeline(shard_records(2, 6)).dataproc(batch_size=4, seed=2).decode("pil").transform_fn(
+        image=to_tensor)
+    loader = DataLoader(dataset, num_workers=2, multiprocessing_context="spawn")
+    shapes, targets = [], []
+    for inputs, tgt in loader:
+        shapes.append(tuple(inputs.shape))
+        targets += tgt.tolist()
+    assert sorted(targets) == sorted(n % 3 for n in range(12))
+    assert all(len(s) == 4 and s[1:] == (3, 8, 8) for s in shapes)

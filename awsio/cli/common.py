@@ -98,7 +98,7 @@ class ImageToTensor:
             image = Image.open(io.BytesIO(bytes(image)))
         image = image.convert("RGB")
         if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.BILINEAR)
+            image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
         arr = np.asarray(image, dtype=np.float32) / 255.0
         t = torch.from_numpy(arr.transpose(2, 0, 1).copy())
         return (t - 0.5) / 0.25

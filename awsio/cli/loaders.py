@@ -108,7 +108,7 @@ class _ConnectorTar(torch.utils.data.IterableDataset):
         from webdataset.tariterators import tar_file_expander
 
         ds = S3IterableDataset.from_objects(
-            list(_worker_slice(self.urls)), region=self.config.region, endpoint=self.config.endpoint_url,
+            list(_worker_slice(self.urls)), region=str(self.config.region), endpoint=self.config.endpoint_url,
             s3client_config=S3ClientConfig(force_path_style=bool(self.config.path_style)))
         streams = ({"url": r.key, "stream": r} for r in ds)
         for s in group_members((m["fname"], m["data"]) for m in tar_file_expander(streams, eof_value=None)):

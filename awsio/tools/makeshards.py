@@ -298,7 +298,7 @@ class ShardWriter:
         # The end-of-archive marker only: tarfile.close() would also pad to a 10 KiB record,
         # which readers do not need and which would break --maxsize for small shards.
         self._file.write(b"\0" * (2 * tarfile.BLOCKSIZE))
-        self._tar.closed = True
+        self._tar.closed = True  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self._flush()

@@ -300,7 +300,10 @@ def test_same_samples_as_webdataset(tmp_path: Path, spec: str) -> None:
     records.insert(3, Record(records[0].source, "d/sample00001.json", b'{"a": 1}'))
     paths = write_tars(tmp_path, records)
     theirs = list(wds.WebDataset([str(p) for p in paths], shardshuffle=False, empty_check=False).decode(spec))
-    ours_records = [Record(str(p), m.name, m.data) for p in paths for m in iter_tar(open(p, "rb"), url=str(p))]
+    ours_records = []
+    for path in paths:
+        with open(path, "rb") as fh:
+            ours_records += [Record(str(path), m.name, m.data) for m in iter_tar(fh, url=str(path))]
     ours = list(Pipeline(MemorySource(ours_records)).decode(spec))
     assert len(ours) == len(theirs) == 10
     for a, b in zip(ours, theirs):

@@ -40,7 +40,8 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import hydra
 import torch
@@ -138,6 +139,61 @@ def load_checkpoint(storage: Storage, location: str) -> dict[str, Any] | None:
 
 
 # -- the loop -----------------------------------------------------------------------------------
+@dataclass
+class _EpochStats:
+    steps: int = 0          # steps trained in this run of the epoch
+    skipped: int = 0        # batches replayed without training (mid-epoch resume)
+    n: int = 0
+    correct: int = 0
+    loss_sum: float = 0.0
+    wait: float = 0.0       # seconds blocked on the loader
+    elapsed: float = 0.0
+
+
+def _train_epoch(model: torch.nn.Module, loader: Any, optimizer: Any, loss_fn: Any, device: torch.device, *,
+                 use_amp: bool, skip: int, max_steps: int,
+                 on_step: Callable[[int, _EpochStats], None]) -> _EpochStats:
+    """One epoch. Every rank stops at the same step: the loop continues only while all ranks
+    still have a batch (an all-reduce MIN per step), so collectives never wait on a finished rank.
+    The first ``skip`` batches are read and not trained on (mid-epoch resume): the order is a pure
+    function of (seed, epoch, rank, worker), so this lands exactly where the checkpoint was."""
+    st = _EpochStats()
+    it = iter(loader)
+    t0 = time.perf_counter()
+    while True:
+        tw = time.perf_counter()
+        try:
+            images, labels = next(it)
+            has = True
+        except StopIteration:
+            has = False
+        st.wait += time.perf_counter() - tw
+        if max_steps and st.skipped + st.steps >= max_steps:
+            has = False
+        if not _all_have(has, device):
+            break
+        if st.skipped < skip:
+            st.skipped += 1
+            continue
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(images)
+            loss = loss_fn(out, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        b = int(labels.shape[0])
+        st.steps += 1
+        st.n += b
+        st.loss_sum += float(loss.detach()) * b
+        st.correct += int((out.argmax(1) == labels).sum())
+        on_step(st.skipped + st.steps, st)
+    del it  # stop this epoch's workers before the next epoch starts its own
+    st.elapsed = time.perf_counter() - t0
+    return st
+
+
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Train as configured; returns the per-epoch metrics (on every rank)."""
     validate(cfg)
@@ -201,55 +257,23 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
             bar = tqdm(desc=f"epoch {epoch}", unit="step", file=sys.stderr, leave=False, mininterval=0.5,
                        total=_steps_hint(loader, max_steps), disable=None)  # None: off when not a terminal
-        it = iter(loader)
-        steps = n = correct = skipped = 0
-        loss_sum = wait = 0.0
-        t0 = time.perf_counter()
-        while True:
-            tw = time.perf_counter()
-            try:
-                images, labels = next(it)
-                has = True
-            except StopIteration:
-                has = False
-            wait += time.perf_counter() - tw
-            if max_steps and skipped + steps >= max_steps:
-                has = False
-            if not _all_have(has, device):
-                break
-            if skipped < skip:
-                # Mid-epoch resume: the order is a pure function of (seed, epoch, rank, worker), so
-                # replaying the batches already trained on lands exactly where the checkpoint was.
-                skipped += 1
-                if bar is not None:
-                    bar.update(1)
-                continue
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = ddp(images)
-                loss = loss_fn(out, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            b = labels.shape[0]
-            steps += 1
-            if every and rank == 0 and (skipped + steps) % every == 0:
-                checkpoint(epoch, skipped + steps, None)
-            n += b
-            loss_sum += float(loss.detach()) * b
-            correct += int((out.argmax(1) == labels).sum())
+
+        def on_step(position: int, st: _EpochStats, epoch: int = epoch, bar: Any = bar) -> None:
+            if every and rank == 0 and position % every == 0:
+                checkpoint(epoch, position, None)
             if bar is not None:
                 bar.update(1)
-                if steps % int(cfg.trainer.log_every) == 0:
-                    bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
-        del it  # stop this epoch's workers before the next epoch starts its own
+                if st.n and st.steps % int(cfg.trainer.log_every) == 0:
+                    bar.set_postfix(loss=f"{st.loss_sum / st.n:.3f}", acc=f"{st.correct / st.n:.3f}")
+
+        st = _train_epoch(ddp, loader, optimizer, loss_fn, device, use_amp=use_amp, skip=skip,
+                          max_steps=max_steps, on_step=on_step)
         skip = 0
-        elapsed = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        tot_n, tot_correct, tot_loss, tot_wait, tot_elapsed, tot_steps = _all_sum(
-            [n, correct, loss_sum, wait, elapsed, steps], device)
+        steps, skipped, elapsed = st.steps, st.skipped, st.elapsed
+        tot_n, tot_correct, tot_loss, tot_wait, tot_elapsed = _all_sum(
+            [st.n, st.correct, st.loss_sum, st.wait, st.elapsed], device)
         m = {
             "epoch": epoch,
             "steps": steps,

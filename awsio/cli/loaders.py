@@ -52,7 +52,7 @@ def pick(sample: dict[str, Any], spec: str) -> Any:
 
 def group_members(members: Iterable[tuple[str, bytes]]) -> Iterator[dict[str, Any]]:
     """Consecutive ``(member name, bytes)`` with the same key -> one sample dict (``__key__`` + fields)."""
-    from awsio.tools.makeshards import sample_key
+    from awsio.grouping import sample_key
 
     current: dict[str, Any] = {}
     for name, data in members:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from awsio.tools import makeshards as ms
+from awsio.tools import synthetic
 
 
 def _members(path: str) -> list[tuple[str, bytes]]:
@@ -59,7 +60,7 @@ def test_synthetic_is_deterministic_and_class_is_visible(tmp_path):
     assert a == b and a != c
     # The class shows in the pixels: the mean colour's nearest palette entry is the label's colour
     # for most images (noise and the occluding square make it imperfect, on purpose).
-    palette = np.array(ms._PALETTE[:ms._COLOURS], dtype=np.float64)
+    palette = np.array(synthetic._PALETTE[:synthetic._COLOURS], dtype=np.float64)
     hits = 0
     for s in a:
         fields = dict(s.fields)
@@ -69,7 +70,7 @@ def test_synthetic_is_deterministic_and_class_is_visible(tmp_path):
         # compare chromaticity (brightness varies per image)
         norm = lambda v: v / (np.linalg.norm(v, axis=-1, keepdims=True) + 1e-9)  # noqa: E731
         guess = int(np.argmax(norm(palette) @ norm(mean)))
-        hits += guess == int(fields["cls"]) % ms._COLOURS
+        hits += guess == int(fields["cls"]) % synthetic._COLOURS
     assert hits >= 0.6 * len(a)
 
 

@@ -141,7 +141,7 @@ class Client {
       } else {
         data = py::bytes(r.fallback);
       }
-      return py::make_tuple(r.tag, "ok", data);
+      return py::make_tuple(r.tag, r.whole_object ? "whole" : "ok", data);
     }
     auto s = [](const std::string& v) { return v.empty() ? py::object(py::none()) : py::object(py::str(v)); };
     if (r.kind == K::HttpError) {

@@ -492,6 +492,7 @@ struct S3Engine::Impl {
     }
     if (status == 200 || status == 206 || (status == 416 && !t->spec.head)) {
       r.kind = ResultKind::Ok;
+      r.whole_object = status == 200 && !t->spec.head && (t->spec.start > 0 || t->spec.end >= 0);
       if (t->spec.head) {
         curl_off_t cl = -1;
         curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);

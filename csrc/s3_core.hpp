@@ -74,6 +74,8 @@ struct Result {
   Buffer body;
   std::string fallback;
   bool has_fallback = false;
+  // The server ignored our Range header and sent the whole object (200): the caller slices.
+  bool whole_object = false;
   // Ok HEAD
   int64_t size = -1;
   std::string etag;

@@ -328,3 +328,11 @@ def test_fork_while_a_batch_is_in_flight(stub):
     p.join(30)
     assert p.exitcode == 0
     assert [i for i, _ in it] == list(range(1, 10))  # the parent's batch is unharmed
+
+
+def test_server_ignoring_range_still_gives_the_range(stub):
+    stub.script = lambda n, seen: Reply(200, b"0123456789")  # 200 + whole body despite Range
+    b = make(stub)
+    assert b.get("bkt", "k", 2, 5) == b"234"
+    assert b.get("bkt", "k", 7, None) == b"789"
+    assert list(b.get_many([("bkt", "k", 1, 3), ("bkt", "k", 0, None)])) == [(0, b"12"), (1, b"0123456789")]

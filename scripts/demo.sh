@@ -27,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 BUCKET=${AWSIO_DEMO_BUCKET:-awsio-demo}
 PREFIX=${AWSIO_DEMO_PREFIX:-synthetic}
 SAMPLES=${AWSIO_DEMO_SAMPLES:-4000}
@@ -53,7 +53,8 @@ cleanup() {
         $PY -m awsio.testing.local_s3 stop --dir "$S3_DIR" || true
     fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 if [[ -z ${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_S3:-}${S3_ENDPOINT_URL:-} && -z ${AWS_ACCESS_KEY_ID:-} && -z ${AWS_PROFILE:-} ]]; then
     say "starting a local SeaweedFS S3 server in $S3_DIR"
@@ -92,7 +93,7 @@ $PY -m awsio.tools.makeshards --synthetic "$SAMPLES" --classes 10 --image-size 3
 
 say "training: torchrun --standalone --nproc_per_node=$NPROC -m awsio.cli.train ($EPOCHS epochs, CPU)"
 rm -rf "$OUT/train"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="$NPROC" -m awsio.cli.train \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m awsio.cli.train \
     "data.urls=\"$URLS\"" trainer.epochs="$EPOCHS" trainer.run_dir="$OUT/train" data.num_workers=1 \
     trainer.checkpoint="s3://$BUCKET/$PREFIX/checkpoints/demo.pt"
 

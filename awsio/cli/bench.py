@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from awsio.cli.common import CONF_DIR, ConfigValueError, check, check_positive_int, die, s3_config, url_list
 from awsio.cli.loaders import LOADERS, LoaderUnavailable, make_loader
 from awsio.config import S3Config
+from awsio.errors import AwsioError
 
 __all__ = ["main", "run", "write_outputs"]
 
@@ -237,6 +238,8 @@ def main(cfg: DictConfig) -> None:
         run(cfg, out_dir)
     except ConfigValueError as e:
         die("bench", str(e))
+    except AwsioError as e:  # e.g. a shard URL that does not exist, or no credentials
+        die("bench", f"{type(e).__name__}: {e}", code=1)
     print(f"bench: results in {out_dir}/results.csv, results.json, chart.png", flush=True)
     if str(hc.mode) == "RunMode.MULTIRUN":
         _aggregate_sweep(hc.sweep.dir)

@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from awsio.cli.common import (CONF_DIR, ConfigValueError, build_image_dataset, check, check_positive_int,
                               die, s3_config, url_list)
+from awsio.errors import AwsioError
 from awsio.tools.storage import Storage
 
 __all__ = ["main", "run", "validate"]
@@ -313,6 +314,8 @@ def main(cfg: DictConfig) -> None:
         die("train", str(e))
     except ImportError as e:
         die("train", str(e))
+    except AwsioError as e:  # a missing shard, no credentials, an unreachable endpoint...
+        die("train", f"{type(e).__name__}: {e}", code=1)
 
 
 if __name__ == "__main__":

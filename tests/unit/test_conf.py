@@ -67,8 +67,8 @@ def test_bad_bench_values_name_the_key(override, key):
         bench.validate(_compose("bench", [override]))
 
 
-def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _cli(module: str, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra_env)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60,
                           env=env, cwd=ROOT)
 
@@ -80,3 +80,12 @@ def test_cli_bad_overrides_give_clear_messages():
     assert "Traceback" not in r.stderr
     r = _cli("awsio.cli.train", "trainer.epoch=3")  # a typo: Hydra refuses unknown keys
     assert r.returncode != 0 and "Could not override 'trainer.epoch'" in r.stderr
+
+
+def test_cli_unreachable_endpoint_is_one_clear_line(tmp_path):
+    r = _cli("awsio.cli.train", "s3.endpoint_url=http://127.0.0.1:9", "s3.max_attempts=1", "s3.connect_timeout=1",
+             f"trainer.run_dir={tmp_path}", "hydra.output_subdir=null", "trainer.epochs=1",
+             AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test-secret")
+    assert r.returncode == 1
+    assert "train: error: EndpointConnectionError" in r.stderr and "127.0.0.1:9" in r.stderr
+    assert "Traceback" not in r.stderr and "test-secret" not in r.stderr + r.stdout

@@ -13,6 +13,7 @@ here (a peer not installed, the native extension not built).
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tarfile
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -138,7 +139,8 @@ def _webdataset(urls: Sequence[str], config: S3Config, decode: bool, size: int) 
         import webdataset as wds
     except ImportError as e:
         raise LoaderUnavailable(f"webdataset not installed ({e})") from None
-    pipes = [f"pipe:{sys.executable} -m awsio.tools.cat {u}" for u in urls]
+    endpoint = f"--endpoint-url {shlex.quote(config.endpoint_url)} " if config.endpoint_url else ""
+    pipes = [f"pipe:{shlex.quote(sys.executable)} -m awsio.tools.cat {endpoint}{shlex.quote(u)}" for u in urls]
     return (wds.WebDataset(pipes, shardshuffle=False, empty_check=False)
             .to_tuple(IMAGE_KEY, LABEL_KEY).map(_Finish(decode, size)))
 

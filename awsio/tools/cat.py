@@ -1,4 +1,4 @@
-"""Write an S3 object (or local file) to stdout: ``python -m awsio.tools.cat s3://bucket/key``.
+"""Write S3 objects (or local files) to stdout: ``python -m awsio.tools.cat [--endpoint-url U] s3://b/k``.
 
 Used as webdataset's ``pipe:`` command so that the benchmark needs no AWS CLI. Streams in chunks
 through :meth:`awsio.s3.client.S3Client.open` when available.
@@ -16,11 +16,17 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    config = None
+    if len(args) >= 2 and args[0] == "--endpoint-url":
+        from awsio.config import S3Config
+
+        config = S3Config(endpoint_url=args[1])
+        args = args[2:]
     if not args:
-        print("usage: python -m awsio.tools.cat URL...", file=sys.stderr)
+        print("usage: python -m awsio.tools.cat [--endpoint-url URL] URL...", file=sys.stderr)
         return 2
     out = sys.stdout.buffer
-    storage = Storage()
+    storage = Storage(config)
     try:
         for url in args:
             if not is_s3(url):

@@ -7,6 +7,12 @@ Writes ``results.csv``, ``results.json`` and ``chart.png`` to the run folder (``
 with ``--multirun`` each job also refreshes the same three files aggregated over the sweep folder.
 Loaders that cannot run here (peer not installed, native not built) are listed as skipped with the
 reason. Conditions are recorded with every row: versions, object count and sizes, cores, server.
+
+Figures: ``samples_per_s`` is the median over the epochs after the first (the first pays for
+worker start-up and connections; it is kept as ``first_epoch_s``), ``mib_per_s`` the shard bytes
+over the mean warm epoch time, ``ratio_vs_boto3`` the samples/s ratio to the boto3 baseline of
+the same run. Loaders run one after the other on a possibly shared machine: compare ratios from
+one run, and repeat runs (``--multirun``) before trusting small differences.
 """
 
 from __future__ import annotations

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
-exec python -m awsio.cli.bench "$@"
+exec "${PYTHON:-python3}" -m awsio.cli.bench "$@"

@@ -7,4 +7,9 @@ cd "$(dirname "$0")/.."
 NPROC=1
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then NPROC=$1; shift; fi
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
-exec torchrun --standalone --nproc_per_node="$NPROC" -m awsio.cli.train "$@"
+PY=${PYTHON:-python3}
+if [[ $NPROC == 1 ]]; then
+    exec "$PY" -m awsio.cli.train "$@"       # one process: no launcher needed
+fi
+# (a config error is reported by each rank in one line; torchrun then adds its own traceback)
+exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m awsio.cli.train "$@"

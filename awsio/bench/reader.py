@@ -179,7 +179,7 @@ def _warm_memory(nbytes: int) -> None:
         b = bytearray(chunk)
         b[::4096] = b"\1" * (chunk // 4096)
         bufs.append(b)
-    del bufs
+    del bufs, b
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS

@@ -21,7 +21,7 @@ from awsio.config import S3Config
 from awsio.errors import AccessDeniedError, EndpointConnectionError, S3Error, s3_error
 from awsio.s3.backend import ObjectInfo, Request
 
-__all__ = ["PythonBackend", "translate_botocore_error"]
+__all__ = ["PythonBackend", "drop_expect_for_empty_body", "translate_botocore_error"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ def _connect_retry_delay(max_attempts: int) -> Any:
     return hook
 
 
+def drop_expect_for_empty_body(request: Any, **_: Any) -> None:
+    """A ``before-send`` hook: no ``Expect: 100-continue`` on a PUT with an empty body.
+
+    With an empty body the server answers at once (no 100 Continue); botocore then leaves the
+    keep-alive connection out of step (seen with SeaweedFS), and the next upload on it waits
+    the whole read timeout before a retry. ``Expect`` is never signed, so dropping it is safe.
+    """
+    headers = request.headers
+    if "Expect" in headers and str(headers.get("Content-Length", "")) == "0":
+        del headers["Expect"]
+
+
 def _range_header(start: int, end: Optional[int]) -> Optional[str]:
     if start == 0 and end is None:
         return None
@@ -120,6 +132,7 @@ class PythonBackend:
         client = session.create_client("s3", endpoint_url=c.endpoint_url, region_name=c.region,
                                        verify=verify, config=bc)
         client.meta.events.register_first("needs-retry.s3", _connect_retry_delay(c.max_attempts))
+        client.meta.events.register("before-send.s3", drop_expect_for_empty_body)
         return client
 
     @property

@@ -66,7 +66,8 @@ class S3Reader(io.RawIOBase):
         return self._pos
 
     def _schedule(self) -> None:
-        while self._next_fetch < self._end and len(self._pending) < self._prefetch + 1:
+        # The chunk being read (self._buf) plus ``prefetch`` in flight: prefetch + 1 chunks at most.
+        while self._next_fetch < self._end and len(self._pending) < max(1, self._prefetch):
             lo = self._next_fetch
             hi = min(self._end, lo + self._chunk_size)
             self._next_fetch = hi
@@ -88,7 +89,8 @@ class S3Reader(io.RawIOBase):
         if not self._pending:
             return False
         data = self._pending.popleft().result()
-        self._schedule()
+        if self._pool is not None:  # refill the window while the caller works on this chunk
+            self._schedule()
         self._buf = memoryview(data)
         return len(data) > 0
 

@@ -182,7 +182,7 @@ def test_reader_streams_with_bounded_buffer(s3_server: Any, data_bucket: dict, b
         assert b"".join(parts) == body
     with c.open(url, start=1000, end=3000, prefetch=0) as r:
         assert r.read() == body[1000:3000]
-    buffered = io.BufferedReader(c.open(f"s3://{data_bucket['bucket']}/plain.bin", chunk_size=7))
+    buffered = io.BufferedReader(c.open(f"s3://{data_bucket['bucket']}/plain.bin", chunk_size=7919))
     assert buffered.read() == data_bucket["objects"]["plain.bin"]
     with pytest.raises(NoSuchKeyError):
         c.open(f"s3://{data_bucket['bucket']}/missing")

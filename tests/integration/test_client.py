@@ -38,7 +38,11 @@ def data_bucket(s3_server: Any) -> dict[str, Any]:
     objects["empty"] = b""
     objects["big.bin"] = rng.randbytes(BIG)
     for key, body in objects.items():
-        boto.put_object(Bucket=bucket, Key=key, Body=body)
+        if body:
+            boto.put_object(Bucket=bucket, Key=key, Body=body)
+    # SeaweedFS 4.48 leaves a keep-alive connection hanging (until the 60 s read timeout) for the
+    # request that follows an empty PUT on it: put the empty object last, on its own client.
+    s3_server.boto_client().put_object(Bucket=bucket, Key="empty", Body=b"")
     return {"bucket": bucket, "objects": objects}
 
 
@@ -240,7 +244,6 @@ def test_spawn_worker_gets_pickled_client(s3_server: Any, data_bucket: dict, bac
     url = f"s3://{data_bucket['bucket']}/with space/file name.txt"
     c.get(url)
     payload = pickle.dumps((c, url, data_bucket["objects"]["with space/file name.txt"]))
-    assert b"awsio-local-secret" not in payload or True  # config carries test credentials only
     proc = mp.get_context("spawn").Process(target=_child_read, args=(payload,))
     proc.start()
     proc.join(60)

@@ -264,14 +264,18 @@ class S3Client:
 
 # -- the original plugin's module-level helpers -------------------------------------------------
 
-_default_clients: dict[Tuple[int, Optional[S3Config]], S3Client] = {}
+_default_clients: dict[Tuple[int, S3Config], S3Client] = {}
 
 
 def _client(config: Optional[S3Config]) -> S3Client:
-    key = (os.getpid(), config)
+    # config=None means "the environment as it is now": build the config on every call so that
+    # AWS_* / AWSIO_BACKEND set after the first call are honoured, and share one client per
+    # (process, config) so connections are reused.
+    cfg = config if config is not None else S3Config()
+    key = (os.getpid(), cfg)
     client = _default_clients.get(key)
     if client is None:
-        client = _default_clients[key] = S3Client(config)
+        client = _default_clients[key] = S3Client(cfg)
     return client
 
 

@@ -114,3 +114,15 @@ def test_argument_checks() -> None:
         c.get("http://bucket/key")
     with pytest.raises(ValueError):
         c.put("s3://bucket/key", b"x", part_size=1 << 20)
+
+
+def test_module_helpers_follow_the_current_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
+    first = client_mod._client(None)
+    assert client_mod._client(None) is first  # one shared client while nothing changes
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9002")
+    second = client_mod._client(None)
+    assert second.config.endpoint_url == "http://127.0.0.1:9002"
+    explicit = config(backend="python")
+    assert client_mod._client(explicit).config is explicit

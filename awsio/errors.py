@@ -84,7 +84,11 @@ class InvalidURLError(AwsioError, ValueError):
 class S3Error(AwsioError):
     """A request to S3 failed. Carries the object URL, HTTP status, S3 error code and request id."""
 
-    _fields = ("url", "status", "code", "request_id")
+    _fields: tuple[str, ...] = ("url", "status", "code", "request_id")
+    url: str | None
+    status: int | None
+    code: str | None
+    request_id: str | None
 
 
 class NoSuchKeyError(S3Error, FileNotFoundError):

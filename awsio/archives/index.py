@@ -228,7 +228,7 @@ class RangedStream:
         self._buf = b""
 
     def _fill(self) -> None:
-        ranges = []
+        ranges: list[tuple[str, int, int]] = []
         at = self._pos + len(self._buf)
         while at < self._end and len(ranges) < self._ahead:
             ranges.append((self._url, at, min(at + self._chunk, self._end)))

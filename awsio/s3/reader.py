@@ -122,7 +122,7 @@ class S3Reader(io.RawIOBase):
         return out
 
     def readall(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             chunk = self.read(self._chunk_size)
             if not chunk:

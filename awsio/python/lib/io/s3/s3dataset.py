@@ -27,7 +27,7 @@ def tardata(fileobj: BinaryIO | bytes, *, gzip: bool | None = None) -> Iterator[
     """
     if isinstance(fileobj, (bytes, bytearray, memoryview)):
         fileobj = io.BytesIO(bytes(fileobj))
-    stream: BinaryIO = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type]
+    stream: BinaryIO = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type,type-var]
     if gzip is None:
         gzip = stream.peek(2)[:2] == b"\x1f\x8b"  # type: ignore[attr-defined]
     for member in iter_tar(stream, gzip=gzip):

@@ -82,6 +82,7 @@ class LocalS3:
     def __init__(self, data_dir: str | os.PathLike[str], *, s3_port: Optional[int] = None,
                  access_key: str = DEFAULT_ACCESS_KEY, secret_key: str = DEFAULT_SECRET_KEY) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self._pick_s3_port = not s3_port  # a port we picked may be re-picked if it was taken
         self.s3_port = s3_port or free_port()
         self.access_key = access_key
         self.secret_key = secret_key
@@ -111,18 +112,20 @@ class LocalS3:
         kwargs.update(overrides)
         return S3Config(**kwargs)
 
-    def boto_client(self) -> Any:
-        """A botocore S3 client for this server (for test setup)."""
+    def boto_client(self, **config: Any) -> Any:
+        """A botocore S3 client for this server (for test setup); ``config``: botocore Config overrides."""
         import botocore.session
         from botocore.config import Config
 
         from awsio.s3.python_backend import drop_expect_for_empty_body
 
+        settings: dict[str, Any] = dict(s3={"addressing_style": "path"}, max_pool_connections=32,
+                                        retries={"max_attempts": 5, "mode": "standard"})
+        settings.update(config)
         client = botocore.session.Session().create_client(
             "s3", endpoint_url=self.endpoint, region_name=REGION,
             aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
-            config=Config(s3={"addressing_style": "path"}, max_pool_connections=32,
-                          retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(**settings),
         )
         # An empty PUT would otherwise stall the next request on its connection for 60 s.
         client.meta.events.register("before-send.s3", drop_expect_for_empty_body)
@@ -141,7 +144,14 @@ class LocalS3:
     # -- process management ------------------------------------------------------------------
 
     def _command(self) -> list[str]:
-        ports = {flag: free_port() for flag in _PORT_FLAGS}
+        taken = {self.s3_port}
+        ports: dict[str, int] = {}
+        for flag in _PORT_FLAGS:  # distinct ports: two bind(0) calls can return the same one
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            ports[flag] = port
         identity = self.data_dir / "identity.json"
         identity.write_text(json.dumps({"identities": [{
             "name": "awsio",
@@ -163,17 +173,27 @@ class LocalS3:
         """
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir / "weed.log"
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.data_dir, start_new_session=True,
-            )
-        self.pid = self.proc.pid
-        try:
-            self._wait_ready(timeout, log_path)
-        except BaseException:
-            self.stop()
-            raise
+        deadline = time.monotonic() + timeout
+        for attempt in range(3):
+            with open(log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=self.data_dir, start_new_session=True,
+                )
+            self.pid = self.proc.pid
+            try:
+                self._wait_ready(max(1.0, deadline - time.monotonic()), log_path)
+                break
+            except _ExitedEarly:
+                # Most likely a port taken between picking and binding: try fresh ports.
+                self.stop()
+                if attempt == 2 or time.monotonic() >= deadline:
+                    raise
+                if self._pick_s3_port:
+                    self.s3_port = free_port()
+            except BaseException:
+                self.stop()
+                raise
         (self.data_dir / _STATE).write_text(json.dumps(
             {"pid": self.pid, "s3_port": self.s3_port, "access_key": self.access_key}))
         if detach:
@@ -186,11 +206,17 @@ class LocalS3:
         probe = "awsio-probe"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited with {self.proc.returncode}:\n{_tail(log_path)}")
+                raise _ExitedEarly(f"SeaweedFS exited with {self.proc.returncode}:\n{_tail(log_path)}")
             if not _is_free(self.s3_port):
                 try:
-                    client = self.boto_client()
-                    self.create_bucket(probe)
+                    # Short timeouts, one attempt: if something else holds the port (or the server
+                    # hangs) the loop must come back to check the process, not wait 5 x 60 s.
+                    client = self.boto_client(connect_timeout=1, read_timeout=3,
+                                              retries={"total_max_attempts": 1, "mode": "standard"})
+                    try:
+                        client.create_bucket(Bucket=probe)
+                    except client.exceptions.BucketAlreadyOwnedByYou:
+                        pass
                     client.put_object(Bucket=probe, Key="ready", Body=b"ok")
                     if client.get_object(Bucket=probe, Key="ready")["Body"].read() == b"ok":
                         return
@@ -244,6 +270,10 @@ class LocalS3:
             path.unlink(missing_ok=True)
             return None
         return server
+
+
+class _ExitedEarly(RuntimeError):
+    """The server process died before it was ready."""
 
 
 def _alive(pid: int, proc: Optional[subprocess.Popen[bytes]]) -> bool:

@@ -5,7 +5,10 @@ one run, it measures samples/s and MiB/s of
 
 * tar streaming: ``S3IterableDataset`` over N x M MiB tar shards of ~100 KiB members,
   vs ``s3torchconnector`` + webdataset's tar expansion, vs a boto3 + tarfile loop, and vs the
-  client's raw whole-object throughput (``S3Client.get_many``) on the same shards;
+  client's raw whole-object throughput (``S3Client.get_many``) on the same shards, like for like:
+  in-process for ``num_workers`` 0, and through the same DataLoader (``RawGetMany``: shards split
+  across workers, whole shards yielded) for ``num_workers`` > 0, so both pay the same worker IPC
+  (the in-process figure is also compared against every worker count, labelled as such);
 * plain objects: ``S3IterableDataset`` over K x 100 KiB objects vs a boto3 loop and
   ``s3torchconnector``;
 
@@ -183,6 +186,24 @@ class S3ConnectorWds(IterableDataset):  # type: ignore[type-arg]
                 yield sample["fname"], sample["data"]
 
 
+class RawGetMany(IterableDataset):  # type: ignore[type-arg]
+    """The raw baseline through a DataLoader: each worker takes its share of the shard URLs (the
+    same split as ``_my_part``) and yields each whole shard's bytes from ``S3Client.get_many``, so
+    the same volume of bytes crosses the same worker IPC as in the awsio case, without tar parsing."""
+
+    def __init__(self, urls: list[str], config: S3Config) -> None:
+        self.urls, self.config = urls, config
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        from awsio.s3.client import S3Client
+
+        client = S3Client(self.config)
+        try:
+            yield from client.get_many(_my_part(self.urls))
+        finally:
+            client.close()
+
+
 # -- measuring -------------------------------------------------------------------------------
 def _measure(make: Callable[[], Any], workers: int) -> tuple[int, int, float, float]:
     """(items, bytes, seconds, seconds to the first item) of one pass over ``make()`` through a
@@ -287,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             return len(shard_urls), nbytes, time.perf_counter() - t, 0.0
 
         n, b, s, _ = _best(raw, args.repeat)
-        record("tar", f"raw get_many ({client.backend_name})", 0, n, b, s)
+        record("tar", f"raw get_many in-process ({client.backend_name})", 0, n, b, s)
 
         def case(kind: str, label: str, make: Callable[[], Any], w: int) -> None:
             n, b, s, f = _best(lambda: _measure(make, w), args.repeat)
@@ -295,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
 
         for kind, urls, tar in (("tar", shard_urls, True), ("objects", object_urls, False)):
             for w in workers if urls else []:
+                if tar and w:  # like-for-like raw baseline: same DataLoader, same IPC volume
+                    case(kind, f"raw get_many DataLoader ({client.backend_name})",
+                         lambda: RawGetMany(urls, config), w)
                 case(kind, "awsio S3IterableDataset", lambda: S3IterableDataset(urls, config=config), w)
                 if not args.no_peers:
                     case(kind, "s3torchconnector" + ("+webdataset" if tar else ""),
@@ -323,10 +347,17 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
         return None
 
     print("\nratios (MiB/s, same run):")
-    raw = rate("tar", "raw get_many", 0)
+    inproc = rate("tar", "raw get_many in-process", 0)
     for w in sorted({r["workers"] for r in rows}):
         mine = rate("tar", "awsio", w)
-        for label, other in (("raw get_many", raw), ("s3torchconnector+webdataset", rate("tar", "s3torch", w)),
+        # like-for-like (issue 3's target): w=0 both in one process; w>0 both through the same
+        # DataLoader (batch_size=None, same workers, fork), so both pay the same worker IPC
+        same = inproc if w == 0 else rate("tar", "raw get_many DataLoader", w)
+        how = "in-process, no DataLoader" if w == 0 else f"same DataLoader, {w} workers"
+        if mine and same:
+            print(f"  tar w={w}: awsio / raw get_many LIKE-FOR-LIKE ({how}) = {mine / same:.2f}x")
+        for label, other in (("raw get_many in-process (no DataLoader, w=0)", inproc if w else None),
+                             ("s3torchconnector+webdataset", rate("tar", "s3torch", w)),
                              ("boto3+tarfile", rate("tar", "boto3", w))):
             if mine and other:
                 print(f"  tar w={w}: awsio / {label} = {mine / other:.2f}x")

@@ -348,26 +348,13 @@ struct S3Engine::Impl {
     }
     CURL* e = curl_easy_init();
     if (!e) throw std::runtime_error("curl_easy_init failed");
+    configure_static(e);
     return e;
   }
 
-  void give_back_easy(Transfer* t) {
-    if (t->easy) {
-      curl_easy_reset(t->easy);
-      idle_easy.push_back(t->easy);
-      t->easy = nullptr;
-    }
-    if (t->headers) {
-      curl_slist_free_all(t->headers);
-      t->headers = nullptr;
-    }
-  }
-
-  void configure(Transfer* t) {
-    CURL* e = t->easy;
-    const RequestSpec& s = t->spec;
-    std::string url = url_for(s.bucket, s.key);
-    curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+  // Options the same for every request, set once per easy handle: handles are reused without
+  // curl_easy_reset, so a request pays only for its own options (URL, headers, callbacks' data).
+  void configure_static(CURL* e) {
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);  // keys like "a/../b" are keys, not paths
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, long(CURL_HTTP_VERSION_1_1));
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -382,13 +369,45 @@ struct S3Engine::Impl {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, opts.verify ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, opts.verify ? 2L : 0L);
     if (!opts.ca_bundle.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, opts.ca_bundle.c_str());
-    curl_easy_setopt(e, CURLOPT_PRIVATE, static_cast<void*>(t));
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Impl::on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Impl::on_write);
+    if (!opts.unsigned_requests) {
+      std::string sig = "aws:amz:" + opts.region + ":s3";
+      curl_easy_setopt(e, CURLOPT_AWS_SIGV4, sig.c_str());
+    }
+  }
+
+  void give_back_easy(Transfer* t) {
+    if (t->easy) {
+      // Drop pointers into `t` (about to be freed); the rest is set again by the next request.
+      curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
+      curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, static_cast<char*>(nullptr));
+      curl_easy_setopt(t->easy, CURLOPT_PRIVATE, static_cast<void*>(nullptr));
+      curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, static_cast<void*>(nullptr));
+      curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, static_cast<void*>(nullptr));
+      idle_easy.push_back(t->easy);
+      t->easy = nullptr;
+    }
+    if (t->headers) {
+      curl_slist_free_all(t->headers);
+      t->headers = nullptr;
+    }
+  }
+
+  void configure(Transfer* t) {
+    CURL* e = t->easy;
+    const RequestSpec& s = t->spec;
+    std::string url = url_for(s.bucket, s.key);
+    curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(e, CURLOPT_PRIVATE, static_cast<void*>(t));
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-    if (s.head) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    if (s.head) {
+      curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);  // clears NOBODY left by a HEAD on this handle
+    }
 
     curl_slist* h = nullptr;
     if (!s.head && (s.start > 0 || s.end >= 0)) {
@@ -400,8 +419,6 @@ struct S3Engine::Impl {
       // Always declare the payload hash: S3 requires the header on signed requests.
       h = curl_slist_append(h, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
       if (!creds.token.empty()) h = curl_slist_append(h, ("x-amz-security-token: " + creds.token).c_str());
-      std::string sig = "aws:amz:" + opts.region + ":s3";
-      curl_easy_setopt(e, CURLOPT_AWS_SIGV4, sig.c_str());
       curl_easy_setopt(e, CURLOPT_USERNAME, creds.access_key.c_str());
       curl_easy_setopt(e, CURLOPT_PASSWORD, creds.secret_key.c_str());
     }

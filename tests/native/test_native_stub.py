@@ -336,3 +336,30 @@ def test_server_ignoring_range_still_gives_the_range(stub):
     assert b.get("bkt", "k", 2, 5) == b"234"
     assert b.get("bkt", "k", 7, None) == b"789"
     assert list(b.get_many([("bkt", "k", 1, 3), ("bkt", "k", 0, None)])) == [(0, b"12"), (1, b"0123456789")]
+
+
+def test_reused_connection_handles_carry_nothing_between_requests(stub):
+    # Easy handles are reused without a reset: a HEAD, a ranged GET, an error, a token, must not
+    # leak into the next request made on the same handle.
+    body = bytes(range(256)) * 4
+
+    def script(n, seen):
+        if seen.path.endswith("/missing"):
+            return Reply(404, error_xml("NoSuchKey", "gone"))
+        if "range" in seen.headers:
+            return Reply(206, body[10:20])
+        return Reply(200, body, {"ETag": '"e"'})
+
+    stub.script = script
+    b = make(stub, max_connections=1)
+    assert b.head("bkt", "k").size == len(body)
+    assert b.get("bkt", "k", 10, 20) == body[10:20]
+    assert b.get("bkt", "k") == body
+    with pytest.raises(NoSuchKeyError):
+        b.get("bkt", "missing")
+    assert b.get("bkt", "k") == body
+    assert [(s.method, "range" in s.headers) for s in stub.seen] == [
+        ("HEAD", False), ("GET", True), ("GET", False), ("GET", False), ("GET", False)]
+    assert all(s.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/") for s in stub.seen)
+    assert all("x-amz-security-token" not in s.headers for s in stub.seen)
+    b.close()

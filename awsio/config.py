@@ -149,20 +149,19 @@ class Credentials:
     token: str | None = field(default=None, repr=False)
 
 
-def credentials_provider(config: S3Config) -> Callable[[], Credentials | None]:
-    """Return a callable giving current credentials (None for unsigned requests).
+def _env_credentials() -> Credentials | None:
+    """Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (+ token), as botocore's
+    EnvProvider reads them; None unless both keys are set and non-empty."""
+    env = os.environ
+    ak, sk = env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", "")
+    if not ak or not sk:
+        return None
+    token = env.get("AWS_SECURITY_TOKEN", "") or env.get("AWS_SESSION_TOKEN", "")
+    return Credentials(ak, sk, token or None)
 
-    Uses the botocore chain, so refreshable credentials (STS, SSO, roles) are refreshed by
-    botocore shortly before they expire; callers ask again before each batch of requests.
-    Raises :class:`awsio.errors.AccessDeniedError` if no credentials can be found.
-    """
-    if config.unsigned:
-        return lambda: None
-    if config.static_credentials is not None:
-        ak, sk, tok = config.static_credentials
-        creds = Credentials(ak, sk, tok)
-        return lambda: creds
 
+def _chain_provider(config: S3Config) -> Callable[[], Credentials]:
+    """The full botocore credential chain (refreshes credentials shortly before expiry)."""
     import botocore.session
 
     session = botocore.session.Session(profile=config.profile)
@@ -179,5 +178,37 @@ def credentials_provider(config: S3Config) -> Callable[[], Credentials | None]:
     def current() -> Credentials:
         frozen = found.get_frozen_credentials()  # refreshes if close to expiry
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return current
+
+
+def credentials_provider(config: S3Config) -> Callable[[], Credentials | None]:
+    """Return a callable giving current credentials (None for unsigned requests).
+
+    The same answer as the botocore chain (environment, shared files, SSO, container and
+    instance roles), so refreshable credentials are refreshed shortly before they expire;
+    callers ask again before each batch of requests. botocore's chain tries the environment
+    first unless a profile is named, so environment credentials are read directly, without
+    importing botocore (~70 ms of CPU in every DataLoader worker); they are read again on each
+    call, and the chain is built if they disappear.
+    Raises :class:`awsio.errors.AccessDeniedError` if no credentials can be found.
+    """
+    if config.unsigned:
+        return lambda: None
+    if config.static_credentials is not None:
+        ak, sk, tok = config.static_credentials
+        creds = Credentials(ak, sk, tok)
+        return lambda: creds
+    if config.profile is not None or _env_credentials() is None:
+        return _chain_provider(config)
+    chain: list[Callable[[], Credentials]] = []
+
+    def current() -> Credentials:
+        found = _env_credentials()
+        if found is not None:
+            return found
+        if not chain:
+            chain.append(_chain_provider(config))
+        return chain[0]()
 
     return current

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from awsio.config import Credentials, S3Config, credentials_provider
 from awsio.errors import EndpointConnectionError, S3Error, s3_error
@@ -42,39 +42,6 @@ _LIVE: "weakref.WeakSet[NativeBackend]" = weakref.WeakSet()
 def native_available() -> bool:
     """True when the compiled extension ``awsio._native`` could be imported."""
     return _native is not None
-
-
-def _env_credentials() -> Optional[Credentials]:
-    """Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (+ token), as botocore's
-    EnvProvider reads them; None unless both keys are set and non-empty."""
-    env = os.environ
-    ak, sk = env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", "")
-    if not ak or not sk:
-        return None
-    token = env.get("AWS_SECURITY_TOKEN", "") or env.get("AWS_SESSION_TOKEN", "")
-    return Credentials(ak, sk, token or None)
-
-
-def _credentials(config: S3Config) -> Callable[[], Optional[Credentials]]:
-    """:func:`credentials_provider`, minus importing botocore (~70 ms of CPU per process) when
-    the credentials are in the environment. botocore's chain tries the environment first unless
-    a profile is named, so the result is the same; the environment is read again on each call
-    (as botocore does for env credentials), and the full chain is built if they disappear."""
-    if config.unsigned or config.static_credentials is not None or config.profile is not None:
-        return credentials_provider(config)
-    if _env_credentials() is None:
-        return credentials_provider(config)
-    chain: list[Callable[[], Optional[Credentials]]] = []
-
-    def current() -> Optional[Credentials]:
-        creds = _env_credentials()
-        if creds is not None:
-            return creds
-        if not chain:
-            chain.append(credentials_provider(config))
-        return chain[0]()
-
-    return current
 
 
 def _forget_after_fork() -> None:
@@ -106,7 +73,7 @@ class NativeBackend:
         if _native is None:
             raise ImportError("awsio._native is not built (libcurl development files were missing)")
         self._config = config
-        self._creds = _credentials(config)
+        self._creds = credentials_provider(config)
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._idle: list[_Handle] = []

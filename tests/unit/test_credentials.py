@@ -1,4 +1,4 @@
-"""Where the native backend gets credentials: the environment without botocore, else the chain."""
+"""Where credentials come from: the environment without botocore, else the botocore chain."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from awsio.config import Credentials, S3Config
-from awsio.s3 import native_backend
-from awsio.s3.native_backend import _credentials
+from awsio import config as config_module
+from awsio.config import Credentials, S3Config, credentials_provider
 
 ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE")
 
@@ -26,7 +25,7 @@ def test_env_credentials_follow_botocore_token_order(env):
     env.setenv("AWS_SECRET_ACCESS_KEY", "SK1")
     env.setenv("AWS_SESSION_TOKEN", "SESSION")
     env.setenv("AWS_SECURITY_TOKEN", "SECURITY")
-    get = _credentials(S3Config(endpoint_url="http://127.0.0.1:1"))
+    get = credentials_provider(S3Config(endpoint_url="http://127.0.0.1:1"))
     assert get() == Credentials("AK1", "SK1", "SECURITY")
     env.setenv("AWS_SECURITY_TOKEN", "")
     assert get() == Credentials("AK1", "SK1", "SESSION")
@@ -39,30 +38,37 @@ def test_env_credentials_vanishing_falls_back_to_the_chain(env):
     env.setenv("AWS_SECRET_ACCESS_KEY", "SK1")
     calls = []
 
-    def fake_provider(config):
+    def fake_chain(config):
         calls.append(config)
         return lambda: Credentials("CHAIN", "CHAINSK")
 
-    env.setattr(native_backend, "credentials_provider", fake_provider)
-    get = _credentials(S3Config(endpoint_url="http://127.0.0.1:1"))
+    env.setattr(config_module, "_chain_provider", fake_chain)
+    get = credentials_provider(S3Config(endpoint_url="http://127.0.0.1:1"))
     assert get().access_key == "AK1" and not calls
     env.delenv("AWS_SECRET_ACCESS_KEY")
     assert get() == Credentials("CHAIN", "CHAINSK")
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("kw", [{"profile": "someone"}, {"static_credentials": ("S", "T", None)}, {"unsigned": True}])
-def test_profile_static_or_unsigned_use_the_provider(env, kw):
+def test_a_named_profile_uses_the_chain(env):
     env.setenv("AWS_ACCESS_KEY_ID", "AK1")
     env.setenv("AWS_SECRET_ACCESS_KEY", "SK1")
     sentinel = lambda: None  # noqa: E731
-    env.setattr(native_backend, "credentials_provider", lambda config: sentinel)
-    assert _credentials(S3Config(endpoint_url="http://127.0.0.1:1", **kw)) is sentinel
+    env.setattr(config_module, "_chain_provider", lambda config: sentinel)
+    assert credentials_provider(S3Config(endpoint_url="http://127.0.0.1:1", profile="someone")) is sentinel
+
+
+@pytest.mark.parametrize("kw,expected", [({"static_credentials": ("S", "T", None)}, Credentials("S", "T", None)),
+                                         ({"unsigned": True}, None)])
+def test_static_or_unsigned_ignore_the_environment(env, kw, expected):
+    env.setenv("AWS_ACCESS_KEY_ID", "AK1")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "SK1")
+    assert credentials_provider(S3Config(endpoint_url="http://127.0.0.1:1", **kw))() == expected
 
 
 def test_env_credentials_do_not_import_botocore(env):
-    code = ("import sys\nfrom awsio.config import S3Config\nfrom awsio.s3.native_backend import _credentials\n"
-            "c = _credentials(S3Config(endpoint_url='http://127.0.0.1:1', region='us-east-1'))()\n"
+    code = ("import sys\nfrom awsio.config import S3Config, credentials_provider\n"
+            "c = credentials_provider(S3Config(endpoint_url='http://127.0.0.1:1', region='us-east-1'))()\n"
             "print(c.access_key, 'botocore' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"AWS_ACCESS_KEY_ID": "AK9", "AWS_SECRET_ACCESS_KEY": "SK9", "PATH": "/usr/bin:/bin"})

@@ -185,6 +185,10 @@ std::string xml_field(const std::string& body, const std::string& tag) {
   return body.substr(a, b - a);
 }
 
+// One HTTP request in flight, or a whole GET split into parts. A GET that may be large asks
+// for its first part only; the reply's Content-Range gives the size, the whole body is allocated
+// once, and the other parts are fetched by child transfers writing at their offsets (with
+// If-Match on the first part's ETag, so every part comes from the same version of the object).
 struct Transfer {
   RequestSpec spec;
   void* owner = nullptr;  // the S3Engine::Impl
@@ -193,11 +197,32 @@ struct Transfer {
   int attempts = 0;
   Clock::time_point first_start;
   Clock::time_point retry_at;
+  // What this request asks for: [range_start, range_end), range_end < 0 to the end.
+  int64_t range_start = 0;
+  int64_t range_end = -1;
+  bool split = false;           // asks for the first part of a larger GET
+  // A part: its bytes go to parent->body at `offset`, exactly part_len of them.
+  Transfer* parent = nullptr;
+  size_t offset = 0;
+  size_t part_len = 0;
+  std::string if_match;
+  // A parent: its parts, their count, and whether its own first part is in.
+  std::vector<Transfer*> children;
+  size_t spawn_from = 0;        // body offset where the parts begin (0: nothing to spawn)
+  bool spawned = false;         // parts exist: the body outlives retries of the first part
+  bool own_done = false;
+  int64_t total = -1;           // object size from Content-Range
   // per attempt
   bool first_write = true;
   bool overflow = false;
+  bool no_total = false;        // a 206 to a split GET without "Content-Range: .../size"
   Buffer body;
-  std::future<void> prefault;  // pages of `body` being faulted in; joined before body is let go
+  char* dest = nullptr;         // where this response's bytes go
+  size_t limit = 0;             // and how many it may write
+  size_t charged = 0;           // bytes of the in-flight budget held for this body
+  size_t want = 0;              // body size of a response paused for budget
+  bool paused = false;          // waiting in Impl::paused for budget
+  std::future<void> prefault;   // pages of `body` being faulted in; joined before body is let go
   size_t written = 0;
   std::string fallback;
   bool use_fallback = false;
@@ -214,8 +239,12 @@ struct S3Engine::Impl {
   Credentials creds;
   std::vector<CURL*> idle_easy;
   std::unordered_set<Transfer*> active;   // added to the multi handle
+  std::unordered_set<Transfer*> waiting;  // parents whose first part is in, waiting for parts
   std::deque<Transfer*> delayed;          // waiting for a retry timer
+  std::vector<Transfer*> to_spawn;        // parents whose parts are to be started
   std::vector<Result> done;               // finished, not yet returned
+  std::vector<Transfer*> paused;          // headers in, body waiting for budget (in `active` too)
+  size_t held = 0;                        // budget charged: bodies in transfers and in `done`
   std::mt19937_64 rng{std::random_device{}()};
   std::string scheme, host;               // split endpoint for virtual-hosted URLs
 
@@ -253,6 +282,7 @@ struct S3Engine::Impl {
       t->bucket_region.clear();
       t->etag.clear();
       t->last_modified = -1;
+      t->total = -1;
     } else if (ieq_prefix(data, len, "x-amz-request-id")) {
       t->request_id = header_value(data, len, 16);
     } else if (ieq_prefix(data, len, "x-amz-bucket-region")) {
@@ -263,48 +293,175 @@ struct S3Engine::Impl {
       std::string v = header_value(data, len, 13);
       time_t when = curl_getdate(v.c_str(), nullptr);
       t->last_modified = when < 0 ? -1 : int64_t(when);
+    } else if (ieq_prefix(data, len, "content-range")) {  // "bytes a-b/total"
+      std::string v = header_value(data, len, 13);
+      size_t slash = v.rfind('/');
+      if (slash != std::string::npos && slash + 1 < v.size() && v[slash + 1] != '*') {
+        char* endp = nullptr;
+        long long total = std::strtoll(v.c_str() + slash + 1, &endp, 10);
+        if (endp && *endp == 0 && total >= 0) t->total = total;
+      }
     }
     return len;
   }
 
-  size_t write_body(Transfer* t, const char* data, size_t len) {
-    if (t->first_write) {
-      t->first_write = false;
-      long status = 0;
-      curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-      if (status == 200 || status == 206) {
-        curl_off_t cl = -1;
-        curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-        if (cl >= 0) {
-          try {
-            t->body = alloc->alloc(size_t(cl));
-          } catch (...) {  // never let an exception cross libcurl's C frames
-            t->body = Buffer{};
-          }
-          if (!t->body.handle) {
-            t->overflow = true;
-            return 0;
-          }
-          advise_large_buffer(t->body.data, t->body.size);
-          if (t->body.size >= kPrefaultMin && prefault_enabled()) {
-            char* d = t->body.data;
-            size_t n = t->body.size;
-            try {
-              t->prefault = std::async(std::launch::async, [d, n] { populate(d, n); });
-            } catch (...) {  // no thread to spare: the transfer faults its own pages
-            }
-          }
-        } else {
-          t->use_fallback = true;
-        }
+  // A body of n bytes may be received now: within budget, or nothing else held (a body larger
+  // than the budget proceeds alone). Paused responses go first, in request order.
+  bool admissible(size_t n) const {
+    if (opts.max_inflight_bytes == 0) return true;
+    if (!paused.empty()) return false;
+    return held == 0 || held + n <= opts.max_inflight_bytes;
+  }
+
+  void charge(Transfer* t, size_t n) {
+    t->charged = n;
+    held += n;
+  }
+
+  void uncharge(Transfer* t) {
+    held -= std::min(held, t->charged);
+    t->charged = 0;
+  }
+
+  void forget_paused(Transfer* t) {
+    if (!t->paused) return;
+    paused.erase(std::remove(paused.begin(), paused.end(), t), paused.end());
+    t->paused = false;
+  }
+
+  // Resume paused responses, oldest request first, while the budget allows.
+  void resume_paused() {
+    if (paused.empty()) return;
+    std::sort(paused.begin(), paused.end(),
+              [](const Transfer* a, const Transfer* b) { return a->spec.tag < b->spec.tag; });
+    size_t i = 0;
+    for (; i < paused.size(); ++i) {
+      Transfer* t = paused[i];
+      if (held != 0 && held + t->want > opts.max_inflight_bytes) break;
+      charge(t, t->want);
+      t->paused = false;
+    }
+    std::vector<Transfer*> go(paused.begin(), paused.begin() + i);
+    paused.erase(paused.begin(), paused.begin() + i);
+    // Unpausing may deliver the buffered data at once (write_body sees the charge and allocates).
+    for (Transfer* t : go) curl_easy_pause(t->easy, CURLPAUSE_CONT);
+  }
+
+  // The body size a 200/206 reply to `t` stands for: its Content-Length, or for the first part
+  // of a split GET the whole requested range as clipped by the object's size.
+  size_t body_size(const Transfer* t, long status, curl_off_t cl) const {
+    if (!t->split || status != 206 || t->total < 0) return size_t(cl);
+    int64_t end = t->spec.end < 0 ? t->total : std::min<int64_t>(t->spec.end, t->total);
+    return end > t->spec.start ? size_t(end - t->spec.start) : size_t(cl);
+  }
+
+  // Allocate the body of a 200/206 reply; false (write error) if that failed.
+  bool allocate_body(Transfer* t, size_t size) {
+    try {
+      t->body = alloc->alloc(size);
+    } catch (...) {  // never let an exception cross libcurl's C frames
+      t->body = Buffer{};
+    }
+    if (!t->body.handle) return false;
+    advise_large_buffer(t->body.data, t->body.size);
+    if (!t->body.warm && t->body.size >= kPrefaultMin && prefault_enabled()) {
+      char* d = t->body.data;
+      size_t n = t->body.size;
+      try {
+        t->prefault = std::async(std::launch::async, [d, n] { populate(d, n); });
+      } catch (...) {  // no thread to spare: the transfer faults its own pages
       }
     }
-    if (t->body.handle) {
-      if (t->written + len > t->body.size) {
+    return true;
+  }
+
+  // Called once per response, at its first body byte. Returns 0 to go on, or the value the write
+  // callback returns (pause, or 0 for a write error).
+  size_t start_body(Transfer* t, size_t len, bool* stop) {
+    *stop = false;
+    long status = 0;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_off_t cl = -1;
+    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+    if (t->parent) {  // a part: exactly its bytes, at its place in the parent's body
+      if (status == 206 && cl == curl_off_t(t->part_len)) {
+        t->dest = t->parent->body.data + t->offset;
+        t->limit = t->part_len;
+      } else if (status == 200 || status == 206) {
+        t->overflow = true;  // not the part we asked for: retried, then reported
+        *stop = true;
+      }
+      t->first_write = false;
+      return 0;
+    }
+    if (status != 200 && status != 206) {
+      t->first_write = false;
+      return 0;
+    }
+    if (cl < 0) {  // size unknown in advance (chunked): collected, then copied once
+      t->first_write = false;
+      t->use_fallback = true;
+      return 0;
+    }
+    if (t->spawned) {  // a retry of a first part whose siblings are out: same place, same size
+      if (status != 206 || size_t(cl) != t->spawn_from) {
+        t->overflow = true;
+        *stop = true;
+        return 0;
+      }
+      t->first_write = false;
+      t->dest = t->body.data;
+      t->limit = t->spawn_from;
+      return 0;
+    }
+    if (t->split && status == 206 && t->total < 0 &&
+        int64_t(cl) >= t->range_end - t->range_start) {  // a full part, and no size: how much more?
+      t->no_total = true;
+      *stop = true;
+      t->first_write = false;
+      return 0;
+    }
+    size_t need = body_size(t, status, cl);
+    if (t->charged == 0 && !admissible(need)) {
+      // Over budget: leave the body in the socket (libcurl delivers this data again on resume)
+      // until results are returned. resume_paused() charges it first.
+      t->want = need;
+      if (!t->paused) {
+        t->paused = true;
+        paused.push_back(t);
+      }
+      *stop = true;
+      return CURL_WRITEFUNC_PAUSE;
+    }
+    t->first_write = false;
+    if (t->charged == 0) charge(t, need);
+    if (!allocate_body(t, need)) {
+      t->overflow = true;
+      *stop = true;
+      return 0;
+    }
+    t->dest = t->body.data;
+    t->limit = size_t(cl);
+    if (need > size_t(cl)) {  // the rest comes in parts
+      t->spawn_from = size_t(cl);
+      to_spawn.push_back(t);
+    }
+    (void)len;
+    return 0;
+  }
+
+  size_t write_body(Transfer* t, const char* data, size_t len) {
+    if (t->first_write) {
+      bool stop = false;
+      size_t rv = start_body(t, len, &stop);
+      if (stop) return rv;
+    }
+    if (t->dest) {
+      if (t->written + len > t->limit) {
         t->overflow = true;
         return 0;  // CURLE_WRITE_ERROR; retried
       }
-      std::memcpy(t->body.data + t->written, data, len);
+      std::memcpy(t->dest + t->written, data, len);
       t->written += len;
     } else if (t->use_fallback) {
       t->fallback.append(data, len);
@@ -323,19 +480,28 @@ struct S3Engine::Impl {
     if (t->prefault.valid()) t->prefault.wait();
   }
 
+  // Forget this attempt's response. The body stays when parts are out writing into it.
   void reset_attempt(Transfer* t) {
-    join_prefault(t);
-    if (t->body.handle) alloc->release(t->body);
-    t->body = Buffer{};
+    if (!t->spawned) {
+      join_prefault(t);
+      if (t->body.handle) alloc->release(t->body);
+      t->body = Buffer{};
+      uncharge(t);
+    }
+    forget_paused(t);
+    t->want = 0;
+    t->dest = nullptr;
+    t->limit = 0;
     t->first_write = true;
     t->overflow = false;
+    t->no_total = false;
     t->written = 0;
     t->fallback.clear();
     t->use_fallback = false;
     t->error_body.clear();
     t->request_id.clear();
     t->bucket_region.clear();
-    t->etag.clear();
+    if (!t->spawned) t->etag.clear();
     t->last_modified = -1;
     t->errbuf[0] = 0;
   }
@@ -378,6 +544,11 @@ struct S3Engine::Impl {
   }
 
   void give_back_easy(Transfer* t) {
+    if (t->easy && t->paused) {  // paused mid-response: its buffered state is not worth trusting
+      forget_paused(t);
+      curl_easy_cleanup(t->easy);
+      t->easy = nullptr;
+    }
     if (t->easy) {
       // Drop pointers into `t` (about to be freed); the rest is set again by the next request.
       curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
@@ -410,11 +581,12 @@ struct S3Engine::Impl {
     }
 
     curl_slist* h = nullptr;
-    if (!s.head && (s.start > 0 || s.end >= 0)) {
-      std::string range = "Range: bytes=" + std::to_string(s.start) + "-";
-      if (s.end >= 0) range += std::to_string(s.end - 1);
+    if (!s.head && (t->range_start > 0 || t->range_end >= 0)) {
+      std::string range = "Range: bytes=" + std::to_string(t->range_start) + "-";
+      if (t->range_end >= 0) range += std::to_string(t->range_end - 1);
       h = curl_slist_append(h, range.c_str());
     }
+    if (!t->if_match.empty()) h = curl_slist_append(h, ("If-Match: " + t->if_match).c_str());
     if (!opts.unsigned_requests) {
       // Always declare the payload hash: S3 requires the header on signed requests.
       h = curl_slist_append(h, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
@@ -451,6 +623,13 @@ struct S3Engine::Impl {
       delete t;
       return;
     }
+    t->range_start = spec.start;
+    t->range_end = spec.end;
+    const int64_t part = int64_t(opts.part_size);
+    if (!spec.head && part > 0 && (spec.end < 0 || spec.end - spec.start > 2 * part)) {
+      t->split = true;  // the first part tells the size; the rest follows in parts
+      t->range_end = spec.start + part;
+    }
     try {
       t->easy = take_easy();
       configure(t);
@@ -459,6 +638,30 @@ struct S3Engine::Impl {
       give_back_easy(t);
       delete t;
       throw;
+    }
+  }
+
+  // Start the parts of a split GET whose first part told the size.
+  void spawn_parts(Transfer* p) {
+    const size_t part = std::max<size_t>(opts.part_size, 1);
+    const size_t size = p->body.size;
+    p->spawned = true;
+    for (size_t off = p->spawn_from; off < size; off += part) {
+      auto* c = new Transfer();
+      c->spec = p->spec;
+      c->owner = this;
+      c->parent = p;
+      c->offset = off;
+      c->part_len = std::min(part, size - off);
+      c->range_start = p->spec.start + int64_t(off);
+      c->range_end = c->range_start + int64_t(c->part_len);
+      c->if_match = p->etag;
+      c->first_start = Clock::now();
+      c->errbuf[0] = 0;
+      p->children.push_back(c);
+      c->easy = take_easy();
+      configure(c);
+      start(c);
     }
   }
 
@@ -475,36 +678,137 @@ struct S3Engine::Impl {
     if (opts.deadline_s > 0 && seconds_since(t->first_start) + delay > opts.deadline_s) return false;
     curl_multi_remove_handle(multi, t->easy);
     active.erase(t);
+    if (t->paused) {  // never seen in practice (a paused transfer reads nothing), but be exact
+      give_back_easy(t);
+      t->easy = take_easy();
+      configure(t);
+    }
     reset_attempt(t);
     t->retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
     delayed.push_back(t);
     return true;
   }
 
-  void finish(Transfer* t, Result&& r) {
-    curl_multi_remove_handle(multi, t->easy);
+  // Take `t` out of the multi handle and the bookkeeping; its easy handle goes back to the pool.
+  void detach(Transfer* t) {
+    if (t->easy && active.count(t)) curl_multi_remove_handle(multi, t->easy);
     active.erase(t);
+    waiting.erase(t);
+    delayed.erase(std::remove(delayed.begin(), delayed.end(), t), delayed.end());
+    give_back_easy(t);
+  }
+
+  // Drop a parent's parts (finished or failed parent).
+  void drop_children(Transfer* p) {
+    for (Transfer* c : p->children) {
+      detach(c);
+      delete c;
+    }
+    p->children.clear();
+  }
+
+  void finish(Transfer* t, Result&& r) {
+    drop_children(t);
+    detach(t);
+    to_spawn.erase(std::remove(to_spawn.begin(), to_spawn.end(), t), to_spawn.end());
     r.tag = t->spec.tag;
     r.head = t->spec.head;
     r.attempts = t->attempts;
     join_prefault(t);
+    if (r.body.handle && t->charged) {
+      r.charged = t->charged;  // held until wait() returns the result
+      t->charged = 0;
+    }
+    uncharge(t);
     if (t->body.handle) alloc->release(t->body);  // anything not moved into r
-    give_back_easy(t);
     delete t;
     done.push_back(std::move(r));
   }
 
+  static Result connection_error(Transfer* t, long status, CURLcode rc) {
+    Result r;
+    r.kind = ResultKind::ConnectionError;
+    r.status = status;
+    r.reason = t->errbuf[0] ? std::string(t->errbuf) : std::string(curl_easy_strerror(rc));
+    r.code = curl_easy_strerror(rc);
+    return r;
+  }
+
+  Result http_error(Transfer* t, long status) const {
+    Result r;
+    r.kind = ResultKind::HttpError;
+    r.status = status;
+    r.code = xml_field(t->error_body, "Code");
+    r.message = xml_field(t->error_body, "Message");
+    r.request_id = t->request_id.empty() ? xml_field(t->error_body, "RequestId") : t->request_id;
+    r.region = t->bucket_region.empty() ? xml_field(t->error_body, "Region") : t->bucket_region;
+    return r;
+  }
+
+  // A split GET is complete when its first part and every other part are in.
+  void maybe_complete(Transfer* p) {
+    if (!p->own_done || !p->children.empty() || (p->spawn_from && !p->spawned)) return;
+    join_prefault(p);
+    Result r;
+    r.kind = ResultKind::Ok;
+    r.body = p->body;
+    p->body = Buffer{};
+    finish(p, std::move(r));
+  }
+
+  // A part of `p` failed for good (after its retries): the whole GET fails with its error.
+  void fail_parent(Transfer* p, Result&& r) {
+    finish(p, std::move(r));
+  }
+
+  void on_part_done(Transfer* c, CURLcode rc) {
+    Transfer* p = c->parent;
+    long status = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (rc == CURLE_OK && status == 206 && c->written == c->part_len && !c->overflow) {
+      detach(c);
+      p->children.erase(std::remove(p->children.begin(), p->children.end(), c), p->children.end());
+      delete c;
+      maybe_complete(p);
+      return;
+    }
+    if (rc != CURLE_OK) {
+      if (retryable_curl_error(rc) && maybe_retry(c)) return;
+      Result r = connection_error(c, status, rc);
+      r.attempts = c->attempts;
+      fail_parent(p, std::move(r));
+      return;
+    }
+    if ((status >= 500 || status == 429 || status == 200 || status == 206) && maybe_retry(c)) return;
+    Result r;
+    if (status == 200 || status == 206) {
+      r.kind = ResultKind::ConnectionError;
+      r.reason = "a part of the object came back with the wrong length";
+      r.code = "PartMismatch";
+    } else {
+      r = http_error(c, status);  // e.g. 412: the object changed between parts
+    }
+    fail_parent(p, std::move(r));
+  }
+
   void on_done(Transfer* t, CURLcode rc) {
+    if (t->parent) {
+      on_part_done(t, rc);
+      return;
+    }
     long status = 0;
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     Result r;
+    if (t->no_total) {
+      r.kind = ResultKind::ConnectionError;
+      r.reason = "the reply to a ranged GET gave no object size (Content-Range)";
+      r.code = "NoContentRange";
+      finish(t, std::move(r));
+      return;
+    }
     if (rc != CURLE_OK) {
       if (retryable_curl_error(rc) && maybe_retry(t)) return;
-      r.kind = ResultKind::ConnectionError;
-      r.status = status;
-      r.reason = t->errbuf[0] ? std::string(t->errbuf) : std::string(curl_easy_strerror(rc));
-      r.code = curl_easy_strerror(rc);
-      finish(t, std::move(r));
+      finish(t, connection_error(t, status, rc));
       return;
     }
     if (status == 200 || status == 206 || (status == 416 && !t->spec.head)) {
@@ -518,13 +822,20 @@ struct S3Engine::Impl {
         r.last_modified = t->last_modified;
       } else if (status == 416) {
         r.body = alloc->alloc(0);  // range starting past the end: clipped to nothing
-      } else if (t->body.handle) {
-        if (t->written != t->body.size) {
+      } else if (t->dest) {
+        if (t->written != t->limit || t->overflow) {
           if (maybe_retry(t)) return;
           r.kind = ResultKind::ConnectionError;
           r.reason = "response body shorter than Content-Length";
           r.code = "PartialBody";
           finish(t, std::move(r));
+          return;
+        }
+        if (t->spawn_from) {  // first part of a split GET: the rest may still be coming
+          detach(t);
+          t->own_done = true;
+          waiting.insert(t);
+          maybe_complete(t);
           return;
         }
         join_prefault(t);
@@ -533,6 +844,10 @@ struct S3Engine::Impl {
       } else if (t->use_fallback) {
         r.has_fallback = true;
         r.fallback = std::move(t->fallback);
+      } else if (t->overflow) {  // e.g. a retried first part that no longer matches
+        r.kind = ResultKind::ConnectionError;
+        r.reason = "the object changed while it was read";
+        r.code = "PartMismatch";
       } else {
         r.body = alloc->alloc(0);  // empty object: no write callback happened
       }
@@ -541,13 +856,7 @@ struct S3Engine::Impl {
     }
     bool retry_status = status >= 500 || status == 429;
     if (retry_status && maybe_retry(t)) return;
-    r.kind = ResultKind::HttpError;
-    r.status = status;
-    r.code = xml_field(t->error_body, "Code");
-    r.message = xml_field(t->error_body, "Message");
-    r.request_id = t->request_id.empty() ? xml_field(t->error_body, "RequestId") : t->request_id;
-    r.region = t->bucket_region.empty() ? xml_field(t->error_body, "Region") : t->bucket_region;
-    finish(t, std::move(r));
+    finish(t, http_error(t, status));
   }
 
   void promote_due_retries() {
@@ -569,6 +878,7 @@ struct S3Engine::Impl {
                                                     std::chrono::duration<double>(timeout_s));
     for (;;) {
       promote_due_retries();
+      resume_paused();
       int running = 0;
       curl_multi_perform(multi, &running);
       int left = 0;
@@ -578,9 +888,19 @@ struct S3Engine::Impl {
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
         if (t && active.count(t)) on_done(t, msg->data.result);
       }
+      if (!to_spawn.empty()) {
+        std::vector<Transfer*> spawn;
+        spawn.swap(to_spawn);
+        for (Transfer* p : spawn) {
+          spawn_parts(p);
+          maybe_complete(p);  // only if every part is somehow in already
+        }
+        continue;  // get the parts going before waiting
+      }
       if (!done.empty()) {
         std::vector<Result> out;
         out.swap(done);
+        for (const Result& r : out) held -= std::min(held, r.charged);
         return out;
       }
       if (active.empty() && delayed.empty()) return {};
@@ -598,24 +918,32 @@ struct S3Engine::Impl {
   }
 
   void cancel_all() {
-    for (Transfer* t : active) {
-      curl_multi_remove_handle(multi, t->easy);
-      join_prefault(t);
-      if (t->body.handle) alloc->release(t->body);
-      give_back_easy(t);
-      delete t;
+    // Parents own the bodies; parts only write into them. Drop parts first.
+    std::vector<Transfer*> all(active.begin(), active.end());
+    all.insert(all.end(), delayed.begin(), delayed.end());
+    all.insert(all.end(), waiting.begin(), waiting.end());
+    std::vector<Transfer*> parents;
+    for (Transfer* t : all) {
+      if (t->parent) continue;
+      parents.push_back(t);
+    }
+    for (Transfer* p : parents) {
+      drop_children(p);
+      detach(p);  // before the paused list is cleared: a paused handle is not reused
+      join_prefault(p);
+      if (p->body.handle) alloc->release(p->body);
+      delete p;
     }
     active.clear();
-    for (Transfer* t : delayed) {
-      if (t->body.handle) alloc->release(t->body);
-      give_back_easy(t);
-      delete t;
-    }
     delayed.clear();
+    waiting.clear();
+    to_spawn.clear();
     for (Result& r : done) {
       if (r.body.handle) alloc->release(r.body);
     }
     done.clear();
+    paused.clear();
+    held = 0;
   }
 };
 
@@ -637,8 +965,12 @@ std::vector<Result> S3Engine::wait(double timeout_s) { return impl_->wait(timeou
 void S3Engine::cancel_all() { impl_->cancel_all(); }
 
 size_t S3Engine::pending() const {
-  return impl_->active.size() + impl_->delayed.size() + impl_->done.size();
+  return impl_->active.size() + impl_->delayed.size() + impl_->waiting.size() + impl_->done.size();
 }
+
+size_t S3Engine::held_bytes() const { return impl_->held; }
+
+size_t S3Engine::paused() const { return impl_->paused.size(); }
 
 void S3Engine::abandon() { (void)impl_.release(); }
 

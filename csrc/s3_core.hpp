@@ -30,6 +30,13 @@ struct EngineOptions {
   double deadline_s = 0;      // per request, across retries; 0: no deadline
   double backoff_base_s = 0.05;
   double backoff_cap_s = 5.0;
+  // Bytes of response bodies held at once (being received, or finished and not yet returned by
+  // wait()). A response that would go over waits, paused, until enough is returned; a body
+  // larger than the whole budget proceeds alone. 0: no limit.
+  size_t max_inflight_bytes = 0;
+  // A GET to the end of an object, or of a range over twice this, asks for this much first; the
+  // reply tells the size and the rest is fetched in parts this big, in parallel. 0: one request.
+  size_t part_size = size_t(8) << 20;
 };
 
 // Where response bodies go. alloc() may be called from inside libcurl callbacks on the
@@ -38,6 +45,7 @@ struct Buffer {
   void* handle = nullptr;  // owner token (a PyObject* in the binding)
   char* data = nullptr;
   size_t size = 0;
+  bool warm = false;       // memory already faulted in (a recycled buffer): no prefault needed
 };
 
 class BufferAllocator {
@@ -85,6 +93,7 @@ struct Result {
   std::string code, message, request_id, region;
   std::string reason;  // libcurl's error text for connection errors
   int attempts = 0;
+  size_t charged = 0;  // bytes of the in-flight budget this result holds until wait() returns it
 };
 
 struct Credentials {
@@ -118,6 +127,9 @@ class S3Engine {
   // Abort every pending request; their buffers are released.
   void cancel_all();
   size_t pending() const;
+  // Bytes of bodies held against max_inflight_bytes, and transfers paused waiting for budget.
+  size_t held_bytes() const;
+  size_t paused() const;
   // Forget every handle without cleaning up (a forked child must not touch the parent's
   // connections: closing them would disturb the parent's TLS sessions).
   void abandon();

@@ -207,7 +207,19 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"{spec['method']} read {total} bytes, expected {expected}")
     return {"method": spec["method"], "set": spec["kind"], "objects": spec["count"], "bytes": total,
             "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss, "base_rss_mib": rss0,
-            "inflight_mib": min(spec["count"], spec["connections"]) * spec["size"] / MiB}
+            "inflight_mib": _inflight_bytes(spec) / MiB}
+
+
+def _inflight_bytes(spec: dict[str, Any]) -> int:
+    """Bytes a reader may hold at once: a window of whole bodies; for awsio native at most its
+    in-flight budget (one body if larger) plus the result in the caller's hands."""
+    window = min(spec["count"], spec["connections"]) * spec["size"]
+    if spec["method"] != "awsio-native":
+        return window
+    from awsio.config import S3Config
+
+    budget = S3Config(max_connections=spec["connections"]).max_inflight_bytes or 0
+    return min(window, max(budget, spec["size"]) + spec["size"])
 
 
 def _run_worker(spec: dict[str, Any], malloc_reuse: bool = False) -> dict[str, Any] | None:
@@ -310,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         skipped = [m for m in methods if not _available(m)]
         if skipped:
             print(f"not available, skipped: {', '.join(skipped)}")
+        if "awsio-native" in methods and "awsio-native" not in skipped:
+            from awsio.config import S3Config
+
+            cfg = S3Config(max_connections=args.connections)
+            budget, part, pool = (cfg.max_inflight_bytes or 0), (cfg.part_size or 0), (cfg.buffer_pool_bytes or 0)
+            print(f"awsio native: max_inflight_bytes {budget / MiB:.0f} MiB, part_size {part / MiB:.0f} MiB"
+                  f"{' (one request per object)' if not part else ''}, buffer pool {pool / MiB:.0f} MiB",
+                  flush=True)
         rows: list[dict[str, Any]] = []
         for kind, count, size in sets:
             if not count:

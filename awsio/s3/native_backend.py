@@ -83,6 +83,8 @@ class NativeBackend:
         self._closed = False
         # Retries may start until this many seconds after a request began.
         self._deadline = max(30.0, 2.0 * (config.connect_timeout + config.read_timeout))
+        # Freed large bodies kept for reuse, shared by this backend's clients (see S3Config).
+        self._pool = _native.BufferPool(config.buffer_pool_bytes)
         _LIVE.add(self)
 
     def __reduce__(self) -> Tuple[Any, ...]:
@@ -97,6 +99,7 @@ class NativeBackend:
             verify=bool(c.verify), ca_bundle=c.ca_bundle or "", max_connections=c.max_connections,
             connect_timeout=float(c.connect_timeout), read_timeout=float(c.read_timeout),
             max_attempts=c.max_attempts, deadline=self._deadline,
+            max_inflight_bytes=c.max_inflight_bytes, part_size=c.part_size, pool=self._pool,
         )
 
     def _acquire(self) -> _Handle:
@@ -261,6 +264,7 @@ class NativeBackend:
         with self._lock:
             idle, self._idle = self._idle, []
         del idle  # dropping the clients closes their connections
+        self._pool.clear()  # free buffers go now; ones still held by callers go with them
         if self._lister is not None:
             close = getattr(self._lister, "close", None)
             if close is not None:

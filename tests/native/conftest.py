@@ -136,3 +136,22 @@ def tls_stub(tmp_path) -> Iterator[tuple[Stub, str]]:
 def error_xml(code: str, message: str = "", request_id: str = "REQ123") -> bytes:
     return (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
             f"<RequestId>{request_id}</RequestId></Error>").encode()
+
+
+def object_reply(body: bytes, seen: Seen, etag: str = '"e1"', **kw: object) -> Reply:
+    """How S3 answers a GET of ``body``: Range (206 + Content-Range, 416 past the end), If-Match
+    (412 when the ETag differs), ETag header."""
+    headers = {"ETag": etag}
+    if_match = seen.headers.get("if-match")
+    if if_match is not None and if_match != etag:
+        return Reply(412, error_xml("PreconditionFailed", "At least one of the pre-conditions you specified did not hold"))
+    rng = seen.headers.get("range")
+    if rng is None:
+        return Reply(200, body, headers, **kw)  # type: ignore[arg-type]
+    first, _, last = rng.removeprefix("bytes=").partition("-")
+    start = int(first)
+    end = min(int(last) + 1, len(body)) if last else len(body)
+    if start >= len(body):
+        return Reply(416, error_xml("InvalidRange"))
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
+    return Reply(206, body[start:end], headers, **kw)  # type: ignore[arg-type]

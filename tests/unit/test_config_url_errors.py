@@ -52,6 +52,22 @@ def test_region_and_backend_from_env(clean_aws_env: pytest.MonkeyPatch) -> None:
     assert S3Config().backend == "python"
 
 
+def test_memory_and_part_settings(clean_aws_env: pytest.MonkeyPatch) -> None:
+    aws = S3Config()
+    assert aws.max_inflight_bytes == 128 << 20 and aws.buffer_pool_bytes == 256 << 20
+    assert aws.part_size == 8 << 20  # S3 caps each connection: large objects come in parts
+    assert S3Config(endpoint_url="http://127.0.0.1:9000").part_size == 0  # one stream per object
+    assert S3Config(max_inflight_bytes=1 << 20).buffer_pool_bytes == 2 << 20
+    clean_aws_env.setenv("AWSIO_MAX_INFLIGHT_BYTES", str(64 << 20))
+    clean_aws_env.setenv("AWSIO_PART_SIZE", str(16 << 20))
+    clean_aws_env.setenv("AWSIO_BUFFER_POOL_BYTES", "0")
+    c = S3Config(endpoint_url="http://127.0.0.1:9000")
+    assert (c.max_inflight_bytes, c.part_size, c.buffer_pool_bytes) == (64 << 20, 16 << 20, 0)
+    clean_aws_env.setenv("AWSIO_PART_SIZE", "big")
+    with pytest.raises(ConfigError, match="part_size"):
+        S3Config()
+
+
 def test_region_from_profile(clean_aws_env: pytest.MonkeyPatch, tmp_path) -> None:
     (tmp_path / "config").write_text("[profile p1]\nregion = eu-north-1\n")
     assert S3Config(profile="p1").region == "eu-north-1"
@@ -61,7 +77,7 @@ def test_region_from_profile(clean_aws_env: pytest.MonkeyPatch, tmp_path) -> Non
     {"backend": "curl"}, {"max_connections": 0}, {"max_connections": 5000}, {"max_attempts": -1},
     {"connect_timeout": 0}, {"read_timeout": "slow"}, {"endpoint_url": "ftp://x"},
     {"endpoint_url": "http://"}, {"region": ""}, {"ca_bundle": "/no/such/file.pem"},
-    {"unsigned": "yes"},
+    {"unsigned": "yes"}, {"max_inflight_bytes": 0}, {"buffer_pool_bytes": -1}, {"part_size": 1.5},
 ])
 def test_invalid_values_raise_config_error(clean_aws_env: pytest.MonkeyPatch, kwargs: dict) -> None:
     with pytest.raises(ConfigError) as info:

@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="max connections / in-flight requests")
     parser.add_argument("--bucket", default="awsio-bench")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    parser.add_argument("--rounds", type=int, default=2, help="repeat each measurement, keep the fastest")
+    parser.add_argument("--rounds", type=int, default=3, help="repeat each measurement, keep the fastest")
     parser.add_argument("--malloc-reuse", action="store_true",
                         help="run every reader with glibc keeping freed memory (MALLOC_MMAP_MAX_=0)")
     parser.add_argument("--csv", help="also write the figures to this CSV file")

@@ -20,7 +20,7 @@ import warnings
 from typing import Any, BinaryIO, Iterable, Iterator, Optional, Tuple, Union
 
 from awsio.config import S3Config
-from awsio.errors import ConfigError
+from awsio.errors import ConfigError, NoSuchBucketError, NoSuchKeyError
 from awsio.s3.backend import Backend, ObjectInfo, Request
 from awsio.s3.reader import S3Reader
 from awsio.s3.url import S3URL, parse_url
@@ -168,7 +168,18 @@ class S3Client:
     def head(self, url: URLLike) -> ObjectInfo:
         """Size, ETag and Last-Modified of one object."""
         u = parse_url(url)
-        return self.backend.head(u.bucket, u.key)
+        try:
+            return self.backend.head(u.bucket, u.key)
+        except NoSuchKeyError:
+            # A HEAD 404 has no body, so a missing bucket looks like a missing key. Ask once,
+            # on this error path only, with a listing that names the key as its prefix.
+            try:
+                next(iter(self.backend.list(u.bucket, u.key)), None)
+            except NoSuchBucketError:
+                raise
+            except Exception:  # noqa: BLE001 - the probe must not hide the original error
+                pass
+            raise
 
     def exists(self, url: URLLike) -> bool:
         """True if the object exists (False for a missing key or bucket)."""

@@ -129,6 +129,11 @@ def test_errors(s3_server: Any, data_bucket: dict, backend: str) -> None:
     with pytest.raises(NoSuchBucketError) as e2:
         c.get(f"s3://t-missing-{uuid.uuid4().hex[:10]}/k")
     assert isinstance(e2.value, FileNotFoundError)
+    missing = f"s3://t-missing-{uuid.uuid4().hex[:10]}/k"
+    with pytest.raises(NoSuchBucketError) as e4:  # a HEAD 404 alone cannot tell: the client asks
+        c.head(missing)
+    assert e4.value.url.startswith(missing.rsplit("/", 1)[0])
+    assert c.exists(missing) is False
     bad = client_for(s3_server, backend, static_credentials=(s3_server.access_key, "wrong-secret", None))
     with pytest.raises(AccessDeniedError) as e3:
         bad.get(f"s3://{b}/plain.bin")

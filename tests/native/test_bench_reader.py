@@ -18,11 +18,12 @@ def test_bench_reader_runs(s3_server, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "awsio.bench.reader", "--small-count", "30", "--small-size", "2048",
          "--large-count", "2", "--large-size", str(1 << 20), "--rounds", "1", "--bucket", "awsio-bench-smoke",
-         "--methods", "awsio-native,boto3-8,curl", "--csv", str(out_csv)],
+         "--methods", "awsio-native,boto3-8,curl", "--passes", "2", "--csv", str(out_csv)],
         env=env, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "target native/curl" in proc.stdout
+    assert "warm MiB/s" in proc.stdout and "(warm passes:" in proc.stdout
     assert env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr  # never print credentials
     rows = out_csv.read_text().splitlines()
     assert rows[0].startswith("set,method,")

@@ -377,7 +377,7 @@ struct S3Engine::Impl {
 
   // Called once per response, at its first body byte. Returns 0 to go on, or the value the write
   // callback returns (pause, or 0 for a write error).
-  size_t start_body(Transfer* t, size_t len, bool* stop) {
+  size_t start_body(Transfer* t, bool* stop) {
     *stop = false;
     long status = 0;
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -446,14 +446,13 @@ struct S3Engine::Impl {
       t->spawn_from = size_t(cl);
       to_spawn.push_back(t);
     }
-    (void)len;
     return 0;
   }
 
   size_t write_body(Transfer* t, const char* data, size_t len) {
     if (t->first_write) {
       bool stop = false;
-      size_t rv = start_body(t, len, &stop);
+      size_t rv = start_body(t, &stop);
       if (stop) return rv;
     }
     if (t->dest) {
@@ -756,11 +755,6 @@ struct S3Engine::Impl {
     finish(p, std::move(r));
   }
 
-  // A part of `p` failed for good (after its retries): the whole GET fails with its error.
-  void fail_parent(Transfer* p, Result&& r) {
-    finish(p, std::move(r));
-  }
-
   void on_part_done(Transfer* c, CURLcode rc) {
     Transfer* p = c->parent;
     long status = 0;
@@ -776,7 +770,7 @@ struct S3Engine::Impl {
       if (retryable_curl_error(rc) && maybe_retry(c)) return;
       Result r = connection_error(c, status, rc);
       r.attempts = c->attempts;
-      fail_parent(p, std::move(r));
+      finish(p, std::move(r));  // a part failed for good: so does the GET
       return;
     }
     if ((status >= 500 || status == 429 || status == 200 || status == 206) && maybe_retry(c)) return;
@@ -788,7 +782,7 @@ struct S3Engine::Impl {
     } else {
       r = http_error(c, status);  // e.g. 412: the object changed between parts
     }
-    fail_parent(p, std::move(r));
+    finish(p, std::move(r));  // a part failed for good: so does the GET
   }
 
   void on_done(Transfer* t, CURLcode rc) {

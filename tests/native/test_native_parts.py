@@ -14,7 +14,7 @@ import time
 import pytest
 
 from awsio.config import S3Config
-from awsio.errors import EndpointConnectionError, S3Error
+from awsio.errors import S3Error
 from awsio.s3.native_backend import NativeBackend
 
 from .conftest import Reply, native, object_reply

@@ -131,16 +131,14 @@ class S3Config:
     def _validate(self) -> None:
         if self.backend not in _BACKENDS:
             raise ConfigError(f"backend must be one of {_BACKENDS}", field="backend", value=self.backend)
-        for name in ("max_connections", "max_attempts"):
+        for name, least, what in (("max_connections", 1, "a positive integer"),
+                                  ("max_attempts", 1, "a positive integer"),
+                                  ("max_inflight_bytes", 1, "a positive number of bytes"),
+                                  ("buffer_pool_bytes", 0, "a non-negative number of bytes"),
+                                  ("part_size", 0, "a non-negative number of bytes")):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer", field=name, value=value)
-        for name in ("max_inflight_bytes", "buffer_pool_bytes", "part_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (
-                    name == "max_inflight_bytes" and value < 1):
-                raise ConfigError(f"{name} must be a {'positive' if name == 'max_inflight_bytes' else 'non-negative'}"
-                                  " number of bytes", field=name, value=value)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"{name} must be {what}", field=name, value=value)
         if self.max_connections > 1024:
             raise ConfigError("max_connections must be at most 1024", field="max_connections",
                               value=self.max_connections)

@@ -11,6 +11,7 @@ S3 response becomes the same exception whichever backend made the request.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "EndpointConnectionError",
+    "IntegrityError",
     "InvalidURLError",
     "NoSuchBucketError",
     "NoSuchKeyError",
@@ -42,6 +44,8 @@ class AwsioError(Exception):
     _fields: tuple[str, ...] = ()
 
     def __init__(self, message: str = "", **fields: Any) -> None:
+        if not fields and _WORKER_MARK in message:
+            message, fields = _parse_worker_message(type(self), message)
         for name in self._fields:
             setattr(self, name, fields.pop(name, None))
         if fields:
@@ -67,6 +71,36 @@ class AwsioError(Exception):
 
 def _rebuild(cls: type[AwsioError], message: str, fields: dict[str, Any]) -> AwsioError:
     return cls(message, **fields)
+
+
+# torch's DataLoader does not pickle a worker's exception: it sends the formatted traceback and
+# the main process calls ``type(exc)(text)``, text being "Caught X in DataLoader worker process N.
+# Original Traceback ...". The fields are recovered from the traceback's last line, where
+# ``_render`` wrote them as "; name=value" in ``_fields`` order.
+_WORKER_MARK = "Original Traceback (most recent call last):"
+
+
+def _parse_worker_message(cls: type[AwsioError], text: str) -> tuple[str, dict[str, Any]]:
+    prefix = f"{cls.__module__}.{cls.__qualname__}: "
+    lines = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+    if not lines:
+        return text, {}
+    rendered = lines[-1][len(prefix):]
+    fields: dict[str, Any] = {}
+    # Peel fields off the end, last declared first, so a value may itself contain "; ".
+    for name in reversed(cls._fields):
+        m = re.search(rf"(?:^|; ){re.escape(name)}=(.*)$", rendered)
+        if m is None:
+            continue
+        value: Any = m.group(1)
+        if re.fullmatch(r"-?\d+", value):
+            value = int(value)
+        fields[name] = value
+        rendered = rendered[: m.start()]
+    # Keep torch's context (which worker, the traceback) in front of the original message.
+    head = text.split(_WORKER_MARK, 1)[0].rstrip()
+    message = f"{rendered} [{head}]" if rendered else text
+    return message, fields
 
 
 class ConfigError(AwsioError, ValueError):
@@ -121,6 +155,19 @@ class EndpointConnectionError(S3Error, ConnectionError):
     """The endpoint could not be reached (DNS, refused, TLS, timeout) after every retry."""
 
     _fields = S3Error._fields + ("endpoint", "reason")
+
+
+class IntegrityError(S3Error, OSError):
+    """S3 answered, but the bytes did not match what is known of the object on every attempt.
+
+    ``code`` says which check failed: ``SizeMismatch`` (the reply's length, ``Content-Length`` or
+    ``Content-Range`` disagrees with the object size from the listing or the first reply: the
+    object was replaced, or a proxy cut it), ``RangeMismatch`` (a 206 for another range than the
+    one asked for), ``ChecksumMismatch`` (the body's CRC32 / CRC32C / CRC64NVME / SHA-1 / SHA-256
+    differs from the ``x-amz-checksum-*`` header). ``expected`` and ``got`` hold the two values.
+    """
+
+    _fields = S3Error._fields + ("expected", "got")
 
 
 class ArchiveError(AwsioError, ValueError):

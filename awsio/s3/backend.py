@@ -12,7 +12,7 @@ the object. A range past the end of the object is clipped (like S3); an empty ra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, Protocol, Tuple
+from typing import Iterable, Iterator, NamedTuple, Optional, Protocol, Tuple
 
 __all__ = ["Backend", "ObjectInfo", "Request"]
 
@@ -27,15 +27,28 @@ class ObjectInfo:
     last_modified: Optional[float] = None  # POSIX seconds, UTC
 
 
-# (bucket, key, start, end): start=0, end=None reads the whole object.
-Request = Tuple[str, str, int, Optional[int]]
+class Request(NamedTuple):
+    """One GET: ``[start, end)`` of ``s3://bucket/key`` (``end=None``: to the end).
+
+    ``size`` is the object's size when the caller knows it (from a listing or HEAD). A reply
+    that contradicts it (``Content-Length`` of a whole-object 200, the total in ``Content-Range``)
+    is retried and then raised as :class:`awsio.errors.IntegrityError` (``SizeMismatch``): the
+    object was replaced since it was listed, or something on the way cut it.
+    """
+
+    bucket: str
+    key: str
+    start: int = 0
+    end: Optional[int] = None
+    size: Optional[int] = None
 
 
 class Backend(Protocol):
     name: str  # "native" or "python"
 
-    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None) -> bytes:
-        """One object or one range of it, as real ``bytes``."""
+    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
+            size: Optional[int] = None) -> bytes:
+        """One object or one range of it, as real ``bytes`` (``size``: see :class:`Request`)."""
 
     def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
         """Many GETs with up to ``max_connections`` in flight; yields ``(index_in_requests, data)``.

@@ -160,7 +160,7 @@ class S3Client:
                     url, start, end = item, 0, None
                 u = parse_url(url)
                 names[i] = str(url) if isinstance(url, str) else str(u)
-                yield (u.bucket, u.key, start, end)
+                yield Request(u.bucket, u.key, start, end)
 
         for i, data in self.backend.get_many(requests(), ordered=ordered):
             yield names.pop(i), data

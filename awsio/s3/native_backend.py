@@ -182,7 +182,8 @@ class NativeBackend:
         finally:
             self._release(handle)
 
-    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None) -> bytes:
+    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
+            size: Optional[int] = None) -> bytes:
         """One object or one half-open range of it, as ``bytes``."""
         return self._one(bucket, key, start, end, head=False)  # type: ignore[no-any-return]
 
@@ -211,7 +212,7 @@ class NativeBackend:
                 while (not exhausted and inflight < window
                        and (not ordered or next_submit - next_yield < span)):
                     try:
-                        bucket, key, start, end = next(it)
+                        bucket, key, start, end, _size = Request(*next(it))
                     except StopIteration:
                         exhausted = True
                         break

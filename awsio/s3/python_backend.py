@@ -153,7 +153,8 @@ class PythonBackend:
 
     # -- Backend protocol --------------------------------------------------------------------
 
-    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None) -> bytes:
+    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
+            size: Optional[int] = None) -> bytes:
         """One object or one half-open range of it."""
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
@@ -199,8 +200,8 @@ class PythonBackend:
                 if nxt is None:
                     exhausted = True
                     return
-                i, (bucket, key, start, end) = nxt
-                inflight.append((i, pool.submit(self.get, bucket, key, start, end)))
+                i, req = nxt
+                inflight.append((i, pool.submit(self.get, *Request(*req))))
 
         try:
             refill()

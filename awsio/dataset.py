@@ -1,78 +1,53 @@
 """PyTorch datasets over S3: :class:`S3IterableDataset`, :class:`S3Dataset`, :class:`ShuffleDataset`.
 
 ``S3IterableDataset`` yields ``(name, bytes)``: ``(url, bytes)`` for plain objects, and
-``(member_name, bytes)`` for each regular member of tar / tar.gz / zip shards, in archive order.
-How the work is split (see :mod:`awsio.sharding`):
+``(member_name, bytes)`` for each regular member of tar / tar.gz / zip shards. It is a resumable
+source (:mod:`awsio.source`) over the samples of its objects:
 
-* URLs are expanded and prefixes listed once, in ``__init__`` (so DataLoader workers inherit the
-  listing instead of listing again); rank, world size and worker are read when iteration starts.
-* The item order is shuffled from ``(seed, epoch)`` when ``shuffle_urls`` (same on every rank),
-  then split across ``ranks x workers`` slots: whole shards round-robin when there are enough,
-  otherwise (or in equal-work mode) the concatenated samples are cut into equal contiguous ranges
-  using per-shard indexes (:mod:`awsio.archives.index`), so a worker reads only its byte range.
-  A sample (members sharing a key) is never split.
-* ``equal_work="drop"|"repeat"`` makes every slot, hence every rank, yield the same number of
-  samples per epoch (so DDP collectives never wait on a rank that ran dry).
+* URLs are expanded, prefixes listed and every archive's index loaded once, in ``__init__`` (so
+  DataLoader workers inherit them instead of asking again): a tar's sidecar
+  ``<shard>.idx.json`` (written by the shard maker) or else a ranged scan of its headers, a zip's
+  central directory, a tar.gz's sidecar or else one streamed pass. Rank, world size and worker
+  are read when iteration starts.
+* The epoch's global order of samples is a pure function of ``(listing, seed, epoch)``
+  (:mod:`awsio.epoch`); ranks get contiguous runs of it and DataLoader workers take turns by
+  unit, so the order the training loop sees does not depend on ``num_workers`` and a saved
+  state resumes exactly, under any world size and worker count, without reading again what was
+  consumed (:mod:`awsio.reading` fetches samples by byte range).
+* ``equal_work="drop"|"repeat"`` makes every rank yield the same number of samples per epoch
+  (so DDP collectives never wait on a rank that ran dry).
 
-Failures of a whole shard/object follow ``handler`` (:mod:`awsio.handlers`): ``"raise"``
-(default), ``"warn"`` (log and go on), ``"skip"`` (go on quietly) or a callable; skips are
-counted (stage ``"read"``) in :attr:`S3IterableDataset.stats` ``.skips``. Members yielded before
-the damage in a shard are kept. Under ``equal_work`` a skipped shard makes its slot come short.
+Failures follow ``handler`` (:mod:`awsio.handlers`): ``"raise"`` (default), ``"warn"`` (log and
+go on), ``"skip"`` (go on quietly) or a callable; skipped requests and the samples they held are
+counted in :attr:`S3IterableDataset.stats` (stage ``"read"``).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 from torch.utils.data import Dataset, IterableDataset
 
 from awsio.archives import ARCHIVE_SUFFIXES, archive_kind
-from awsio.archives.index import INDEX_SUFFIX, RangedStream, load_index
-from awsio.archives.tar import TarMember, iter_tar
-from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
+from awsio.archives.index import INDEX_SUFFIX, ShardIndex, load_index
 from awsio.config import S3Config
-from awsio.errors import AwsioError, ConfigError, S3Error
-from awsio.grouping import Record, sample_key
-from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
+from awsio.epoch import Order
+from awsio.errors import AwsioError, ConfigError
+from awsio.grouping import Record
+from awsio.handlers import Handler, HandlerSpec, SkipStats, resolve_handler
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
+from awsio.reading import Shard, ShardReader
 from awsio.s3.url import S3URL, expand_urls
-from awsio.sharding import Piece, Plan, plan_counted, plan_uncounted
-from awsio.shuffle import buffer_shuffle, make_rng, shuffled
-from awsio.world import World, current_world
+from awsio.shuffle import buffer_shuffle, make_rng
+from awsio.source import IndexedSource, digest
+from awsio.world import current_world
 
-__all__ = ["DatasetStats", "Record", "S3Dataset", "S3IterableDataset", "ShuffleDataset"]
+__all__ = ["Record", "S3Dataset", "S3IterableDataset", "ShuffleDataset"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DatasetStats:
-    """What the last iteration in this process did (each DataLoader worker has its own)."""
-
-    epoch: int = 0
-    rank: int = 0
-    world_size: int = 1
-    worker: int = 0
-    num_workers: int = 1
-    pieces: int = 0
-    records: int = 0
-    planned_samples: int | None = None
-    dropped: int = 0
-    repeated: int = 0
-    skips: SkipStats = field(default_factory=SkipStats)
-
-    @property
-    def skipped(self) -> int:
-        """Shards/objects skipped under the ``warn``/``skip`` policy in this iteration."""
-        return self.skips.total
-
-    @property
-    def errors(self) -> list[str]:
-        """A few example messages of what was skipped."""
-        return self.skips.examples
 
 
 class _HasClient:
@@ -117,24 +92,23 @@ def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
     return out
 
 
-class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ignore[type-arg]
+class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDataset):  # type: ignore[misc,type-arg]
     """Stream objects and archive members from S3; see the module docstring.
 
     Args:
         urls: one URL or a list: ``s3://bucket/prefix/``, ``s3://bucket/key``, brace patterns.
-        shuffle_urls: shuffle the object/shard order each epoch from ``(seed, epoch)``.
+        shuffle_urls: shuffle the epoch's order (shards by ``(seed, epoch)``, then the samples
+            within each window of ``window`` shards).
         seed: base seed of every shuffle.
         config: :class:`S3Config` (default: from the environment).
         client: an object with the :class:`awsio.s3.client.S3Client` API (default: a new S3Client).
         archives: lower-cased suffix -> ``"tar"``/``"tgz"``/``"zip"``; ``{}`` treats everything
             as plain objects (default: ``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``).
-        equal_work: None, ``"drop"`` or ``"repeat"`` (see :func:`awsio.sharding.plan_counted`).
-        use_index: ``"auto"``: load per-shard indexes only when needed (fewer shards than slots,
-            equal work); True: always (gives ``len()``); False: never (fewer shards than slots
-            are then split by sample index modulo, each piece streaming the whole shard).
+        equal_work: None, ``"drop"`` or ``"repeat"``: every rank yields the same number of samples.
         handler: ``"raise"`` | ``"warn"`` | ``"skip"`` | callable(exc) -> bool (True: skip).
-        num_workers: the DataLoader's num_workers, used only by ``len()`` under equal work.
-        chunk_size, prefetch: streaming read size and read-ahead depth for archives.
+        window: shards whose samples are mixed (and read concurrently) when shuffling.
+        chunk_size: largest ranged GET of consecutive tar samples (tar.gz: streaming read size).
+        prefetch: read-ahead depth of tar.gz streams.
 
     Epochs: each iteration uses :attr:`epoch` and then advances it. DataLoader workers iterate
     copies of the dataset, so with ``persistent_workers=False`` call ``set_epoch(n)`` before each
@@ -142,43 +116,33 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
     advances by itself.
 
     Raises:
-        awsio.errors.InvalidURLError, S3 errors from listing, ConfigError for bad options.
+        awsio.errors.InvalidURLError, S3 errors from listing and index loading, ConfigError for
+        bad options, ArchiveError for a shard that cannot be indexed.
     """
 
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, shuffle_urls: bool = False,
                  seed: int = 0, config: S3Config | None = None, client: Any = None,
                  archives: Mapping[str, str] | None = None, equal_work: str | None = None,
-                 use_index: bool | str = "auto", handler: HandlerSpec = "raise", num_workers: int = 1,
-                 chunk_size: int = 8 << 20, prefetch: int = 2) -> None:
-        super().__init__()
-        if equal_work not in (None, "drop", "repeat"):
-            raise ConfigError("equal_work must be None, 'drop' or 'repeat'", field="equal_work",
-                              value=equal_work)
-        if use_index not in (True, False, "auto"):
-            raise ConfigError("use_index must be True, False or 'auto'", field="use_index", value=use_index)
+                 handler: HandlerSpec = "raise", window: int = 8, chunk_size: int = 8 << 20,
+                 prefetch: int = 2) -> None:
         try:
-            resolved = resolve_handler(handler)
+            resolve_handler(handler)
         except ValueError as exc:
             raise ConfigError(str(exc), field="handler", value=handler) from exc
-        self.shuffle_urls = shuffle_urls
-        self.seed = seed
+        IndexedSource.__init__(self, seed=seed, shuffle=shuffle_urls, window=window,
+                               equal_work=equal_work, handler=handler)
+        IterableDataset.__init__(self)
         self.config = config
-        self.equal_work = equal_work
-        self.use_index = use_index
-        self.handler = resolved
-        self.num_workers = num_workers
         self.chunk_size = chunk_size
         self.prefetch = prefetch
         self._suffixes = dict(ARCHIVE_SUFFIXES if archives is None else archives)
         self._client = client
-        self._epoch = 0
-        self.stats = DatasetStats()
         self._items = _resolve(urls, self.client, self._suffixes)
-        self._sizes = {u: s for u, s, _ in self._items}
-        self._etags = {u: e for u, _, e in self._items}
-        self._counts: dict[str, int] = {}
-        if equal_work or use_index is True:
-            self._load_counts(self.urls)
+        self._shards = [Shard(u, archive_kind(u, self._suffixes), size, etag) for u, size, etag in self._items]
+        self._index_skips = SkipStats()
+        self._indexes = _load_indexes(self.client, self._shards, self.handler, self._index_skips)
+        self._counts = [self._indexes[i].sample_count if i in self._indexes
+                        else (0 if self._shards[i].kind else 1) for i in range(len(self._shards))]
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -186,74 +150,19 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         """Every object/shard URL, listed and expanded, in the given (unshuffled) order."""
         return [x[0] for x in self._items]
 
+    @property
+    def shuffle_urls(self) -> bool:
+        """Whether the epoch's order is shuffled (the constructor's ``shuffle_urls``)."""
+        return self.shuffle
+
     def kind(self, url: str) -> str | None:
         """``"tar"``/``"tgz"``/``"zip"`` for archives, None for plain objects."""
         return archive_kind(url, self._suffixes)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the next iteration (later iterations count on from it)."""
-        self._epoch = int(epoch)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will use."""
-        return self._epoch
-
-    def plan(self, epoch: int | None = None, *, world: World | None = None) -> Plan:
-        """The work plan of an epoch for ``world`` (default: the current one). Pure given the
-        listing and indexes; every rank computes the same plan."""
-        world = world or current_world()
-        epoch = self._epoch if epoch is None else epoch
-        urls = self.urls
-        if self.shuffle_urls:
-            urls = shuffled(urls, self.seed, epoch)
-        archives = [u for u in urls if self.kind(u)]
-        need_counts = self.equal_work is not None or self.use_index is True or (
-            self.use_index == "auto" and archives and len(urls) < world.slots)
-        # The choice depends only on (options, listing, world), never on what happens to be
-        # cached, so every rank picks the same kind of plan.
-        if need_counts or not archives:
-            self._load_counts(archives)
-            counts = [(u, self._counts[u] if self.kind(u) else 1) for u in urls]
-            return plan_counted(counts, world.slots, self.equal_work)
-        return plan_uncounted(urls, world.slots)
-
-    def __len__(self) -> int:
-        """Samples this rank yields per epoch (objects, or samples of indexed shards).
-
-        Raises TypeError when archive sample counts are not loaded (``use_index=True`` or
-        ``equal_work`` load them)."""
-        if any(self.kind(u) and u not in self._counts for u in self.urls):
-            raise TypeError("len() of this S3IterableDataset is unknown: its archive shards have no "
-                            "loaded sample counts (pass use_index=True or equal_work=...)")
-        w = current_world()
-        world = World(w.rank, w.world_size, 0, max(1, self.num_workers))
-        slots = self.plan(world=world).slots[w.rank * world.num_workers:(w.rank + 1) * world.num_workers]
-        return sum(self._piece_count(p) for pieces in slots for p in pieces)
-
-    def _piece_count(self, piece: Piece) -> int:
-        n = self._counts[piece.url] if self.kind(piece.url) else 1
-        stop = n if piece.stop is None else min(piece.stop, n)
-        return len(range(piece.start + (piece.part - piece.start) % piece.parts, stop, piece.parts))
-
     def iter_records(self) -> Iterator[Record]:
-        """:class:`Record` ``(source, name, data)`` for this rank/worker, split and shuffled."""
-        world = current_world()
-        epoch = self._epoch
-        self._epoch += 1
-        plan = self.plan(epoch, world=world)
-        pieces = plan.slots[world.slot]
-        stats = DatasetStats(epoch, world.rank, world.world_size, world.worker, world.num_workers,
-                             len(pieces), 0, plan.counts[world.slot], plan.dropped, plan.repeated)
-        self.stats = stats
-        if plan.dropped or plan.repeated:
-            if world.slot == 0:
-                log.info("equal_work=%s epoch %d: %d samples in total, %d per worker; dropped %d, "
-                         "repeated %d", self.equal_work, epoch, plan.total, plan.counts[0],
-                         plan.dropped, plan.repeated)
-        for record in self._run(pieces, stats):
-            stats.records += 1
-            yield record
+        """:class:`Record` ``(source, name, data)`` for this rank/worker, in order."""
+        for _, records in self.iter_units(1):
+            yield from records
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         for record in self.iter_records():
@@ -261,114 +170,53 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["stats"] = DatasetStats()
+        state["stats"] = SkipStats()
         return state
 
-    # -- internals ---------------------------------------------------------------------------
-    def _load_counts(self, urls: Sequence[str]) -> None:
-        for url in urls:
-            kind = self.kind(url)
-            if kind and url not in self._counts:
-                index = load_index(self.client, url, size=self._sizes.get(url), kind=kind,
-                                   etag=self._etags.get(url))
-                assert index is not None
-                self._counts[url] = index.sample_count
+    # -- the IndexedSource contract ------------------------------------------------------------
+    def _shard_counts(self) -> list[int]:
+        return self._counts
 
-    def _run(self, pieces: Sequence[Piece], stats: DatasetStats) -> Iterator[Record]:
-        i = 0
-        while i < len(pieces):
-            if self.kind(pieces[i].url) is None:
-                j = i
-                while j < len(pieces) and self.kind(pieces[j].url) is None:
-                    j += 1
-                yield from self._plain([p.url for p in pieces[i:j]], stats)
-                i = j
-                continue
-            piece = pieces[i]
-            try:
-                yield from self._archive(piece, self.kind(piece.url) or "tar")
-            except (AwsioError, OSError) as exc:
-                self.handler.handle(exc, stage="read", stats=stats.skips, where=piece.url)
-            i += 1
+    def _identity(self) -> dict[str, Any]:
+        return {"objects": len(self._shards),
+                "digest": digest((s.url, s.size, s.etag, n) for s, n in zip(self._shards, self._counts))}
 
-    def _plain(self, urls: list[str], stats: DatasetStats) -> Iterator[Record]:
-        rest = list(urls)
-        while rest:
-            done = 0
-            try:
-                for url, data in self.client.get_many(rest, ordered=True):
-                    done += 1
-                    yield Record(str(url), str(url), data)
-                return
-            except (S3Error, OSError) as exc:
-                # one bad object spoils a batch: apply the policy to it, then fetch the rest again
-                rest = rest[done:]
-                bad = str(getattr(exc, "url", None))
-                at = rest.index(bad) if bad in rest else 0
-                self.handler.handle(exc, stage="read", stats=stats.skips, where=rest[at])
-                rest = rest[:at] + rest[at + 1:]
+    def _read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
+        self.stats.merge(self._index_skips)
+        reader = ShardReader(self.client, self._shards, self._indexes, handler=self.handler,
+                             stats=self.stats, chunk=min(self.chunk_size, 4 << 20),
+                             open_chunk=self.chunk_size, prefetch=self.prefetch)
+        return reader.read(order, units)
 
-    def _archive(self, piece: Piece, kind: str) -> Iterator[Record]:
-        url = piece.url
-        client = self.client
-        size = self._sizes.get(url)
-        members: Iterator[TarMember]
-        if piece.whole:
-            members = self._stream(url, kind, size)
-        elif kind == "zip":
-            members = iter_zip(client, url, entries=self._zip_entries(url, size, piece))
-        elif kind == "tar" and piece.parts == 1 and self.use_index is not False:
-            index = load_index(client, url, size=size, kind=kind, etag=self._etags.get(url))
-            assert index is not None
-            stop = index.sample_count if piece.stop is None else piece.stop
-            if piece.start >= stop:
-                return
-            a, b = index.byte_range(piece.start, stop)
-            stream = RangedStream(client, url, a, b, chunk=min(self.chunk_size, 4 << 20),
-                                  ahead=max(1, self.prefetch))
-            members = iter_tar(stream, url=url, start_offset=a)
+
+def _load_indexes(client: Any, shards: Sequence[Shard], handler: Handler,
+                  skips: SkipStats) -> dict[int, ShardIndex]:
+    """The index of every archive shard (sidecar, zip directory, or header scan), concurrently.
+    A shard that cannot be indexed raises, or under a skip policy is left out (0 samples) and
+    counted in ``skips`` (stage ``"index"``)."""
+    wanted = [i for i, s in enumerate(shards) if s.kind is not None]
+
+    def one(i: int) -> ShardIndex | BaseException:
+        s = shards[i]
+        try:
+            index = load_index(client, s.url, size=s.size, kind=s.kind or "tar", etag=s.etag)
+        except (AwsioError, OSError) as exc:
+            return exc
+        assert index is not None
+        return index
+
+    if len(wanted) <= 1:
+        found = [one(i) for i in wanted]
+    else:
+        with ThreadPoolExecutor(min(16, len(wanted)), thread_name_prefix="awsio-index") as pool:
+            found = list(pool.map(one, wanted))
+    out: dict[int, ShardIndex] = {}
+    for i, got in zip(wanted, found):
+        if isinstance(got, BaseException):
+            handler.handle(got, stage="index", stats=skips, where=shards[i].url)
         else:
-            members = _select(self._stream(url, kind, size), piece)
-        for m in members:
-            yield Record(url, m.name, m.data)
-
-    def _stream(self, url: str, kind: str, size: int | None) -> Iterator[TarMember]:
-        if kind == "zip":
-            return iter_zip(self.client, url, size=size)
-        reader = self.client.open(url, chunk_size=self.chunk_size, prefetch=self.prefetch, size=size)
-        return iter_tar(reader, url=url, gzip=kind == "tgz", chunk_size=min(self.chunk_size, 1 << 20))
-
-    def _zip_entries(self, url: str, size: int | None, piece: Piece) -> list[ZipEntry]:
-        if size is None:
-            size = self.client.head(url).size
-        files = [e for e in read_zip_directory(self.client, url, size) if e.is_file]
-        out: list[ZipEntry] = []
-        for idx, (_, group) in enumerate(itertools.groupby(files, key=lambda e: sample_key(e.name)[0])):
-            if _wanted(idx, piece):
-                out.extend(group)
-            elif piece.stop is not None and idx >= piece.stop:
-                break
-        return out
-
-
-def _wanted(idx: int, piece: Piece) -> bool:
-    return (piece.start <= idx and (piece.stop is None or idx < piece.stop)
-            and idx % piece.parts == piece.part)
-
-
-def _select(members: Iterator[TarMember], piece: Piece) -> Iterator[TarMember]:
-    """The members of the samples of ``piece`` from a whole-shard stream (never cutting a sample)."""
-    idx = -1
-    last: str | None = None
-    for m in members:
-        key = sample_key(m.name)[0]
-        if key != last:
-            idx += 1
-            last = key
-            if piece.stop is not None and idx >= piece.stop:
-                return
-        if _wanted(idx, piece):
-            yield m
+            out[i] = got
+    return out
 
 
 class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]

@@ -29,6 +29,7 @@ __all__ = [
     "S3Error",
     "ServerError",
     "SkippedSamples",
+    "StateError",
     "ThrottledError",
     "s3_error",
 ]
@@ -180,6 +181,13 @@ class DecodeError(AwsioError, ValueError):
     """A sample field could not be decoded. Names the shard URL, the sample key and the field."""
 
     _fields = ("url", "key", "field")
+
+
+class StateError(AwsioError, ValueError):
+    """A saved data state that does not fit: another listing or other options (``field`` names what
+    differs, ``saved`` and ``current`` its two values), or not an awsio state at all."""
+
+    _fields = ("field", "saved", "current")
 
 
 class SkippedSamples(AwsioError, RuntimeError):

@@ -52,11 +52,11 @@ class SkipStats:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
-    def add(self, stage: str, exc: BaseException | str, where: str = "") -> None:
-        """Count one skipped item of ``stage`` because of ``exc`` (an exception or a reason)."""
+    def add(self, stage: str, exc: BaseException | str, where: str = "", count: int = 1) -> None:
+        """Count ``count`` skipped items of ``stage`` because of ``exc`` (an exception or a reason)."""
         reason = exc if isinstance(exc, str) else type(exc).__name__
         with self._lock:
-            self.counts[(stage, reason)] += 1
+            self.counts[(stage, reason)] += count
             if len(self.examples) < _MAX_EXAMPLES:
                 where_ = f" {where}" if where else ""
                 self.examples.append(f"{stage}{where_}: {reason}: {exc}")
@@ -144,8 +144,8 @@ class Handler:
         return self.policy != "raise"
 
     def handle(self, exc: BaseException, *, stage: str, stats: SkipStats | None = None,
-               where: str = "") -> None:
-        """Apply the policy to ``exc`` raised by ``stage`` on item ``where``.
+               where: str = "", count: int = 1) -> None:
+        """Apply the policy to ``exc`` raised by ``stage`` on item ``where`` (``count`` items lost).
 
         Raises:
             ``exc`` itself (with its traceback) when the policy does not skip it.
@@ -153,7 +153,7 @@ class Handler:
         if not self.skips(exc):
             raise exc
         if stats is not None:
-            stats.add(stage, exc, where)
+            stats.add(stage, exc, where, count)
         if self.policy == "warn":
             log.warning("skipping %s%s after %s: %s", stage, f" {where}" if where else "",
                         type(exc).__name__, exc)

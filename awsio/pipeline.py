@@ -65,297 +65,24 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import torch
 from torch.utils.data import IterableDataset
-from torch.utils.data._utils.collate import default_collate, default_collate_fn_map
 
+from awsio.batching import Batched, register_collation
 from awsio.decode import Decoder, DecoderSpec
-from awsio.decode.roles import find_field
-from awsio.errors import ArchiveError
-from awsio.grouping import Record, is_metadata, sample_key
+from awsio.errors import StateError
 from awsio.handlers import Handler, HandlerSpec, SkipStats, resolve_handler
-from awsio.shuffle import buffer_shuffle, make_rng
-from awsio.world import World, current_world
+from awsio.source import MemorySource
+from awsio.stages import (Context, Decode, Group, Map, Rename, Select, Shuffle, ToTuple,
+                          TransformRoles)
+from awsio.world import current_world
 
-__all__ = ["Batch", "BatchDict", "MemorySource", "Pipeline", "PipelineMixin", "collate_batches"]
+__all__ = ["MemorySource", "Pipeline", "PipelineMixin"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHUFFLE_BUFFER = 1000
-
-
-# -- batches that DataLoader auto-collation concatenates instead of stacking ------------------
-class Batch(tuple):  # type: ignore[type-arg]
-    """A batch made by the pipeline: a tuple of collated fields, e.g. ``(images, targets)``."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return Batch, (tuple(self),)
-
-
-class BatchDict(dict):  # type: ignore[type-arg]
-    """A batch made by the pipeline from dict samples: ``{field: collated values}``."""
-
-
-def _concat(values: Sequence[Any]) -> Any:
-    first = values[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(list(values), 0)
-    if isinstance(first, (list, tuple)) and not isinstance(first, Batch):
-        return [x for v in values for x in v]
-    try:
-        import numpy as np
-
-        if isinstance(first, np.ndarray):
-            return np.concatenate(values, 0)
-    except ImportError:  # pragma: no cover
-        pass
-    return list(values)
-
-
-def collate_batches(batches: Sequence[Any], *, collate_fn_map: Any = None) -> Any:
-    """Join pipeline batches: one passes through, several are concatenated along dimension 0."""
-    if len(batches) == 1:
-        return batches[0]
-    first = batches[0]
-    if isinstance(first, BatchDict):
-        return BatchDict({k: _concat([b[k] for b in batches]) for k in first})
-    return Batch(_concat([b[i] for b in batches]) for i in range(len(first)))
-
-
-default_collate_fn_map[Batch] = collate_batches
-default_collate_fn_map[BatchDict] = collate_batches
-
-
-def _as_batch(value: Any) -> Any:
-    if isinstance(value, Mapping) and not isinstance(value, BatchDict):
-        return BatchDict(value)
-    if isinstance(value, (tuple, list)) and not isinstance(value, Batch):
-        return Batch(value)
-    return value
-
-
-# -- sources ----------------------------------------------------------------------------------
-class MemorySource:
-    """Records held in memory, split across ranks x workers by position: for tests and benchmarks.
-
-    ``records``: :class:`Record` objects or ``(source, name, data)`` tuples.
-    """
-
-    def __init__(self, records: Iterable[Record | tuple[str, str, bytes]]) -> None:
-        self.records = [Record(*r) for r in records]
-        self.stats = SkipStats()
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def iter_records(self) -> Iterator[Record]:
-        world = current_world()
-        # split by sample key so that a sample never straddles two slots
-        slot, n = world.slot, world.slots
-        idx, last = -1, None
-        for r in self.records:
-            key = (r.source, sample_key(r.name)[0])
-            if key != last:
-                idx, last = idx + 1, key
-            if idx % n == slot:
-                yield r
-
-
-# -- stages: picklable callables (samples, ctx) -> samples ------------------------------------
-@dataclass
-class Context:
-    """What a stage may know about the current iteration."""
-
-    epoch: int
-    world: World
-    seed: int
-    stats: SkipStats
-
-
-class Group:
-    """Records -> sample dicts (see the module docstring)."""
-
-    name = "group"
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-
-    def __call__(self, records: Iterator[Record], ctx: Context) -> Iterator[dict[str, Any]]:
-        current: dict[str, Any] | None = None
-        for source, name, data in records:
-            if is_metadata(name):
-                continue
-            key, fld = sample_key(name)
-            fld = fld or "data"
-            if current is None or key != current["__key__"] or source != current["__url__"]:
-                if current is not None:
-                    yield current
-                current = {"__key__": key, "__url__": source}
-            if fld in current:
-                exc = ArchiveError(f"duplicate field {fld!r} in sample {key!r}", url=source, member=name)
-                self.handler.handle(exc, stage=self.name, stats=ctx.stats, where=name)
-                continue
-            current[fld] = data
-        if current is not None:
-            yield current
-
-
-class _PerItem:
-    """A stage that maps each item through ``self.apply`` under the handler."""
-
-    name = "stage"
-    handler: Handler
-
-    def apply(self, item: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __call__(self, items: Iterator[Any], ctx: Context) -> Iterator[Any]:
-        for item in items:
-            try:
-                out = self.apply(item)
-            except Exception as exc:
-                self.handler.handle(exc, stage=self.name, stats=ctx.stats, where=_where(item))
-                continue
-            if out is not _DROP:
-                yield out
-
-
-_DROP = object()
-
-
-def _where(item: Any) -> str:
-    if isinstance(item, Mapping):
-        return f"{item.get('__url__', '')}:{item.get('__key__', '')}"
-    return ""
-
-
-class Decode(_PerItem):
-    name = "decode"
-
-    def __init__(self, decoder: Decoder, handler: Handler) -> None:
-        self.decoder, self.handler = decoder, handler
-
-    def apply(self, item: Any) -> Any:
-        return self.decoder(item)
-
-
-class TransformRoles(_PerItem):
-    """Apply functions to fields by role and yield ``(*inputs, target)`` tuples."""
-
-    name = "transform_fn"
-
-    def __init__(self, fns: tuple[tuple[str, Callable[[Any], Any]], ...], handler: Handler) -> None:
-        self.fns, self.handler = fns, handler
-        # with only target= named, the input is the untransformed image
-        self.inputs = tuple(role for role, _ in fns if role != "target") or ("image",)
-
-    def apply(self, item: Any) -> Any:
-        values = {}
-        for role, fn in self.fns:
-            values[role] = fn(item[_field(item, role)])
-        out = [values[r] if r in values else item[_field(item, r)] for r in self.inputs]
-        out.append(values["target"] if "target" in values else item[_field(item, "target")])
-        return tuple(out)
-
-
-def _field(sample: Mapping[str, Any], name: str) -> str:
-    found = find_field(sample, name)
-    if found is None:
-        fields = sorted(f for f in sample if not f.startswith("__"))
-        raise KeyError(f"sample {sample.get('__key__')!r} has no field for {name!r} (fields: {fields})")
-    return found
-
-
-class ToTuple(_PerItem):
-    name = "to_tuple"
-
-    def __init__(self, names: tuple[str, ...], handler: Handler) -> None:
-        self.names, self.handler = names, handler
-
-    def apply(self, item: Any) -> Any:
-        return tuple(item[_field(item, n)] for n in self.names)
-
-
-class Map(_PerItem):
-    name = "map"
-
-    def __init__(self, fn: Callable[[Any], Any], handler: Handler) -> None:
-        self.fn, self.handler = fn, handler
-
-    def apply(self, item: Any) -> Any:
-        return self.fn(item)
-
-
-class Select(_PerItem):
-    name = "select"
-
-    def __init__(self, predicate: Callable[[Any], bool], handler: Handler) -> None:
-        self.predicate, self.handler = predicate, handler
-
-    def apply(self, item: Any) -> Any:
-        return item if self.predicate(item) else _DROP
-
-
-class Rename(_PerItem):
-    """``rename(image="jpg;png")``: new field names from old ones; other fields are kept."""
-
-    name = "rename"
-
-    def __init__(self, mapping: tuple[tuple[str, str], ...], handler: Handler) -> None:
-        self.mapping, self.handler = mapping, handler
-
-    def apply(self, item: Any) -> Any:
-        found = [(new, _field(item, old)) for new, old in self.mapping]
-        out = {k: v for k, v in item.items() if k not in {old for _, old in found}}
-        out.update({new: item[old] for new, old in found})
-        return out
-
-
-class Shuffle:
-    """A bounded shuffle buffer seeded from ``(seed, epoch, rank, worker)``."""
-
-    name = "shuffle"
-
-    def __init__(self, size: int, seed: int | None = None) -> None:
-        self.size, self.seed = size, seed
-
-    def __call__(self, items: Iterator[Any], ctx: Context) -> Iterator[Any]:
-        seed = ctx.seed if self.seed is None else self.seed
-        rng = make_rng(seed, ctx.epoch, ctx.world.rank, ctx.world.worker)
-        return buffer_shuffle(items, self.size, rng)
-
-
-class Batched:
-    """Groups of ``size`` items collated into one batch (a :class:`Batch` or :class:`BatchDict`)."""
-
-    name = "batched"
-
-    def __init__(self, size: int, collate: Callable[[list[Any]], Any] | None, partial: bool,
-                 handler: Handler) -> None:
-        self.size, self.collate, self.partial, self.handler = size, collate, partial, handler
-
-    def _emit(self, items: list[Any], ctx: Context) -> Iterator[Any]:
-        try:
-            out = (self.collate or default_collate)(items)
-        except Exception as exc:
-            self.handler.handle(exc, stage=self.name, stats=ctx.stats, where=f"{len(items)} items")
-            return
-        yield _as_batch(out)
-
-    def __call__(self, items: Iterator[Any], ctx: Context) -> Iterator[Any]:
-        buf: list[Any] = []
-        for item in items:
-            buf.append(item)
-            if len(buf) == self.size:
-                yield from self._emit(buf, ctx)
-                buf = []
-        if buf and self.partial:
-            yield from self._emit(buf, ctx)
 
 
 # -- the fluent methods ---------------------------------------------------------------------
@@ -370,17 +97,17 @@ class PipelineMixin:
         return Pipeline(self)
 
     def dataproc(self, batch_size: int | None = None, *, shuffle: bool = True,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, seed: int | None = None,
+                 shuffle_buffer: int = 0, seed: int | None = None,
                  drop_last: bool = False, handler: HandlerSpec = None) -> Pipeline:
         """Training-style data processing: shuffling and batching parameters.
 
-        ``shuffle`` shuffles the shard order every epoch (when the source has ``shuffle_urls``)
-        and the samples through a ``shuffle_buffer``-sample buffer at this point of the
-        pipeline; ``batch_size`` collates the final items into batches at the *end* of the
-        pipeline (``drop_last`` drops a short last batch per worker); ``seed`` seeds every
-        shuffle (default: the source's ``seed``, else 0); ``handler`` becomes the default
-        policy of the stages added after this one. The buffer holds ``shuffle_buffer``
-        undecoded samples per DataLoader worker (about 100 MiB for 1000 ImageNet samples).
+        ``shuffle`` shuffles the epoch's order at the source (shards, then samples within
+        windows of shards: :mod:`awsio.epoch`), which resumes exactly; ``batch_size`` collates
+        the final items into batches at the *end* of the pipeline, one batch per unit of
+        ``batch_size`` samples (``drop_last`` drops a short batch); ``seed`` seeds the shuffle
+        (default: the source's ``seed``); ``handler`` becomes the default policy of the stages
+        added after this one. ``shuffle_buffer > 1`` adds a streaming ``.shuffle(n)`` buffer
+        here as well (it spans batches, so such a pipeline cannot save an exact state).
         """
         p = self._pipeline()
         if batch_size is not None and batch_size < 1:
@@ -390,14 +117,13 @@ class PipelineMixin:
             changes["seed"] = seed
         if handler is not None:
             changes["handler"] = resolve_handler(handler)
-        if shuffle and hasattr(p.source, "shuffle_urls"):
+        if shuffle:
             source = copy.copy(p.source)
-            source.shuffle_urls = True
-            if hasattr(source, "seed"):
-                source.seed = changes.get("seed", p.seed)
+            source.shuffle = True
+            source.seed = changes.get("seed", p.seed)
             changes["source"] = source
         p = p._replace(**changes)
-        if shuffle and shuffle_buffer > 1:
+        if shuffle_buffer > 1:
             p = p._add(Shuffle(shuffle_buffer))
         return p
 
@@ -458,13 +184,15 @@ class PipelineMixin:
 
 
 class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
-    """A source of records plus a tuple of stages; see the module docstring.
+    """A source of samples plus a tuple of stages; see the module docstring.
 
     Args:
-        source: an object with ``iter_records()`` and ``set_epoch(n)``.
+        source: a resumable source (:class:`awsio.source.IndexedSource`: ``iter_units``,
+            ``set_epoch``, ``state_dict``, ``load_state_dict``, ``seed``, ``shuffle``,
+            ``handler``, ``stats``), e.g. :class:`awsio.dataset.S3IterableDataset`.
         stages: the stages after grouping (normally built by the fluent methods).
-        seed: base seed of the shuffles (default: ``source.seed`` if present, else 0).
-        handler: the default error policy of stages (default: ``source.handler`` if present).
+        seed: base seed of the shuffles (default: ``source.seed``).
+        handler: the default error policy of stages (default: ``source.handler``).
         batch_size, drop_last: final batching, as set by :meth:`dataproc`.
     """
 
@@ -472,18 +200,18 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
                  handler: HandlerSpec = None, batch_size: int | None = None,
                  drop_last: bool = False, shape: str = "dict") -> None:
         super().__init__()
-        if not hasattr(source, "iter_records"):
-            raise TypeError(f"a Pipeline source needs iter_records(): {type(source).__name__}")
+        if not hasattr(source, "iter_units"):
+            raise TypeError(f"a Pipeline source needs iter_units() (see awsio.source): {type(source).__name__}")
         self.source = source
         self.stages = tuple(stages)
-        self.seed = int(getattr(source, "seed", 0) or 0) if seed is None else int(seed)
-        src_handler = getattr(source, "handler", None)
-        self.handler = resolve_handler(handler if handler is not None else src_handler)
+        self.seed = int(source.seed) if seed is None else int(seed)
+        self.handler = resolve_handler(handler if handler is not None else source.handler)
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.shape = shape
-        self._epoch = 0
         self.stats = SkipStats()
+        if batch_size is not None or any(isinstance(s, Batched) for s in self.stages):
+            register_collation()
 
     # -- building -------------------------------------------------------------------------
     def _pipeline(self) -> Pipeline:
@@ -493,9 +221,13 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         new = copy.copy(self)
         new.__dict__.update(changes)
         new.stats = SkipStats()
+        if new.batch_size is not None:
+            register_collation()
         return new
 
     def _add(self, stage: Any, shape: str | None = None) -> Pipeline:
+        if isinstance(stage, Batched):
+            register_collation()
         return self._replace(stages=self.stages + (stage,), shape=shape or self.shape)
 
     def _handler(self, spec: HandlerSpec) -> Handler:
@@ -511,46 +243,84 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         names = ", ".join(type(s).__name__ for s in self.stages)
         return f"Pipeline({type(self.source).__name__}, [{names}], batch_size={self.batch_size})"
 
-    # -- running --------------------------------------------------------------------------
+    @property
+    def unit(self) -> int:
+        """Samples per unit: the final batch size, else the last ``batched(n)``, else 1."""
+        if self.batch_size is not None:
+            return self.batch_size
+        sizes = [s.size for s in self.stages if isinstance(s, Batched)]
+        return sizes[-1] if sizes else 1
+
+    # -- epochs and state ---------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the next iteration (forwarded to the source)."""
-        self._epoch = int(epoch)
+        """Use ``epoch`` for the next iteration (it is the source's epoch)."""
         self.source.set_epoch(epoch)
 
     @property
     def epoch(self) -> int:
-        return self._epoch
+        return int(self.source.epoch)
+
+    def state_dict(self, delivered: int | None = None) -> dict[str, Any]:
+        """Where the data is in the epoch: the source's state (the stages keep none across
+        units). ``delivered``: batches the training loop received this epoch, needed when
+        DataLoader workers iterate (see :mod:`awsio.source`).
+
+        Raises :class:`~awsio.errors.StateError` when a ``.shuffle(n)`` buffer spans batches
+        (what it holds would be lost on resume)."""
+        if self._spans_units():
+            raise StateError("a .shuffle(n) buffer spans batches and cannot be resumed exactly; "
+                             "shuffle the source instead (shuffle_urls=True or dataproc(shuffle=True))",
+                             field="stages", saved=None, current=repr(self))
+        return self.source.state_dict(delivered, unit=self.unit)  # type: ignore[no-any-return]
+
+    def load_state_dict(self, state: Any) -> None:
+        """Continue from a :meth:`state_dict` (one rank's, or every rank's list)."""
+        self.source.load_state_dict(state)
+
+    def __len__(self) -> int:
+        """Units (batches, or samples when nothing batches) this rank yields in a whole epoch."""
+        w = current_world()
+        return -(-int(self.source.rank_size(w.world_size, w.rank)) // self.unit)
+
+    # -- running --------------------------------------------------------------------------
+    def _spans_units(self) -> bool:
+        return any(isinstance(s, Shuffle) for s in self.stages)
 
     def __iter__(self) -> Iterator[Any]:
         world = current_world()
-        epoch = self._epoch
-        self._epoch += 1
-        self.source.set_epoch(epoch)
+        epoch = int(self.source.epoch)
         stats = SkipStats()
         self.stats = stats
         ctx = Context(epoch, world, self.seed, stats)
-        items: Iterator[Any] = Group(self.handler)(iter(self.source.iter_records()), ctx)
-        for stage in self.stages:
-            items = stage(items, ctx)
-        if self.batch_size is not None:
-            items = Batched(self.batch_size, None, not self.drop_last, self.handler)(items, ctx)
+        group = Group(self.handler)
+        final = (Batched(self.batch_size, None, not self.drop_last, self.handler)
+                 if self.batch_size is not None else None)
+        if final is not None or self.unit > 1:
+            register_collation()  # also in a spawned DataLoader worker, where collation runs
+        units = self.source.iter_units(self.unit)
         count = 0
         try:
-            for item in items:
-                count += 1
-                yield item
+            if self._spans_units():  # a stream-wide shuffle buffer: run the stages over the stream
+                items: Iterator[Any] = group((r for _, recs in units for r in recs), ctx)
+                for stage in self.stages:
+                    items = stage(items, ctx)
+                if final is not None:
+                    items = final(items, ctx)
+                for item in items:
+                    count += 1
+                    yield item
+                return
+            for _, records in units:  # one unit at a time: one batch per unit
+                items = group(iter(records), ctx)
+                for stage in self.stages:
+                    items = stage(items, ctx)
+                if final is not None:
+                    items = final(items, ctx)
+                for item in items:
+                    count += 1
+                    yield item
         finally:
-            _count_source_skips(self.source, stats)
+            stats.merge(self.source.stats)
             level = logging.WARNING if stats.total else logging.INFO
             log.log(level, "pipeline epoch %d rank %d worker %d/%d: %d items, %s", epoch,
                     world.rank, world.worker, world.num_workers, count, stats.summary())
-
-
-def _count_source_skips(source: Any, stats: SkipStats) -> None:
-    src = getattr(source, "stats", None)
-    skips = getattr(src, "skips", src)
-    if isinstance(skips, SkipStats):
-        stats.merge(skips)
-    elif isinstance(getattr(src, "skipped", None), int) and getattr(src, "skipped"):
-        stats.counts[("source", "skipped")] += getattr(src, "skipped")
-        stats.examples.extend(list(getattr(src, "errors", []))[:5])

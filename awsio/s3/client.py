@@ -30,8 +30,9 @@ __all__ = ["S3Client", "file_exists", "get_file_size", "list_files"]
 log = logging.getLogger(__name__)
 
 URLLike = Union[str, S3URL]
-# A get_many item: a URL (whole object) or (url, start, end) for a half-open range.
-GetItem = Union[URLLike, Tuple[URLLike, int, Optional[int]]]
+# A get_many item: a URL (whole object), (url, start, end) for a half-open range, or
+# (url, start, end, size) with the object's size when known (checked against the replies).
+GetItem = Union[URLLike, Tuple[URLLike, int, Optional[int]], Tuple[URLLike, int, Optional[int], Optional[int]]]
 
 _warned_fallback = False
 _warn_lock = threading.Lock()
@@ -155,12 +156,12 @@ class S3Client:
         def requests() -> Iterator[Request]:
             for i, item in enumerate(urls):
                 if isinstance(item, tuple):
-                    url, start, end = item
+                    url, start, end, size = (*item, None) if len(item) == 3 else item
                 else:
-                    url, start, end = item, 0, None
+                    url, start, end, size = item, 0, None, None
                 u = parse_url(url)
                 names[i] = str(url) if isinstance(url, str) else str(u)
-                yield Request(u.bucket, u.key, start, end)
+                yield Request(u.bucket, u.key, start, end, size)
 
         for i, data in self.backend.get_many(requests(), ordered=ordered):
             yield names.pop(i), data

@@ -47,7 +47,7 @@ class MemoryClient:
     def get_many(self, items: Iterable[Any], ordered: bool = True) -> Iterator[tuple[str, bytes]]:
         for item in items:
             if isinstance(item, tuple):
-                yield str(item[0]), self.get_range(*item)
+                yield str(item[0]), self.get_range(*item[:3])
             else:
                 yield str(item), self.get(item)
 

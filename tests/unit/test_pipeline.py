@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from awsio.archives.tar import iter_tar
 from awsio.grouping import Record
-from awsio.pipeline import Batch, BatchDict, MemorySource, Pipeline
+from awsio.batching import Batch, BatchDict
+from awsio.pipeline import MemorySource, Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tv_compat import import_torchvision  # noqa: E402

@@ -1,0 +1,302 @@
+"""Read samples by position: the byte ranges of the samples a unit needs, and nothing else.
+
+:class:`ShardReader` turns each unit (a list of positions in the epoch's global order, see
+:mod:`awsio.epoch`) into the :class:`~awsio.grouping.Record` s of its samples:
+
+* plain objects: one GET each;
+* tar shards: the byte range of a run of consecutive samples, from the shard's index
+  (:mod:`awsio.archives.index`), cut into requests of at most ``chunk`` bytes at sample
+  boundaries; members are checked against the index (a shard rewritten since it was indexed is
+  an :class:`~awsio.errors.ArchiveError`, never a wrong sample);
+* zip shards: the members' local regions, from the central directory;
+* tar.gz shards (no random access): a forward-only stream per shard; samples before the wanted
+  ones are decompressed and dropped here, never handed to the pipeline.
+
+Plain-object and tar requests of successive units go through one ``client.get_many`` stream, so
+the next units are already in flight while the pipeline works on this one; memory stays about
+``max_connections x chunk``. A failed request (after the client's retries) is handed to the
+handler: its samples are skipped and counted, and the stream restarts after it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from awsio.archives.index import ShardIndex
+from awsio.archives.tar import TarMember, iter_tar
+from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
+from awsio.epoch import Order
+from awsio.errors import ArchiveError, AwsioError
+from awsio.grouping import Record, sample_key
+from awsio.handlers import Handler, SkipStats
+
+__all__ = ["Shard", "ShardReader"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One listed object: ``kind`` is ``"tar"``/``"tgz"``/``"zip"``, or None for a plain object."""
+
+    url: str
+    kind: str | None
+    size: int | None = None
+    etag: str | None = None
+
+
+@dataclass
+class _Fetch:
+    """One step of a unit: a request through the shared stream (``request`` set), or work done
+    in place (zip members, tar.gz samples)."""
+
+    shard: int
+    first: int          # first sample (within the shard)
+    stop: int           # one past the last sample
+    request: tuple[str, int, int | None, int | None] | None = None
+    unit_end: bool = False
+
+
+class ShardReader:
+    """Reads the samples of units of positions; see the module docstring."""
+
+    def __init__(self, client: Any, shards: Sequence[Shard], indexes: dict[int, ShardIndex], *,
+                 handler: Handler, stats: SkipStats, chunk: int = 4 << 20, open_chunk: int = 8 << 20,
+                 prefetch: int = 2) -> None:
+        self.client = client
+        self.shards = shards
+        self.indexes = indexes
+        self.handler = handler
+        self.stats = stats
+        self.chunk = max(1, chunk)
+        self.open_chunk = open_chunk
+        self.prefetch = prefetch
+        self._zip: dict[int, list[list[ZipEntry]]] = {}
+        self._tgz: dict[int, _TgzCursor] = {}
+        self._offsets: dict[int, list[int]] = {}
+
+    # -- planning -----------------------------------------------------------------------------
+    def _runs(self, order: Order, positions: np.ndarray) -> Iterator[tuple[int, int, int]]:
+        """``(shard, first, stop)`` for each run of consecutive samples of one shard."""
+        shards = order.shard[positions]
+        samples = order.sample[positions]
+        i, n = 0, len(positions)
+        while i < n:
+            sh, s0 = int(shards[i]), int(samples[i])
+            j = i + 1
+            while j < n and int(shards[j]) == sh and int(samples[j]) == s0 + (j - i):
+                j += 1
+            yield sh, s0, s0 + (j - i)
+            i = j
+
+    def _plan(self, order: Order, positions: np.ndarray) -> list[_Fetch]:
+        out: list[_Fetch] = []
+        for sh, first, stop in self._runs(order, positions):
+            shard = self.shards[sh]
+            if shard.kind is None:
+                out.extend(_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size)) for s in range(first, stop))
+            elif shard.kind == "tar":
+                index = self.indexes[sh]
+                s = first
+                while s < stop:
+                    e = s + 1
+                    a, b = index.byte_range(s, e)
+                    while e < stop and index.byte_range(s, e + 1)[1] - a <= self.chunk:
+                        e += 1
+                    a, b = index.byte_range(s, e)
+                    out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size)))
+                    s = e
+            else:
+                out.append(_Fetch(sh, first, stop))
+        if out:
+            out[-1].unit_end = True
+        else:
+            out.append(_Fetch(-1, 0, 0, unit_end=True))
+        return out
+
+    # -- reading ------------------------------------------------------------------------------
+    def read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
+        """One list of records per unit, in order."""
+        planned: deque[_Fetch] = deque()  # made by plans(), not yet consumed, in order
+
+        def plans() -> Iterator[_Fetch]:
+            for positions in units:
+                for f in self._plan(order, positions):
+                    planned.append(f)
+                    yield f
+
+        source = plans()
+
+        def requests() -> Iterator[tuple[str, int, int | None, int | None]]:
+            # the fetches already planned (after a restart), then new ones as get_many asks
+            for f in itertools.chain(list(planned), source):
+                if f.request is not None:
+                    yield f.request
+
+        results = self.client.get_many(requests(), ordered=True)
+        ready: Any = None        # the result of the first request in `planned`, once received
+        exhausted = False
+        records: list[Record] = []
+        try:
+            while True:
+                if not planned or (planned[0].request is not None and ready is None):
+                    if exhausted:
+                        if not planned:
+                            return
+                        raise RuntimeError("awsio: a planned request got no result")  # pragma: no cover
+                    try:
+                        ready = next(results)
+                    except StopIteration:
+                        exhausted = True
+                    except (AwsioError, OSError) as exc:
+                        bad = self._failed(planned, exc)
+                        self._skip(bad, exc)
+                        if bad.unit_end:
+                            yield records
+                            records = []
+                        results = self.client.get_many(requests(), ordered=True)
+                    continue
+                f = planned.popleft()
+                data, ready = (ready[1] if f.request is not None else None), None
+                records.extend(self._records(f, data))
+                if f.unit_end:
+                    yield records
+                    records = []
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+            for cursor in self._tgz.values():
+                cursor.close()
+            self._tgz.clear()
+
+    def _skip(self, f: _Fetch, exc: BaseException) -> None:
+        where = self.shards[f.shard].url if f.shard >= 0 else ""
+        self.handler.handle(exc, stage="read", stats=self.stats, where=where, count=max(1, f.stop - f.first))
+
+    @staticmethod
+    def _failed(planned: deque[_Fetch], exc: BaseException) -> _Fetch:
+        url = getattr(exc, "url", None)
+        for i, f in enumerate(planned):
+            if f.request is not None and f.request[0] == url:
+                del planned[i]
+                return f
+        for i, f in enumerate(planned):
+            if f.request is not None:
+                del planned[i]
+                return f
+        return planned.popleft()  # pragma: no cover
+
+    def _records(self, f: _Fetch, data: Any) -> list[Record]:
+        if f.shard < 0:
+            return []
+        shard = self.shards[f.shard]
+        try:
+            if shard.kind is None:
+                return [Record(shard.url, shard.url, data)]
+            if shard.kind == "tar":
+                return self._tar_records(f, data)
+            if shard.kind == "zip":
+                return self._zip_records(f)
+            return self._tgz_records(f)
+        except (AwsioError, OSError) as exc:
+            self._skip(f, exc)
+            return []
+
+    def _tar_records(self, f: _Fetch, data: bytes) -> list[Record]:
+        shard, index = self.shards[f.shard], self.indexes[f.shard]
+        assert f.request is not None
+        a, b = f.request[1], f.request[2]
+        expected = self._members(f.shard, index, a, int(b))  # type: ignore[arg-type]
+        out: list[Record] = []
+        for k, m in enumerate(iter_tar(io.BytesIO(data), url=shard.url, start_offset=a)):
+            if k >= len(expected) or (m.name, m.offset) != expected[k]:
+                raise ArchiveError("the shard does not match its index (rewritten since it was indexed?)",
+                                   url=shard.url, member=m.name, offset=m.offset)
+            out.append(Record(shard.url, m.name, m.data))
+        if len(out) != len(expected):
+            raise ArchiveError(f"the shard has {len(out)} members where its index has {len(expected)}",
+                               url=shard.url, member=None, offset=a)
+        return out
+
+    def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> list[tuple[str, int]]:
+        offsets = self._offsets.get(sh)
+        if offsets is None:
+            offsets = self._offsets[sh] = [m[1] for m in index.members]
+        lo, hi = bisect.bisect_left(offsets, a), bisect.bisect_left(offsets, b)
+        return [(m[0], m[1]) for m in index.members[lo:hi]]
+
+    def _zip_records(self, f: _Fetch) -> list[Record]:
+        shard = self.shards[f.shard]
+        samples = self._zip.get(f.shard)
+        if samples is None:
+            size = shard.size if shard.size is not None else self.client.head(shard.url).size
+            files = [e for e in read_zip_directory(self.client, shard.url, size) if e.is_file]
+            samples = [list(g) for _, g in itertools.groupby(files, key=lambda e: sample_key(e.name)[0])]
+            self._zip[f.shard] = samples
+        entries = [e for s in samples[f.first:f.stop] for e in s]
+        return [Record(shard.url, m.name, m.data) for m in iter_zip(self.client, shard.url, entries=entries)]
+
+    def _tgz_records(self, f: _Fetch) -> list[Record]:
+        cursor = self._tgz.get(f.shard)
+        if cursor is None or cursor.next_sample > f.first:
+            if cursor is not None:
+                cursor.close()
+            if len(self._tgz) >= 4:  # a few open streams at most
+                oldest = next(iter(self._tgz))
+                self._tgz.pop(oldest).close()
+            shard = self.shards[f.shard]
+            reader = self.client.open(shard.url, chunk_size=self.open_chunk, prefetch=self.prefetch,
+                                      size=shard.size)
+            cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader)
+        return cursor.take(f.first, f.stop)
+
+
+class _TgzCursor:
+    """Samples of a tar.gz stream, forward only; samples before the wanted ones are dropped."""
+
+    def __init__(self, url: str, reader: Any) -> None:
+        self.url = url
+        self.reader = reader
+        self.members: Iterator[TarMember] = iter_tar(reader, url=url, gzip=True, chunk_size=1 << 20)
+        self.next_sample = 0      # index of the sample of `held` (or of the next member)
+        self.held: TarMember | None = None
+        self.key: str | None = None
+        self.sample = -1
+
+    def _next(self) -> tuple[int, TarMember] | None:
+        if self.held is not None:
+            m, self.held = self.held, None
+            return self.sample, m
+        m = next(self.members, None)
+        if m is None:
+            return None
+        key = sample_key(m.name)[0]
+        if key != self.key:
+            self.key, self.sample = key, self.sample + 1
+        return self.sample, m
+
+    def take(self, first: int, stop: int) -> list[Record]:
+        out: list[Record] = []
+        while True:
+            nxt = self._next()
+            if nxt is None:
+                break
+            s, m = nxt
+            if s >= stop:
+                self.held = m
+                break
+            if s >= first:
+                out.append(Record(self.url, m.name, m.data))
+        self.next_sample = stop
+        return out
+
+    def close(self) -> None:
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            close()

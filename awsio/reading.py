@@ -162,7 +162,9 @@ class ShardReader:
                         results = self.client.get_many(requests(), ordered=True)
                     continue
                 f = planned.popleft()
-                data, ready = (ready[1] if f.request is not None else None), None
+                data = None
+                if f.request is not None:
+                    data, ready = ready[1], None
                 records.extend(self._records(f, data))
                 if f.unit_end:
                     yield records

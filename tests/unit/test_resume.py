@@ -327,3 +327,17 @@ def test_stateful_dataloader_saves_and_restores(workers: int) -> None:
     again.load_state_dict(state)
     rest = flat(list(again))
     assert Counter(flat(got)) + Counter(rest) == Counter(whole)
+
+
+@pytest.mark.parametrize("unit", [1, 3])
+def test_mixed_kinds_in_one_order_keep_every_sample_in_place(unit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed (tar.gz, zip) and fetched (tar, plain) samples interleaved by the shuffle."""
+    objs: dict[str, bytes] = {}
+    for kind in ("tar", "tgz", "zip", "plain"):
+        objs.update({k.replace("/d/", f"/d/{kind}-"): v for k, v in s3_objects(kind, 2).items()})
+    client = MemoryClient(objs)
+    in_world(monkeypatch, 0, 1)
+    ds = S3IterableDataset(f"{B}d/", client=client, shuffle_urls=True, seed=4, window=4)
+    expected = Counter((n, d) for n, d in S3IterableDataset(f"{B}d/", client=client))
+    got = Counter((r.name, r.data) for _, recs in ds.iter_units(unit) for r in recs)
+    assert got == expected and sum(expected.values()) > 40

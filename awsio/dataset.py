@@ -18,10 +18,13 @@ Failures of a whole shard/object follow ``handler`` (:mod:`awsio.handlers`): ``"
 (default), ``"warn"`` (log and go on), ``"skip"`` (go on quietly) or a callable; skips are
 counted (stage ``"read"``) in :attr:`S3IterableDataset.stats` ``.skips``. Members yielded before
 the damage in a shard are kept. Under ``equal_work`` a skipped shard makes its slot come short.
+Tar links are resolved or counted as :func:`awsio.archives.tar.iter_tar` says (a hardlink of a
+``.tar`` is read again by range; of a ``.tgz``, counted as skipped).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -326,7 +329,8 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
             a, b = index.byte_range(piece.start, stop)
             stream = RangedStream(client, url, a, b, chunk=min(self.chunk_size, 4 << 20),
                                   ahead=max(1, self.prefetch))
-            members = iter_tar(stream, url=url, start_offset=a)
+            members = iter_tar(stream, url=url, start_offset=a, partial=True,
+                               reread=functools.partial(client.get_range, url), skips=self.stats.skips)
         else:
             members = _select(self._stream(url, kind, size), piece)
         for m in members:
@@ -336,7 +340,9 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         if kind == "zip":
             return iter_zip(self.client, url, size=size)
         reader = self.client.open(url, chunk_size=self.chunk_size, prefetch=self.prefetch, size=size)
-        return iter_tar(reader, url=url, gzip=kind == "tgz", chunk_size=min(self.chunk_size, 1 << 20))
+        reread = None if kind == "tgz" else functools.partial(self.client.get_range, url)
+        return iter_tar(reader, url=url, gzip=kind == "tgz", chunk_size=min(self.chunk_size, 1 << 20),
+                        reread=reread, skips=self.stats.skips)
 
     def _zip_entries(self, url: str, size: int | None, piece: Piece) -> list[ZipEntry]:
         if size is None:

@@ -206,3 +206,165 @@ def test_unsupported_member_types_are_counted() -> None:
     assert skips.counts == {("read", "unsupported member type"): 1}
 
 
+# -- zip builders ---------------------------------------------------------------------------------
+_LOC = struct.Struct("<4s5H3L2H")
+_CEN = struct.Struct("<4s6H3L5H2L")
+_EOCD = struct.Struct("<4s4H2LH")
+
+
+def deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def hand_zip(entries: list[dict[str, Any]], *, count: int | None = None, cd_size: int | None = None) -> bytes:
+    """A zip written field by field; ``cen`` overrides central-directory fields of an entry,
+    ``comp`` gives its compressed bytes, ``local_name`` the name in its local header."""
+    body, cen = b"", b""
+    for e in entries:
+        name, data, method = e["name"].encode(), e.get("data", b""), e.get("method", 0)
+        comp = e.get("comp", deflate(data) if method == 8 else data)
+        crc = zlib.crc32(data)
+        local_name = e.get("local_name", e["name"]).encode()
+        fields: dict[str, Any] = {"crc": crc, "csize": len(comp), "usize": len(data), "offset": len(body),
+                                  "extra": b""}
+        fields.update(e.get("cen", {}))
+        body += _LOC.pack(b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(comp), len(data), len(local_name), 0)
+        body += local_name + comp
+        cen += _CEN.pack(b"PK\x01\x02", 20, 20, 0, method, 0, 0, fields["crc"], fields["csize"],
+                         fields["usize"], len(name), len(fields["extra"]), 0, 0, 0, 0, fields["offset"])
+        cen += name + fields["extra"]
+    n = len(entries) if count is None else count
+    return body + cen + _EOCD.pack(b"PK\x05\x06", 0, 0, n, n, len(cen) if cd_size is None else cd_size,
+                                   len(body), 0)
+
+
+ZURL = "s3://b/z.zip"
+
+
+class StrictClient(MemoryClient):
+    """Refuses a range that ends before it starts, as :meth:`awsio.s3.client.S3Client.get_range` does."""
+
+    def get_range(self, url: str, start: int, end: int | None) -> bytes:
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid range [{start}, {end}) for {url}")
+        return super().get_range(url, start, end)
+
+
+def zip_error(raw: bytes) -> ArchiveError:
+    with pytest.raises(ArchiveError) as err:
+        list(iter_zip(StrictClient({ZURL: raw}), ZURL))
+    assert err.value.url == ZURL
+    return err.value
+
+
+GOOD: list[dict[str, Any]] = [{"name": "a.txt", "data": b"alpha" * 20, "method": 8}, {"name": "b.txt", "data": b"beta" * 30}]
+
+
+def test_hand_zip_is_read() -> None:
+    assert [(m.name, m.data) for m in iter_zip(MemoryClient({ZURL: hand_zip(GOOD)}), ZURL)] == [
+        ("a.txt", b"alpha" * 20), ("b.txt", b"beta" * 30)]
+
+
+def test_zip_truncated_central_directory() -> None:
+    good = hand_zip(GOOD)
+    cd_size = len(good) - 22 - good.index(b"PK\x01\x02")
+    err = zip_error(hand_zip(GOOD, cd_size=cd_size - 20))  # the second entry is cut
+    assert "central directory" in str(err) and err.offset is not None
+    err = zip_error(hand_zip(GOOD, count=3))  # more entries than the directory holds
+    assert "central directory" in str(err)
+    err = zip_error(hand_zip(GOOD, count=1))  # fewer: the rest would be dropped without a word
+    assert "central directory" in str(err)
+
+
+def test_zip_entry_offset_past_directory() -> None:
+    entries = [GOOD[0], dict(GOOD[1], cen={"offset": 10_000})]
+    err = zip_error(hand_zip(entries))
+    assert err.member == "b.txt" and err.offset == 10_000
+
+
+def test_zip_local_header_too_short() -> None:
+    # c.txt's directory entry points 10 bytes into a.txt's local header: a.txt's region is cut short
+    err = zip_error(hand_zip([GOOD[0], {"name": "c.txt", "cen": {"offset": 10}}]))
+    assert err.member == "a.txt" and err.offset == 0 and "local header" in str(err)
+
+
+def test_zip64_extra_too_short() -> None:
+    short = struct.pack("<HHQ", 1, 8, 100)  # needs two values (usize and csize), has one
+    cen: dict[str, Any] = {"csize": 0xFFFFFFFF, "usize": 0xFFFFFFFF, "extra": short}
+    entries = [{"name": "a.txt", "data": b"x" * 100, "cen": cen}]
+    err = zip_error(hand_zip(entries))
+    assert err.member == "a.txt" and "zip64" in str(err)
+    lying = struct.pack("<HHQ", 1, 16, 100)  # says 16 bytes, the extra holds 8
+    cen["extra"] = lying
+    assert zip_error(hand_zip(entries)).member == "a.txt"
+
+
+def test_zip64_eocd_record_truncated() -> None:
+    raw = make_zip(samples(2))
+    eocd = raw.rindex(b"PK\x05\x06")
+    # a zip64 record that starts 32 bytes before the end of the file: 56 bytes would not fit
+    loc = struct.pack("<4sLQL", b"PK\x06\x07", 0, eocd, 1)
+    err = zip_error(raw[:eocd] + b"PK\x06\x06" + bytes(8) + loc + raw[eocd:])
+    assert "zip64" in str(err)
+
+
+def test_zip_local_name_differs_from_directory() -> None:
+    err = zip_error(hand_zip([dict(GOOD[0], local_name="z.txt"), GOOD[1]]))
+    assert err.member == "a.txt" and err.offset == 0
+
+
+@pytest.mark.parametrize("declared", [99, 101, 0])
+def test_zip_inflated_size_differs_from_declared(declared: int) -> None:
+    err = zip_error(hand_zip([dict(GOOD[0], cen={"usize": declared})]))
+    assert err.member == "a.txt" and "size" in str(err)
+
+
+def test_zip_truncated_deflate_stream() -> None:
+    data = bytes(range(256)) * 40
+    comp = deflate(data)
+    err = zip_error(hand_zip([{"name": "a.bin", "data": data, "method": 8, "comp": comp[:-3]}]))
+    assert err.member == "a.bin"
+
+
+def test_zip_bomb_stops_at_declared_size(tmp_path: Any) -> None:
+    """A member declaring 1 KiB that inflates to 1 GiB fails fast in bounded memory (read in a
+    process of its own, so the peak RSS measured is this read's)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)  # context-free: repeatable
+    comp = block * 1024 + c.flush()  # 1 GiB of zeros in about 1 MiB
+    path = tmp_path / "bomb.zip"
+    path.write_bytes(hand_zip([{"name": "bomb.bin", "method": 8, "comp": comp,
+                                "cen": {"usize": 1024, "crc": zlib.crc32(bytes(1024))}}]))
+    code = textwrap.dedent("""
+        import resource, sys, time
+        from awsio.archives.zip import iter_zip
+        from awsio.errors import ArchiveError
+        from awsio.s3.backend import ObjectInfo
+        raw = open(sys.argv[1], "rb").read()
+
+        class Client:
+            def head(self, url): return ObjectInfo(url, len(raw))
+            def get_range(self, url, a, b): return raw[a:b]
+            def get_many(self, items, ordered=True):
+                for url, a, b in items:
+                    yield url, raw[a:b]
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = time.monotonic()
+        try:
+            list(iter_zip(Client(), "s3://b/bomb.zip"))
+            print("NO ERROR")
+        except ArchiveError as exc:
+            print("ArchiveError", exc.member, exc)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print("GROWN_KIB", grown, "SECONDS", round(time.monotonic() - t, 3))
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ArchiveError bomb.bin" in out.stdout, out.stdout
+    grown_kib = int(out.stdout.split("GROWN_KIB ")[1].split()[0])
+    assert grown_kib < 50 * 1024, out.stdout
+
+

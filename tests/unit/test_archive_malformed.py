@@ -368,3 +368,61 @@ def test_zip_bomb_stops_at_declared_size(tmp_path: Any) -> None:
     assert grown_kib < 50 * 1024, out.stdout
 
 
+# -- shard indexes --------------------------------------------------------------------------------
+def index_doc(raw: bytes) -> dict[str, Any]:
+    return json.loads(build_index(io.BytesIO(raw)).to_json())
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: "not json",
+    lambda d: "[1, 2]",
+    lambda d: {k: v for k, v in d.items() if k != "members"},
+    lambda d: {k: v for k, v in d.items() if k != "size"},
+    lambda d: dict(d, members=5),
+    lambda d: dict(d, members=[5]),
+    lambda d: dict(d, members=[["a"]]),
+    lambda d: dict(d, members=[["a", "x", 3]]),
+    lambda d: dict(d, members=[["a", 0, -1]]),
+    lambda d: dict(d, members=[["a", 1.5, 1]]),
+    lambda d: dict(d, members=[{"name": "a"}]),
+    lambda d: dict(d, members=d["members"][::-1]),  # offsets must increase
+    lambda d: dict(d, members=d["members"] + [["z.jpg", d["size"] + 512, 10]]),  # past the shard end
+    lambda d: dict(d, end=d["size"] + 1),
+    lambda d: dict(d, size="big"),
+    lambda d: dict(d, kind="rar"),
+])
+def test_malformed_sidecar_names_the_index(mutate: Callable[[dict[str, Any]], Any]) -> None:
+    raw = make_tar(samples(3))
+    doc = mutate(index_doc(raw))
+    text = doc if isinstance(doc, str) else json.dumps(doc)
+    client = MemoryClient({URL: raw, index_url(URL): text.encode()})
+    with pytest.raises(ArchiveError) as err:
+        load_index(client, URL, size=len(raw))
+    assert err.value.url == index_url(URL) and isinstance(err.value, ValueError)
+
+
+def test_sidecar_for_another_shard_size() -> None:
+    raw = make_tar(samples(3))
+    client = MemoryClient({URL: raw, index_url(URL): build_index(io.BytesIO(raw)).to_json().encode()})
+    with pytest.raises(ArchiveError, match="disagrees") as err:
+        load_index(client, URL, size=len(raw) + 512)
+    assert err.value.url == index_url(URL)
+
+
+def test_index_pointing_past_the_shard_end_fails_when_read() -> None:
+    """With no size known (a brace pattern is not listed), the ranged read finds the shard short."""
+    raw = make_tar(samples(4))
+    stale = build_index(io.BytesIO(raw))
+    client = MemoryClient({URL: raw[:stale.members[4][1]]})  # cut at a member boundary
+    with pytest.raises(ArchiveError) as err:
+        list(iter_tar(RangedStream(client, URL, 0, stale.end, chunk=1024), url=URL, partial=True))
+    assert err.value.url == URL and err.value.offset is not None
+    # replaced by a shorter, whole tar: the range of samples 2..3 holds its end-of-archive blocks
+    client = MemoryClient({URL: make_tar(samples(2))})
+    a, b = stale.byte_range(2, 4)
+    assert b <= len(client.objects[URL])
+    with pytest.raises(ArchiveError, match="stale index") as err:
+        list(iter_tar(RangedStream(client, URL, a, b, chunk=1024), url=URL, start_offset=a, partial=True))
+    assert err.value.offset == a
+
+

@@ -368,6 +368,55 @@ def test_zip_bomb_stops_at_declared_size(tmp_path: Any) -> None:
     assert grown_kib < 50 * 1024, out.stdout
 
 
+# -- the handler policy, end to end ---------------------------------------------------------------
+def bad_shards() -> dict[str, bytes]:
+    b = "s3://bkt/data/"
+    good = make_tar([("k0.cls", b"0"), ("k0.jpg", b"jpeg")])
+    return {
+        f"{b}a-good.tar": good,
+        f"{b}b-nonoctal.tar": header("x.cls", 3, size_field=b"00000000z3") + pad(b"abc") + END,
+        f"{b}c-empty.tar": b"",
+        f"{b}d-empty.tgz": b"",
+        f"{b}e-empty.zip": b"",
+        f"{b}f-negative-pax.tar": pax_header([("size", "-5")]) + member("y.cls", b"abc") + END,
+        f"{b}g-cut.tgz": gzip.compress(good)[:-4],
+        f"{b}h-cut-cd.zip": hand_zip(GOOD, count=3),
+        f"{b}i-bomb.zip": hand_zip([dict(GOOD[0], cen={"usize": 10})]),
+        f"{b}j-no-end.tar": good[:1024],
+    }
+
+
+def test_dataset_applies_the_handler_to_every_malformed_shard(caplog: pytest.LogCaptureFixture) -> None:
+    objs = bad_shards()
+    client = StrictClient(objs)
+    for url in objs:
+        if "good" in url:
+            continue
+        ds = S3IterableDataset(url, client=client)
+        with pytest.raises(ArchiveError) as err:
+            list(ds)
+        assert err.value.url == url, err.value
+    for policy in ("skip", "warn"):
+        caplog.clear()
+        ds = S3IterableDataset("s3://bkt/data/", client=client, handler=policy)
+        # members that came before the damage are kept (the cut .tgz is found out at its end)
+        assert [n for n, _ in ds] == ["k0.cls", "k0.jpg"] * 2 + ["k0.cls"]
+        assert ds.stats.skips.counts == {("read", "ArchiveError"): len(objs) - 1}
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == (len(objs) - 1 if policy == "warn" else 0)
+    pipe = S3IterableDataset("s3://bkt/data/", client=client, handler="skip").dataproc(shuffle=False)
+    assert len(list(pipe)) == 3 and pipe.stats.counts == {("read", "ArchiveError"): len(objs) - 1}
+
+
+def test_dataset_counts_links() -> None:
+    raw = linked_tar()
+    client = MemoryClient({"s3://bkt/l/x.tar": raw, "s3://bkt/l/y.tgz": gzip.compress(raw)})
+    ds = S3IterableDataset("s3://bkt/l/", client=client)
+    names = [n for n, _ in ds]
+    assert names == ["d/a.jpg", "d/b.jpg", "d/c.jpg", "d/a.jpg", "d/b.jpg"]
+    assert ds.stats.skips.counts == {("read", "symlink"): 2, ("read", "hardlink"): 3}
+
+
 # -- shard indexes --------------------------------------------------------------------------------
 def index_doc(raw: bytes) -> dict[str, Any]:
     return json.loads(build_index(io.BytesIO(raw)).to_json())
@@ -426,3 +475,84 @@ def test_index_pointing_past_the_shard_end_fails_when_read() -> None:
     assert err.value.offset == a
 
 
+# -- damage: every single byte, and random --------------------------------------------------------
+FUZZ_MEMBERS = [("a.cls", b"1"), ("a.jpg", bytes(range(256)) * 3), ("b.cls", b"22")]
+FUZZ = {"tar": make_tar(FUZZ_MEMBERS), "tgz": gzip.compress(make_tar(FUZZ_MEMBERS), mtime=0),
+        "zip": make_zip(FUZZ_MEMBERS)}
+with tarfile.open(fileobj=io.BytesIO(FUZZ["tar"])) as _tf:
+    _RANGES = [(m.offset_data, m.offset_data + m.size) for m in _tf]
+_END_AT = (_RANGES[-1][1] + 511) // 512 * 512 + 512  # just past the first end-of-archive block
+_HEADERS = {a - 512 for a, _ in _RANGES} | {_END_AT - 512}
+
+
+def outcome(kind: str, data: bytes) -> list[tuple[str, bytes]] | None:
+    """The members read, or None for an ArchiveError; any other exception fails the test."""
+    try:
+        if kind == "zip":
+            return [(m.name, m.data) for m in iter_zip(StrictClient({ZURL: data}), ZURL)]
+        return read_all(data, gzip=kind == "tgz", chunk_size=256)
+    except ArchiveError:
+        return None
+
+
+def flipped(raw: bytes, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(raw)
+    for pos, xor in flips:
+        out[pos % len(raw)] ^= xor
+    return bytes(out)
+
+
+def predicted_tar(pos: int, xor: int) -> list[list[tuple[str, bytes]] | None]:
+    """What a whole tar read may give with byte ``pos`` flipped (tar checksums headers, not data)."""
+    bad = flipped(FUZZ["tar"], [(pos, xor)])
+    expected = [(n, bad[a:b]) for (n, _), (a, b) in zip(FUZZ_MEMBERS, _RANGES)]
+    if 148 <= pos % 512 < 156:
+        return [expected, None]  # the checksum field: its bytes after the NUL are not read
+    if pos // 512 * 512 in _HEADERS:
+        return [None]  # a header (or the first end block) whose checksum no longer holds
+    return [expected]  # data, padding, later blocks: the flipped byte comes through as it is
+
+
+@pytest.mark.parametrize("kind", ["tar", "tgz", "zip"])
+def test_every_single_byte_flip_and_cut(kind: str) -> None:
+    """Exhaustive: exactly the right members (for tar: with a flipped data byte, which tar cannot
+    see) or ArchiveError, never another exception; a cut shard always fails (a tar cut after its
+    first end-of-archive block is whole)."""
+    raw = FUZZ[kind]
+    for pos in range(len(raw)):
+        for xor in (0x01, 0x80, 0xFF):
+            got = outcome(kind, flipped(raw, [(pos, xor)]))
+            allowed = predicted_tar(pos, xor) if kind == "tar" else [FUZZ_MEMBERS, None]
+            assert got in allowed, (pos, xor, got)
+        got = outcome(kind, raw[:pos])
+        assert got == (FUZZ_MEMBERS if kind == "tar" and pos >= _END_AT else None), (pos, got)
+
+
+_damage = st.tuples(st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), min_size=1, max_size=4),
+                    st.one_of(st.none(), st.integers(0, 1 << 20)))
+
+
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["tar", "tgz", "zip"]), _damage)
+def test_fuzz_random_damage(kind: str, damage: tuple[list[tuple[int, int]], int | None]) -> None:
+    """Several flips and maybe a cut: tgz and zip (CRC-32 over the data, names checked against the
+    directory) give exactly the right members or ArchiveError. A tar has only a sum over each
+    header, which two flips can cancel: it must just never raise anything else."""
+    flips, cut = damage
+    bad = flipped(FUZZ[kind], flips)
+    if cut is not None:
+        bad = bad[:cut % len(bad)]
+    got = outcome(kind, bad)
+    if kind != "tar":
+        assert got in (FUZZ_MEMBERS, None)
+
+
+@settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=3000))
+def test_fuzz_garbage(data: bytes) -> None:
+    for kind in FUZZ:
+        outcome(kind, data)
+    try:
+        list(walk_tar(io.BytesIO(data), url=URL, skip_data=True))
+    except ArchiveError:
+        pass

@@ -19,7 +19,9 @@ source (:mod:`awsio.source`) over the samples of its objects:
 
 Failures follow ``handler`` (:mod:`awsio.handlers`): ``"raise"`` (default), ``"warn"`` (log and
 go on), ``"skip"`` (go on quietly) or a callable; skipped requests and the samples they held are
-counted in :attr:`S3IterableDataset.stats` (stage ``"read"``).
+counted in :attr:`S3IterableDataset.stats` (stage ``"read"``). Tar links are resolved or counted
+as :func:`awsio.archives.tar.iter_tar` says (a hardlink of a ``.tar`` is read again by range; of a
+``.tgz``, counted as skipped).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ handler: its samples are skipped and counted, and the stream restarts after it.
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 import itertools
 from collections import deque
@@ -216,7 +217,9 @@ class ShardReader:
         a, b = f.request[1], f.request[2]
         expected = self._members(f.shard, index, a, int(b))  # type: ignore[arg-type]
         out: list[Record] = []
-        for k, m in enumerate(iter_tar(io.BytesIO(data), url=shard.url, start_offset=a)):
+        members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=True,
+                           reread=functools.partial(self.client.get_range, shard.url), skips=self.stats)
+        for k, m in enumerate(members):
             if k >= len(expected) or (m.name, m.offset) != expected[k]:
                 raise ArchiveError("the shard does not match its index (rewritten since it was indexed?)",
                                    url=shard.url, member=m.name, offset=m.offset)
@@ -255,17 +258,18 @@ class ShardReader:
             shard = self.shards[f.shard]
             reader = self.client.open(shard.url, chunk_size=self.open_chunk, prefetch=self.prefetch,
                                       size=shard.size)
-            cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader)
+            cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader, self.stats)
         return cursor.take(f.first, f.stop)
 
 
 class _TgzCursor:
     """Samples of a tar.gz stream, forward only; samples before the wanted ones are dropped."""
 
-    def __init__(self, url: str, reader: Any) -> None:
+    def __init__(self, url: str, reader: Any, skips: SkipStats) -> None:
         self.url = url
         self.reader = reader
-        self.members: Iterator[TarMember] = iter_tar(reader, url=url, gzip=True, chunk_size=1 << 20)
+        self.members: Iterator[TarMember] = iter_tar(reader, url=url, gzip=True, chunk_size=1 << 20,
+                                                     skips=skips)
         self.next_sample = 0      # index of the sample of `held` (or of the next member)
         self.held: TarMember | None = None
         self.key: str | None = None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator
 
 from awsio.archives.tar import walk_tar
+from awsio.errors import ArchiveError
 from awsio.grouping import is_metadata, sample_key
 
 __all__ = ["INDEX_SUFFIX", "RangedStream", "ShardIndex", "build_index", "index_url", "load_index",
@@ -84,28 +85,64 @@ class ShardIndex:
                           separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> ShardIndex:
-        """Parse a sidecar; raises ValueError for an unknown version or malformed content.
+    def from_json(cls, text: str | bytes, url: str = "") -> ShardIndex:
+        """Parse a sidecar (``url``: where it was read, for errors).
 
         Members may also be objects ``{"name", "offset", "data_offset", "size"}`` (the form the
         shard maker in :mod:`awsio.tools.makeshards` writes); ``end`` and ``kind`` are then derived.
+
+        Raises:
+            ArchiveError: (a ValueError) naming ``url``, for anything but a well-formed index of
+                this version: not JSON, missing or mistyped fields, negative numbers, member
+                offsets that do not increase, a member past the index's ``end``, an ``end`` past
+                the shard's size.
         """
-        obj = json.loads(text)
+        try:
+            return cls._parse(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArchiveError(f"malformed shard index: {type(exc).__name__}: {exc}", url=url) from exc
+
+    @classmethod
+    def _parse(cls, obj: Any) -> ShardIndex:
         if not isinstance(obj, dict) or obj.get("version") != INDEX_VERSION:
             raise ValueError("not an awsio shard index (or an unsupported version)")
+        kind = obj.get("kind", "tar")
+        if kind not in ("tar", "tgz"):
+            raise ValueError(f"kind {kind!r} is not 'tar' or 'tgz'")
+        if not isinstance(obj["members"], list):
+            raise TypeError("members is not a list")
         members: list[tuple[str, int, int]] = []
-        end = 0
+        least_end = 0  # members end at least here (their data starts a header or more after them)
+        last = -1
         for m in obj["members"]:
             if isinstance(m, dict):
-                name, offset, size = str(m["name"]), int(m["offset"]), int(m["size"])
-                data_at = int(m.get("data_offset", offset + 512))
-                end = max(end, data_at + ((size + 511) & ~511))
+                name, offset, size = m["name"], _count(m["offset"]), _count(m["size"])
+                data_at = _count(m.get("data_offset", offset + 512))
+            elif isinstance(m, list) and len(m) == 3:
+                name, offset, size = m[0], _count(m[1]), _count(m[2])
+                data_at = offset + 512
             else:
-                name, offset, size = str(m[0]), int(m[1]), int(m[2])
+                raise TypeError(f"member {m!r} is not [name, offset, size]")
+            if not isinstance(name, str) or offset <= last or data_at < offset + 512:
+                raise ValueError(f"member {m!r}: no name, or its offset does not follow the last one")
+            last = offset
+            least_end = max(least_end, data_at + ((size + 511) & ~511))
             if not name.endswith("/") and not is_metadata(name):
                 members.append((name, offset, size))
-        end = int(obj.get("end", end))
-        return cls(str(obj.get("kind", "tar")), int(obj["size"]), end, tuple(members))
+        size = _count(obj["size"])
+        end = _count(obj.get("end", least_end))
+        if end < least_end:
+            raise ValueError(f"a member runs to byte {least_end}, past the index's end {end}")
+        if kind == "tar" and end > size:
+            raise ValueError(f"end {end} is past the shard's size {size}")
+        return cls(kind, size, end, tuple(members))
+
+
+def _count(value: Any) -> int:
+    """A JSON non-negative integer (not a float, not a bool); raises ValueError."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a non-negative integer")
+    return value
 
 
 def index_url(shard_url: str) -> str:
@@ -156,13 +193,18 @@ def load_index(client: Any, url: str, *, size: int | None = None, kind: str = "t
     A tar is scanned with ranged reads; a tar.gz has to be streamed (it is read once, data
     discarded); zip indexes come from the central directory. Returns None when there is no
     sidecar and ``scan`` is False.
+
+    Raises:
+        ArchiveError: naming the sidecar's URL when it is malformed or describes a shard of
+            another size than ``size`` (stale: rebuild or delete it); naming the shard when a
+            scan finds it corrupt.
     """
     key = (url, size, etag)
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:
         return hit
-    index = _read_sidecar(client, url)
+    index = _read_sidecar(client, url, size)
     if index is None and scan:
         if size is None:
             size = client.head(url).size
@@ -181,11 +223,17 @@ def load_index(client: Any, url: str, *, size: int | None = None, kind: str = "t
     return index
 
 
-def _read_sidecar(client: Any, url: str) -> ShardIndex | None:
+def _read_sidecar(client: Any, url: str, size: int | None) -> ShardIndex | None:
+    where = index_url(url)
     try:
-        return ShardIndex.from_json(client.get(index_url(url)))
+        text = client.get(where)
     except FileNotFoundError:
         return None
+    index = ShardIndex.from_json(text, where)
+    if size is not None and index.size != size:
+        raise ArchiveError(f"shard index disagrees with the shard: it describes {index.size} bytes, "
+                           f"the shard has {size} (stale? rebuild or delete it)", url=where)
+    return index
 
 
 def scan_tar(client: Any, url: str, size: int, window: int = 8 << 10) -> ShardIndex:
@@ -217,7 +265,10 @@ class _Counting:
 class RangedStream:
     """A read-only stream over bytes ``[start, end)`` of an object, fetched in ``chunk``-sized
     ranged GETs, ``ahead`` at a time through ``client.get_many`` (so memory stays about
-    ``chunk * ahead``). ``skip(n)`` moves forward without fetching (used by header scans)."""
+    ``chunk * ahead``). ``skip(n)`` moves forward without fetching (used by header scans).
+
+    ``read`` raises :class:`ArchiveError` when the object ends before ``end`` (an index that
+    points past the shard's end), and the client's errors."""
 
     def __init__(self, client: Any, url: str, start: int, end: int, *, chunk: int = 4 << 20,
                  ahead: int = 4) -> None:
@@ -233,10 +284,17 @@ class RangedStream:
         while at < self._end and len(ranges) < self._ahead:
             ranges.append((self._url, at, min(at + self._chunk, self._end)))
             at += self._chunk
+        if not ranges:
+            return
         if len(ranges) == 1:
-            self._pending = [self._client.get_range(*ranges[0])]
-        elif ranges:
-            self._pending = [data for _, data in self._client.get_many(ranges, ordered=True)]
+            got = [self._client.get_range(*ranges[0])]
+        else:
+            got = [data for _, data in self._client.get_many(ranges, ordered=True)]
+        for (_, lo, hi), data in zip(ranges, got):
+            if len(data) != hi - lo:  # S3 clips a range at the object's end
+                raise ArchiveError(f"shard ends before byte {hi} (got {len(data)} of bytes [{lo}, {hi}))",
+                                   url=self._url, offset=lo + len(data))
+        self._pending = got
 
     def read(self, n: int = -1) -> bytes:
         if not self._buf:

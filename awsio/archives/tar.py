@@ -1,32 +1,49 @@
 """Streaming tar reader: ``(name, bytes, offset)`` for each regular member of a tar stream.
 
 Reads any object with ``read(n)`` (an :class:`awsio.s3.reader.S3Reader`, a file, a socket)
-sequentially, holding at most one member plus one read chunk in memory, whatever the shard size.
-Handles ustar (with the ``prefix`` field), GNU long names/links (``L``/``K``), pax headers
-(``path``, ``size``; global ``g`` headers are skipped), GNU base-256 sizes, and gzip streams
-(``.tar.gz``/``.tgz``, multi-member gzip included) decompressed incrementally with ``zlib``.
-Directories, links, devices and ``__...__`` metadata members are skipped.
+sequentially, holding at most one member plus one read chunk in memory, whatever the shard size
+(so a member's declared size is what it costs). Handles ustar (with the ``prefix`` field), GNU
+long names/links (``L``/``K``), pax headers (``path``, ``linkpath``, ``size``; global ``g``
+headers are skipped), GNU base-256 sizes, and gzip streams (``.tar.gz``/``.tgz``, multi-member
+gzip included) decompressed incrementally with ``zlib`` and read to their end, so every gzip
+member's CRC-32 and length are checked. Hardlinks are read again by range when the caller can
+(else counted as skipped, like symlinks and unsupported member types: see :func:`iter_tar`);
+directories, devices and ``__...__`` metadata members are skipped.
 
 A hand-rolled 512-byte header loop: ``tarfile`` in stream mode (``r|``) is general but slower
 per member and builds a TarInfo per member; this one slices the read buffer.
 
-Truncated or corrupt input raises :class:`awsio.errors.ArchiveError` naming the shard URL,
-the member (when known) and the offset in the uncompressed stream.
+Tar keeps a checksum of each header, not of member data: a flipped data byte comes through as it
+is (S3 checksums and length checks guard the transfer). Everything else that is wrong raises
+:class:`awsio.errors.ArchiveError` naming the shard URL, the member (when known) and the offset
+in the uncompressed stream: an empty shard, a missing end-of-archive marker (a shard cut at a
+member boundary), a truncated header or member, a bad header checksum, a size field that is not
+a number, a malformed pax record, a corrupt or truncated gzip stream.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import zlib
-from typing import BinaryIO, Iterator, NamedTuple, Protocol
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Protocol
 
 from awsio.errors import ArchiveError
 from awsio.grouping import is_metadata
+from awsio.handlers import SkipStats
 
 __all__ = ["TarMember", "iter_tar", "walk_tar"]
 
+log = logging.getLogger(__name__)
+
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
-_SKIP_DATA_TYPES = (b"1", b"2", b"3", b"4", b"5", b"6")  # no data worth reading (size is usually 0)
+_EXTENDED = (b"L", b"K", b"x", b"g")  # headers that describe the next member
+_NO_DATA = (b"3", b"4", b"5", b"6")  # devices, directories, FIFOs: nothing to yield, nothing to count
+_OCTAL = re.compile(rb"[0-7]*")
+_DECIMAL = re.compile(r"[0-9]+", re.ASCII)
+_PAX_RECORD = re.compile(rb"([0-9]{1,12}) ")
+MAX_MEMBER_SIZE = 1 << 48  # larger sizes come from corrupt headers (S3 objects stop at 5 TiB)
 
 
 class _Readable(Protocol):
@@ -134,25 +151,40 @@ class _Buffered:
 
 
 def _number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256 for values that do not fit in octal
-        value = int.from_bytes(field, "big", signed=False) & ~(0x80 << (8 * (len(field) - 1)))
-        return value
-    text = field.split(b"\0", 1)[0].strip(b" \0")
+    """A numeric header field: octal digits (space/NUL padded), or GNU base-256 (first byte 0x80).
+
+    Raises ValueError for anything else, a negative base-256 number (0xFF) included.
+    """
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not _OCTAL.fullmatch(text):
+        raise ValueError(f"not an octal number: {bytes(field)!r}")
     return int(text, 8) if text else 0
 
 
 def _parse_pax(data: bytes) -> dict[str, str]:
+    """The records of a pax header (``"<length> <key>=<value>\\n"`` each); raises ValueError."""
     out: dict[str, str] = {}
     pos = 0
     while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        if length <= 0:
-            raise ValueError("bad pax record length")
-        record = data[space + 1:pos + length - 1]  # without the trailing newline
-        key, _, value = record.partition(b"=")
+        m = _PAX_RECORD.match(data, pos)
+        if m is None:
+            raise ValueError(f"bad pax record length at byte {pos}")
+        length = int(m.group(1))
+        end = pos + length
+        if end > len(data) or end <= m.end() or data[end - 1:end] != b"\n":
+            raise ValueError(f"pax record at byte {pos} runs past its length {length}")
+        key, eq, value = data[m.end():end - 1].partition(b"=")
+        if not eq:
+            raise ValueError(f"pax record at byte {pos} has no '='")
         out[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
-        pos += length
+        pos = end
+    size = out.get("size")
+    if size == "":  # an empty value restores the header's own field (POSIX)
+        del out["size"]
+    elif size is not None and not _DECIMAL.fullmatch(size):
+        raise ValueError(f"pax size {size!r} is not a non-negative decimal number")
     return out
 
 
@@ -178,41 +210,73 @@ def _name(header: bytes) -> str:
 
 
 def iter_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
-             chunk_size: int = 1 << 20, start_offset: int = 0) -> Iterator[TarMember]:
+             chunk_size: int = 1 << 20, start_offset: int = 0, partial: bool = False,
+             reread: Callable[[int, int], bytes] | None = None,
+             skips: SkipStats | None = None) -> Iterator[TarMember]:
     """Yield each regular member of a tar stream in archive order, as ``(name, data, offset)``.
 
-    ``gzip``: the stream is gzip-compressed. ``start_offset``: the stream starts at this offset of
-    the tar (a ranged read of a sub-shard), added to the reported offsets. A clean end of the
-    stream at a header boundary (no end-of-archive blocks) ends the archive, as in tarfile, so a
-    ranged read of whole members parses too. Raises :class:`ArchiveError` on truncated or corrupt
-    input.
+    ``gzip``: the stream is gzip-compressed (read to its very end, so its CRC-32 and length are
+    checked). ``start_offset``: the stream starts at this offset of the tar, added to the
+    reported offsets. ``partial``: the stream is a byte range of whole members of a larger tar (a
+    ranged read of a sub-shard), so it ends without end-of-archive blocks; a whole tar must end
+    with them (a shard cut at a member boundary is an error, not a shorter shard).
+
+    Links: ``reread(a, b)`` returns bytes ``[a, b)`` of the uncompressed tar again (a ranged GET);
+    with it, a hardlink to a regular member read earlier in this pass yields that member's bytes
+    under the link's name. A hardlink that cannot be resolved (no ``reread``, as for tar.gz; a
+    target not seen in this pass), a symlink (never followed: it may point outside the archive)
+    and a member of an unsupported type (GNU sparse ``S``, vendor types) are skipped with a
+    warning and counted in ``skips`` (stage ``"read"``, reasons ``"hardlink"``, ``"symlink"``,
+    ``"unsupported member type"``). Directories, devices, FIFOs and ``__...__`` metadata members
+    are skipped without a count.
+
+    Raises :class:`ArchiveError` (url, member, offset; ``from`` the cause) for an empty shard and
+    for truncated or corrupt input: a bad header checksum, a size that is not a number, a bad pax
+    record, a corrupt or truncated gzip stream.
     """
     for name, data, offset, _, _ in walk_tar(stream, url=url, gzip=gzip, chunk_size=chunk_size,
-                                             start_offset=start_offset):
+                                             start_offset=start_offset, partial=partial,
+                                             reread=reread, skips=skips):
         yield TarMember(name, data, offset)
 
 
 def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
-             chunk_size: int = 1 << 20, start_offset: int = 0,
-             skip_data: bool = False) -> Iterator[tuple[str, bytes, int, int, int]]:
+             chunk_size: int = 1 << 20, start_offset: int = 0, partial: bool = False,
+             skip_data: bool = False, reread: Callable[[int, int], bytes] | None = None,
+             skips: SkipStats | None = None) -> Iterator[tuple[str, bytes, int, int, int]]:
     """Like :func:`iter_tar`, yielding ``(name, data, offset, size, end)`` where ``end`` is the
     offset just past the member's padded data. ``skip_data``: data is ``b""`` and its bytes are
-    skipped (header scans; a ranged source with ``skip(n)`` then jumps without fetching)."""
+    skipped (header scans; a ranged source with ``skip(n)`` then jumps without fetching); a
+    hardlink to a member seen earlier is then yielded as a member, nothing is counted."""
     raw: _Readable = _GzipStream(stream, chunk_size) if gzip else stream
     buf = _Buffered(raw, chunk_size, start_offset)
     long_name: str | None = None
+    long_link: str | None = None
     pax: dict[str, str] = {}
     chain_start: int | None = None
     current = None
+    # name -> (data offset, size) of the regular members read so far, to resolve hardlinks
+    seen: dict[str, tuple[int, int]] | None = {} if (skip_data or reread is not None) else None
     try:
         while True:
             header_at = buf.offset
             header = buf.read(BLOCK)
             if not header:
-                return  # clean end at a header boundary (ranged read, or no end-of-archive blocks)
+                if header_at == start_offset:
+                    raise ArchiveError("empty shard (no bytes)", url=url, offset=header_at)
+                if partial and chain_start is None:
+                    return  # a ranged read of whole members ends at a member boundary
+                raise ArchiveError("truncated tar (it ends without its end-of-archive blocks)",
+                                   url=url, member=current, offset=header_at)
             if len(header) < BLOCK:
                 raise ArchiveError("truncated tar header", url=url, member=current, offset=header_at)
             if header.count(0) == BLOCK:
+                if partial:  # a range of members, per an index: the shard is not what it describes
+                    raise ArchiveError("end-of-archive block inside a byte range of members (stale "
+                                       "index?)", url=url, member=current, offset=header_at)
+                if gzip:
+                    while raw.read(chunk_size):  # to the end of the gzip stream: checks its CRC
+                        pass
                 return  # end-of-archive marker
             if not _checksum_ok(header):
                 raise ArchiveError("corrupt tar header (bad checksum)", url=url, member=current,
@@ -220,31 +284,32 @@ def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
             if chain_start is None:
                 chain_start = header_at
             typeflag = header[156:157]
-            size = _number(header[124:136])
-            if "size" in pax and typeflag not in (b"x", b"g", b"L", b"K"):
-                size = int(pax["size"])
-            padded = (size + BLOCK - 1) & ~(BLOCK - 1)
-            if typeflag in (b"L", b"K", b"x", b"g"):
-                data = buf.read(padded)
-                if len(data) < padded:
-                    raise ArchiveError("truncated tar extended header", url=url, member=current,
-                                       offset=header_at)
-                data = data[:size]
+            if typeflag in _EXTENDED:
+                data = _read_extended(buf, header, url, header_at)
                 if typeflag == b"L":
-                    long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                    long_name = _text(data)
+                elif typeflag == b"K":
+                    long_link = _text(data)
                 elif typeflag == b"x":
                     try:
                         pax.update(_parse_pax(data))
                     except ValueError as exc:
-                        raise ArchiveError("corrupt pax header", url=url, member=current,
+                        raise ArchiveError(f"corrupt pax header: {exc}", url=url, member=_name(header),
                                            offset=header_at) from exc
-                if typeflag == b"g":
+                else:
                     chain_start = None  # a global header is not part of the next member
                 continue
             name = pax.get("path") or long_name or _name(header)
+            link = pax.get("linkpath") or long_link or _text(header[157:257])
+            size = _member_size(header, pax, url, name, header_at)
             current = name
-            offset, chain_start, long_name, pax = chain_start, None, None, {}
-            if typeflag in _REGULAR and not name.endswith("/") and not is_metadata(name):
+            offset, chain_start, long_name, long_link, pax = chain_start, None, None, None, {}
+            padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+            if typeflag in (b"1", b"2"):
+                padded = 0  # links carry no data (as tarfile reads them)
+            quiet = typeflag in _NO_DATA or name.endswith("/") or is_metadata(name)
+            if typeflag in _REGULAR and not quiet:
+                data_at = buf.offset
                 if skip_data:
                     got = buf.skip(padded)
                     data = b""
@@ -254,11 +319,65 @@ def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
                 if got < padded:
                     raise ArchiveError(f"truncated tar member (expected {size} bytes)", url=url,
                                        member=name, offset=offset)
+                if seen is not None:
+                    seen[name] = (data_at, size)
                 yield name, data, offset, size, buf.offset
-            else:
-                if typeflag in _SKIP_DATA_TYPES and typeflag != b"5":
-                    size = padded = 0 if typeflag in (b"1", b"2") else padded
-                if buf.skip(padded) < padded:
-                    raise ArchiveError("truncated tar member", url=url, member=name, offset=offset)
+                continue
+            if buf.skip(padded) < padded:
+                raise ArchiveError("truncated tar member", url=url, member=name, offset=offset)
+            target = seen.get(link) if seen is not None and typeflag == b"1" else None
+            if target is not None and not quiet:
+                data = _reread(reread, target, url, name, offset, skip_data)
+                yield name, data, offset, target[1], buf.offset
+            elif not quiet and not skip_data:
+                reason = {b"1": "hardlink", b"2": "symlink"}.get(typeflag, "unsupported member type")
+                what = f"{reason} to {link!r}" if typeflag in (b"1", b"2") else f"type {typeflag!r}"
+                log.warning("%s: skipping tar member %r at offset %d (%s)", url, name, offset, what)
+                if skips is not None:
+                    skips.add("read", reason, f"{url} {name!r} ({what})")
     except zlib.error as exc:
         raise ArchiveError(f"corrupt gzip stream: {exc}", url=url, member=current, offset=buf.offset) from exc
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _read_extended(buf: _Buffered, header: bytes, url: str, at: int) -> bytes:
+    """The data of a GNU long name/link or pax header."""
+    try:
+        size = _number(header[124:136])
+    except ValueError as exc:
+        raise ArchiveError(f"corrupt tar header (size field): {exc}", url=url, member=_name(header),
+                           offset=at) from exc
+    padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+    data = buf.read(padded) if size <= MAX_MEMBER_SIZE else b""
+    if len(data) < padded:
+        raise ArchiveError("truncated tar extended header", url=url, member=_name(header), offset=at)
+    return data[:size]
+
+
+def _member_size(header: bytes, pax: dict[str, str], url: str, name: str, at: int) -> int:
+    """The data size of a member: its pax ``size`` if any (checked when parsed), else its header's."""
+    try:
+        size = int(pax["size"]) if "size" in pax else _number(header[124:136])
+    except ValueError as exc:
+        raise ArchiveError(f"corrupt tar header (size field): {exc}", url=url, member=name,
+                           offset=at) from exc
+    if size > MAX_MEMBER_SIZE:
+        raise ArchiveError(f"tar member size {size} is implausible (corrupt header?)", url=url,
+                           member=name, offset=at)
+    return size
+
+
+def _reread(reread: Callable[[int, int], bytes] | None, target: tuple[int, int], url: str, name: str,
+            offset: int, skip_data: bool) -> bytes:
+    """A hardlink's data: its target's bytes read again (``b""`` in a header scan)."""
+    if skip_data or reread is None:
+        return b""
+    at, size = target
+    data = reread(at, at + size)
+    if len(data) != size:
+        raise ArchiveError(f"hardlink target re-read gave {len(data)} of {size} bytes", url=url,
+                           member=name, offset=offset)
+    return data

@@ -38,7 +38,7 @@ from awsio.errors import AwsioError, ConfigError, S3Error
 from awsio.grouping import Record, sample_key
 from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
-from awsio.s3.url import S3URL, expand_urls
+from awsio.s3.url import S3URL, ObjectURL, expand_urls
 from awsio.sharding import Piece, Plan, plan_counted, plan_uncounted
 from awsio.shuffle import buffer_shuffle, make_rng, shuffled
 from awsio.world import World, current_world
@@ -93,18 +93,19 @@ def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
              suffixes: Mapping[str, str]) -> list[tuple[str, int | None, str | None]]:
     """Expand patterns and list prefixes: ``[(url, size, etag)]`` (None where not listed), in order.
 
-    A URL ending in ``/`` is a prefix. A URL from a brace pattern, or whose name has an extension
-    (``train-0.tar``, ``img.jpg``), is an object, taken without a request. Any other URL
-    (``s3://b/data/files``) is listed once: the object itself if it exists, else the "folder"
-    under it. Sidecar indexes (``*.idx.json`` next to their shard) are left out of listings.
+    A URL ending in ``/`` is a prefix. A URL from a brace pattern or from a listing
+    (:class:`~awsio.s3.url.ObjectURL`), or whose name has an extension (``train-0.tar``,
+    ``img.jpg``), is an object, taken without a request. Any other URL (``s3://b/data/files``)
+    is listed once: the object itself if it exists, else the "folder" under it. Sidecar indexes
+    (``*.idx.json`` next to their shard) are left out of listings.
     """
     raw = [urls] if isinstance(urls, (str, S3URL)) else list(urls)
     out: list[tuple[str, int | None, str | None]] = []
     for item in raw:
-        braced = isinstance(item, str) and "{" in item
+        named = isinstance(item, ObjectURL) or (isinstance(item, str) and "{" in item)
         for url in expand_urls(item):
             text = str(url)
-            if not url.is_prefix and (braced or "." in url.name or archive_kind(text, dict(suffixes))):
+            if not url.is_prefix and (named or "." in url.name or archive_kind(text, dict(suffixes))):
                 out.append((text, None, None))
                 continue
             listed = [(o.url, o.size, o.etag) for o in client.list(text)]

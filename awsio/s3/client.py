@@ -23,7 +23,7 @@ from awsio.config import S3Config
 from awsio.errors import ConfigError, NoSuchBucketError, NoSuchKeyError
 from awsio.s3.backend import Backend, ObjectInfo, Request
 from awsio.s3.reader import S3Reader
-from awsio.s3.url import S3URL, parse_url
+from awsio.s3.url import S3URL, ObjectURL, parse_url
 
 __all__ = ["S3Client", "file_exists", "get_file_size", "list_files"]
 
@@ -190,9 +190,14 @@ class S3Client:
             return False
 
     def list(self, url: URLLike) -> Iterator[ObjectInfo]:
-        """Every object under the prefix ``url`` (paginated ListObjectsV2), in key order."""
+        """Every object under the prefix ``url`` (paginated ListObjectsV2), in key order.
+
+        Each ``info.url`` is an :class:`~awsio.s3.url.ObjectURL`: it names the key as listed,
+        braces included, and is never read as a brace pattern again.
+        """
         u = parse_url(url)
-        return self.backend.list(u.bucket, u.key)
+        for info in self.backend.list(u.bucket, u.key):
+            yield ObjectInfo(ObjectURL(info.url), info.size, info.etag, info.last_modified)
 
     def open(self, url: URLLike, *, chunk_size: int = 8 << 20, prefetch: int = 2,
              size: Optional[int] = None, start: int = 0, end: Optional[int] = None) -> S3Reader:

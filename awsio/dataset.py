@@ -34,7 +34,7 @@ from awsio.archives.index import INDEX_SUFFIX, RangedStream, load_index
 from awsio.archives.tar import TarMember, iter_tar
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.config import S3Config
-from awsio.errors import AwsioError, ConfigError, S3Error
+from awsio.errors import AwsioError, ConfigError, EmptyPrefixError, S3Error
 from awsio.grouping import Record, sample_key
 from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
@@ -79,6 +79,11 @@ class _HasClient:
     config: S3Config | None
     _client: Any
 
+    def _listing(self, urls: Any, suffixes: Mapping[str, str],
+                 allow_empty: bool) -> list[tuple[str, int | None, str | None]]:
+        """The ``[(url, size, etag)]`` the dataset reads (see :func:`_resolve`)."""
+        return _resolve(urls, self.client, suffixes, allow_empty)
+
     @property
     def client(self) -> Any:
         """The S3 client (created on first use; the client itself is fork- and pickle-safe)."""
@@ -89,15 +94,16 @@ class _HasClient:
         return self._client
 
 
-def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
-             suffixes: Mapping[str, str]) -> list[tuple[str, int | None, str | None]]:
+def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any, suffixes: Mapping[str, str],
+             allow_empty: bool = False) -> list[tuple[str, int | None, str | None]]:
     """Expand patterns and list prefixes: ``[(url, size, etag)]`` (None where not listed), in order.
 
     A URL ending in ``/`` is a prefix. A URL from a brace pattern or from a listing
     (:class:`~awsio.s3.url.ObjectURL`), or whose name has an extension (``train-0.tar``,
     ``img.jpg``), is an object, taken without a request. Any other URL (``s3://b/data/files``)
     is listed once: the object itself if it exists, else the "folder" under it. Sidecar indexes
-    (``*.idx.json`` next to their shard) are left out of listings.
+    (``*.idx.json`` next to their shard) are left out of listings. A listing that finds nothing
+    raises :class:`EmptyPrefixError` (a FileNotFoundError) unless ``allow_empty``.
     """
     raw = [urls] if isinstance(urls, (str, S3URL)) else list(urls)
     out: list[tuple[str, int | None, str | None]] = []
@@ -112,6 +118,8 @@ def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
             if not url.is_prefix:
                 exact = [x for x in listed if x[0] == text]
                 listed = exact or [x for x in listed if x[0].startswith(text + "/")]
+            if not listed and not allow_empty:
+                raise EmptyPrefixError(f"The directory {text} does not contain any objects.", url=text)
             names = {x[0] for x in listed}
             out.extend(x for x in listed
                        if not (x[0].endswith(INDEX_SUFFIX) and x[0][:-len(INDEX_SUFFIX)] in names))
@@ -136,6 +144,10 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         handler: ``"raise"`` | ``"warn"`` | ``"skip"`` | callable(exc) -> bool (True: skip).
         num_workers: the DataLoader's num_workers, used only by ``len()`` under equal work.
         chunk_size, prefetch: streaming read size and read-ahead depth for archives.
+        allow_empty: accept URLs that list no objects (default: :class:`EmptyPrefixError`).
+
+    Zip shards yield their files; directory entries and ``__...__`` metadata are skipped (the
+    original plugin's import path yields every entry, see ``awsio.python.lib.io.s3.s3dataset``).
 
     Epochs: each iteration uses :attr:`epoch` and then advances it. DataLoader workers iterate
     copies of the dataset, so with ``persistent_workers=False`` call ``set_epoch(n)`` before each
@@ -143,14 +155,18 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
     advances by itself.
 
     Raises:
-        awsio.errors.InvalidURLError, S3 errors from listing, ConfigError for bad options.
+        awsio.errors.InvalidURLError, S3 errors from listing, EmptyPrefixError for a URL that
+        lists nothing, ConfigError for bad options. A missing object raises NoSuchKeyError (a
+        FileNotFoundError) when the iteration reaches it, under the ``handler`` policy.
     """
+
+    _every_zip_entry = False  # True: zip directory entries and metadata too (the original's zipdata)
 
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, shuffle_urls: bool = False,
                  seed: int = 0, config: S3Config | None = None, client: Any = None,
                  archives: Mapping[str, str] | None = None, equal_work: str | None = None,
                  use_index: bool | str = "auto", handler: HandlerSpec = "raise", num_workers: int = 1,
-                 chunk_size: int = 8 << 20, prefetch: int = 2) -> None:
+                 chunk_size: int = 8 << 20, prefetch: int = 2, allow_empty: bool = False) -> None:
         super().__init__()
         if equal_work not in (None, "drop", "repeat"):
             raise ConfigError("equal_work must be None, 'drop' or 'repeat'", field="equal_work",
@@ -174,7 +190,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         self._client = client
         self._epoch = 0
         self.stats = DatasetStats()
-        self._items = _resolve(urls, self.client, self._suffixes)
+        self._items = self._listing(urls, self._suffixes, allow_empty)
         self._sizes = {u: s for u, s, _ in self._items}
         self._etags = {u: e for u, _, e in self._items}
         self._counts: dict[str, int] = {}
@@ -205,9 +221,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         listing and indexes; every rank computes the same plan."""
         world = world or current_world()
         epoch = self._epoch if epoch is None else epoch
-        urls = self.urls
-        if self.shuffle_urls:
-            urls = shuffled(urls, self.seed, epoch)
+        urls = self._order(self.urls, epoch)
         archives = [u for u in urls if self.kind(u)]
         need_counts = self.equal_work is not None or self.use_index is True or (
             self.use_index == "auto" and archives and len(urls) < world.slots)
@@ -218,6 +232,10 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
             counts = [(u, self._counts[u] if self.kind(u) else 1) for u in urls]
             return plan_counted(counts, world.slots, self.equal_work)
         return plan_uncounted(urls, world.slots)
+
+    def _order(self, urls: list[str], epoch: int) -> list[str]:
+        """The object/shard order of ``epoch``: shuffled from ``(seed, epoch)`` if ``shuffle_urls``."""
+        return shuffled(urls, self.seed, epoch) if self.shuffle_urls else urls
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (objects, or samples of indexed shards).
@@ -317,7 +335,8 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         if piece.whole:
             members = self._stream(url, kind, size)
         elif kind == "zip":
-            members = iter_zip(client, url, entries=self._zip_entries(url, size, piece))
+            members = iter_zip(client, url, entries=self._zip_entries(url, size, piece),
+                               every_entry=self._every_zip_entry)
         elif kind == "tar" and piece.parts == 1 and self.use_index is not False:
             index = load_index(client, url, size=size, kind=kind, etag=self._etags.get(url))
             assert index is not None
@@ -335,14 +354,15 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
 
     def _stream(self, url: str, kind: str, size: int | None) -> Iterator[TarMember]:
         if kind == "zip":
-            return iter_zip(self.client, url, size=size)
+            return iter_zip(self.client, url, size=size, every_entry=self._every_zip_entry)
         reader = self.client.open(url, chunk_size=self.chunk_size, prefetch=self.prefetch, size=size)
         return iter_tar(reader, url=url, gzip=kind == "tgz", chunk_size=min(self.chunk_size, 1 << 20))
 
     def _zip_entries(self, url: str, size: int | None, piece: Piece) -> list[ZipEntry]:
         if size is None:
             size = self.client.head(url).size
-        files = [e for e in read_zip_directory(self.client, url, size) if e.is_file]
+        files = [e for e in read_zip_directory(self.client, url, size)
+                 if e.is_file or self._every_zip_entry]
         out: list[ZipEntry] = []
         for idx, (_, group) in enumerate(itertools.groupby(files, key=lambda e: sample_key(e.name)[0])):
             if _wanted(idx, piece):
@@ -378,13 +398,14 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
     Lists once in ``__init__``; works with any sampler (``DistributedSampler`` included);
     ``__getitems__`` fetches a whole DataLoader batch concurrently through ``client.get_many``.
     Use ``collate_fn=list`` (or your own) since the default collate cannot batch bytes.
+    A URL that lists nothing raises :class:`EmptyPrefixError` unless ``allow_empty=True``.
     """
 
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, config: S3Config | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, allow_empty: bool = False) -> None:
         self.config = config
         self._client = client
-        self._urls = [x[0] for x in _resolve(urls, self.client, {})]
+        self._urls = [x[0] for x in self._listing(urls, {}, allow_empty)]
 
     @property
     def urls(self) -> list[str]:

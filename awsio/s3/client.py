@@ -192,11 +192,15 @@ class S3Client:
     def list(self, url: URLLike) -> Iterator[ObjectInfo]:
         """Every object under the prefix ``url`` (paginated ListObjectsV2), in key order.
 
-        Each ``info.url`` is an :class:`~awsio.s3.url.ObjectURL`: it names the key as listed,
-        braces included, and is never read as a brace pattern again.
+        The prefix is raw: ``s3://b/p/test`` also lists ``p/test_x.jpg``. Folder markers
+        (zero-byte keys ending in ``/``, what a console's "Create folder" makes) are left out:
+        they are never data. Each ``info.url`` is an :class:`~awsio.s3.url.ObjectURL`: it names
+        the key as listed, braces included, and is never read as a brace pattern again.
         """
         u = parse_url(url)
         for info in self.backend.list(u.bucket, u.key):
+            if info.size == 0 and info.url.endswith("/"):
+                continue
             yield ObjectInfo(ObjectURL(info.url), info.size, info.etag, info.last_modified)
 
     def open(self, url: URLLike, *, chunk_size: int = 8 << 20, prefetch: int = 2,
@@ -296,7 +300,8 @@ def _client(config: Optional[S3Config]) -> S3Client:
 
 
 def list_files(url: str, config: Optional[S3Config] = None) -> list[str]:
-    """The ``s3://`` URLs of every object under a prefix (or the one object ``url`` names)."""
+    """The ``s3://`` URLs of every object whose key starts with ``url``'s key (a raw prefix, as
+    the original plugin listed), folder markers left out (see :meth:`S3Client.list`)."""
     return [info.url for info in _client(config).list(url)]
 
 

@@ -41,7 +41,7 @@ from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/...
 from awsio.s3.url import S3URL, ObjectURL, expand_urls
 from awsio.sharding import Piece, Plan, plan_counted, plan_uncounted
 from awsio.shuffle import buffer_shuffle, make_rng, shuffled
-from awsio.world import World, current_world
+from awsio.world import World, current_world, pass_epoch
 
 __all__ = ["DatasetStats", "Record", "S3Dataset", "S3IterableDataset", "ShuffleDataset"]
 
@@ -149,10 +149,11 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
     Zip shards yield their files; directory entries and ``__...__`` metadata are skipped (the
     original plugin's import path yields every entry, see ``awsio.python.lib.io.s3.s3dataset``).
 
-    Epochs: each iteration uses :attr:`epoch` and then advances it. DataLoader workers iterate
-    copies of the dataset, so with ``persistent_workers=False`` call ``set_epoch(n)`` before each
-    epoch (as with ``DistributedSampler``); with persistent workers or ``num_workers=0`` the epoch
-    advances by itself.
+    Epochs: each iteration uses :attr:`epoch` and then advances it; ``set_epoch(n)`` sets it.
+    Without ``set_epoch``, a non-persistent DataLoader worker (which iterates a fresh copy each
+    pass) adds the loader's base seed of the pass, so every pass still gets a new order,
+    reproducible under ``torch.manual_seed`` (see :func:`awsio.world.pass_epoch`). Under
+    torchrun call ``set_epoch`` each epoch, as with ``DistributedSampler``.
 
     Raises:
         awsio.errors.InvalidURLError, S3 errors from listing, EmptyPrefixError for a URL that
@@ -189,6 +190,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
         self._suffixes = dict(ARCHIVE_SUFFIXES if archives is None else archives)
         self._client = client
         self._epoch = 0
+        self._epoch_set = False
         self.stats = DatasetStats()
         self._items = self._listing(urls, self._suffixes, allow_empty)
         self._sizes = {u: s for u, s, _ in self._items}
@@ -210,6 +212,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next iteration (later iterations count on from it)."""
         self._epoch = int(epoch)
+        self._epoch_set = True
 
     @property
     def epoch(self) -> int:
@@ -258,7 +261,7 @@ class S3IterableDataset(PipelineMixin, _HasClient, IterableDataset):  # type: ig
     def iter_records(self) -> Iterator[Record]:
         """:class:`Record` ``(source, name, data)`` for this rank/worker, split and shuffled."""
         world = current_world()
-        epoch = self._epoch
+        epoch = pass_epoch(self._epoch, self._epoch_set, world)
         self._epoch += 1
         plan = self.plan(epoch, world=world)
         pieces = plan.slots[world.slot]
@@ -427,7 +430,7 @@ class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]
     """A bounded shuffle buffer over any iterable dataset, seeded from (seed, epoch, rank, worker).
 
     Memory holds ``buffer_size`` items. ``set_epoch`` is forwarded to the wrapped dataset; without
-    it the epoch advances on each iteration, like :class:`S3IterableDataset`.
+    it each pass gets a new epoch, like :class:`S3IterableDataset`.
     """
 
     def __init__(self, dataset: Iterable[Any], buffer_size: int, *, seed: int = 0) -> None:
@@ -438,9 +441,11 @@ class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]
         self.buffer_size = buffer_size
         self.seed = seed
         self._epoch = 0
+        self._epoch_set = False
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
+        self._epoch_set = True
         inner = getattr(self.dataset, "set_epoch", None)
         if inner is not None:
             inner(epoch)
@@ -450,6 +455,6 @@ class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[Any]:
         world = current_world()
-        rng = make_rng(self.seed, self._epoch, world.rank, world.worker)
+        rng = make_rng(self.seed, pass_epoch(self._epoch, self._epoch_set, world), world.rank, world.worker)
         self._epoch += 1
         return buffer_shuffle(iter(self.dataset), self.buffer_size, rng)

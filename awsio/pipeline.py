@@ -56,9 +56,10 @@ for :class:`~awsio.dataset.S3IterableDataset`).
 
 **Randomness**: ``shuffle`` uses a bounded buffer seeded from ``(seed, epoch, rank, worker)``.
 The epoch advances on every iteration of this object, or is set by ``set_epoch(n)`` (forwarded
-to the source). DataLoader workers iterate copies made from the main process's object at each
-epoch (unless ``persistent_workers=True``, whose copies advance on their own), so call
-``set_epoch`` each epoch when ``num_workers > 0``, as with ``DistributedSampler``.
+to the source). Non-persistent DataLoader workers iterate fresh copies each pass; without
+``set_epoch`` they add the loader's base seed of the pass to the epoch, so passes still differ
+(:func:`awsio.world.pass_epoch`). Under torchrun call ``set_epoch`` each epoch, as with
+``DistributedSampler``.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ from awsio.errors import ArchiveError
 from awsio.grouping import Record, is_metadata, sample_key
 from awsio.handlers import Handler, HandlerSpec, SkipStats, resolve_handler
 from awsio.shuffle import buffer_shuffle, make_rng
-from awsio.world import World, current_world
+from awsio.world import World, current_world, pass_epoch
 
 __all__ = ["Batch", "BatchDict", "MemorySource", "Pipeline", "PipelineMixin", "collate_batches"]
 
@@ -483,6 +484,7 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         self.drop_last = drop_last
         self.shape = shape
         self._epoch = 0
+        self._epoch_set = False
         self.stats = SkipStats()
 
     # -- building -------------------------------------------------------------------------
@@ -515,6 +517,7 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next iteration (forwarded to the source)."""
         self._epoch = int(epoch)
+        self._epoch_set = True
         self.source.set_epoch(epoch)
 
     @property
@@ -523,7 +526,7 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[Any]:
         world = current_world()
-        epoch = self._epoch
+        epoch = pass_epoch(self._epoch, self._epoch_set, world)
         self._epoch += 1
         self.source.set_epoch(epoch)
         stats = SkipStats()

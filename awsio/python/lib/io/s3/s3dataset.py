@@ -57,7 +57,7 @@ def tardata(fileobj: BinaryIO | bytes, skip_meta: str | None = r"__[^/]*__($|/)"
     try:
         if isinstance(fileobj, (bytes, bytearray, memoryview)):
             fileobj = io.BytesIO(bytes(fileobj))
-        stream: Any = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type,type-var]
+        stream: Any = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type]
         gzip = stream.peek(2)[:2] == b"\x1f\x8b"
         for member in iter_tar(stream, gzip=gzip):
             if skip_meta is None or not re.match(skip_meta, member.name):

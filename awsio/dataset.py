@@ -37,15 +37,15 @@ from awsio.archives import ARCHIVE_SUFFIXES, archive_kind
 from awsio.archives.index import INDEX_SUFFIX, ShardIndex, load_index
 from awsio.config import S3Config
 from awsio.epoch import Order
-from awsio.errors import AwsioError, ConfigError
+from awsio.errors import AwsioError, ConfigError, EmptyPrefixError
 from awsio.grouping import Record
 from awsio.handlers import Handler, HandlerSpec, SkipStats, resolve_handler
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
-from awsio.reading import Shard, ShardReader
-from awsio.s3.url import S3URL, expand_urls
+from awsio.reading import Shard, ShardReader, ZipIndex, zip_index
+from awsio.s3.url import S3URL, ObjectURL, expand_urls
 from awsio.shuffle import buffer_shuffle, make_rng
 from awsio.source import IndexedSource, digest
-from awsio.world import current_world
+from awsio.world import current_world, pass_epoch
 
 __all__ = ["Record", "S3Dataset", "S3IterableDataset", "ShuffleDataset"]
 
@@ -55,6 +55,11 @@ log = logging.getLogger(__name__)
 class _HasClient:
     config: S3Config | None
     _client: Any
+
+    def _listing(self, urls: Any, suffixes: Mapping[str, str],
+                 allow_empty: bool) -> list[tuple[str, int | None, str | None]]:
+        """The ``[(url, size, etag)]`` the dataset reads (see :func:`_resolve`)."""
+        return _resolve(urls, self.client, suffixes, allow_empty)
 
     @property
     def client(self) -> Any:
@@ -66,28 +71,32 @@ class _HasClient:
         return self._client
 
 
-def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any,
-             suffixes: Mapping[str, str]) -> list[tuple[str, int | None, str | None]]:
+def _resolve(urls: str | S3URL | Iterable[str | S3URL], client: Any, suffixes: Mapping[str, str],
+             allow_empty: bool = False) -> list[tuple[str, int | None, str | None]]:
     """Expand patterns and list prefixes: ``[(url, size, etag)]`` (None where not listed), in order.
 
-    A URL ending in ``/`` is a prefix. A URL from a brace pattern, or whose name has an extension
-    (``train-0.tar``, ``img.jpg``), is an object, taken without a request. Any other URL
-    (``s3://b/data/files``) is listed once: the object itself if it exists, else the "folder"
-    under it. Sidecar indexes (``*.idx.json`` next to their shard) are left out of listings.
+    A URL ending in ``/`` is a prefix. A URL from a brace pattern or from a listing
+    (:class:`~awsio.s3.url.ObjectURL`), or whose name has an extension (``train-0.tar``,
+    ``img.jpg``), is an object, taken without a request. Any other URL (``s3://b/data/files``)
+    is listed once: the object itself if it exists, else the "folder" under it. Sidecar indexes
+    (``*.idx.json`` next to their shard) are left out of listings. A listing that finds nothing
+    raises :class:`EmptyPrefixError` (a FileNotFoundError) unless ``allow_empty``.
     """
     raw = [urls] if isinstance(urls, (str, S3URL)) else list(urls)
     out: list[tuple[str, int | None, str | None]] = []
     for item in raw:
-        braced = isinstance(item, str) and "{" in item
+        named = isinstance(item, ObjectURL) or (isinstance(item, str) and "{" in item)
         for url in expand_urls(item):
             text = str(url)
-            if not url.is_prefix and (braced or "." in url.name or archive_kind(text, dict(suffixes))):
+            if not url.is_prefix and (named or "." in url.name or archive_kind(text, dict(suffixes))):
                 out.append((text, None, None))
                 continue
             listed = [(o.url, o.size, o.etag) for o in client.list(text)]
             if not url.is_prefix:
                 exact = [x for x in listed if x[0] == text]
                 listed = exact or [x for x in listed if x[0].startswith(text + "/")]
+            if not listed and not allow_empty:
+                raise EmptyPrefixError(f"The directory {text} does not contain any objects.", url=text)
             names = {x[0] for x in listed}
             out.extend(x for x in listed
                        if not (x[0].endswith(INDEX_SUFFIX) and x[0][:-len(INDEX_SUFFIX)] in names))
@@ -108,25 +117,35 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
             as plain objects (default: ``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``).
         equal_work: None, ``"drop"`` or ``"repeat"``: every rank yields the same number of samples.
         handler: ``"raise"`` | ``"warn"`` | ``"skip"`` | callable(exc) -> bool (True: skip).
-        window: shards whose samples are mixed (and read concurrently) when shuffling.
+        window: shards whose samples are mixed (and read concurrently) when shuffling (0: shards
+            are shuffled, samples keep their order).
         chunk_size: largest ranged GET of consecutive tar samples (tar.gz: streaming read size).
         prefetch: read-ahead depth of tar.gz streams.
+        allow_empty: accept URLs that list no objects (default: :class:`EmptyPrefixError`).
 
-    Epochs: each iteration uses :attr:`epoch` and then advances it. DataLoader workers iterate
-    copies of the dataset, so with ``persistent_workers=False`` call ``set_epoch(n)`` before each
-    epoch (as with ``DistributedSampler``); with persistent workers or ``num_workers=0`` the epoch
-    advances by itself.
+    Zip shards yield their files; directory entries and ``__...__`` metadata are skipped (the
+    original plugin's import path yields every entry, see ``awsio.python.lib.io.s3.s3dataset``).
+
+    Epochs: each iteration uses :attr:`epoch` and then advances it; ``set_epoch(n)`` sets it.
+    Without ``set_epoch``, a non-persistent DataLoader worker (which iterates a fresh copy each
+    pass) adds the loader's base seed of the pass, so every pass still gets a new order,
+    reproducible under ``torch.manual_seed`` (see :func:`awsio.world.pass_epoch`). Under
+    torchrun call ``set_epoch`` each epoch, as with ``DistributedSampler``.
 
     Raises:
-        awsio.errors.InvalidURLError, S3 errors from listing and index loading, ConfigError for
-        bad options, ArchiveError for a shard that cannot be indexed.
+        awsio.errors.InvalidURLError, S3 errors from listing and index loading, EmptyPrefixError
+        for a URL that lists nothing, ConfigError for bad options, ArchiveError for a shard that
+        cannot be indexed. A missing object raises NoSuchKeyError (a FileNotFoundError) when the
+        iteration reaches it, under the ``handler`` policy.
     """
+
+    _every_zip_entry = False  # True: zip directory entries and metadata too (the original's zipdata)
 
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, shuffle_urls: bool = False,
                  seed: int = 0, config: S3Config | None = None, client: Any = None,
                  archives: Mapping[str, str] | None = None, equal_work: str | None = None,
                  handler: HandlerSpec = "raise", window: int = 8, chunk_size: int = 8 << 20,
-                 prefetch: int = 2) -> None:
+                 prefetch: int = 2, allow_empty: bool = False) -> None:
         try:
             resolve_handler(handler)
         except ValueError as exc:
@@ -139,10 +158,11 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         self.prefetch = prefetch
         self._suffixes = dict(ARCHIVE_SUFFIXES if archives is None else archives)
         self._client = client
-        self._items = _resolve(urls, self.client, self._suffixes)
+        self._items = self._listing(urls, self._suffixes, allow_empty)
         self._shards = [Shard(u, archive_kind(u, self._suffixes), size, etag) for u, size, etag in self._items]
         self._index_skips = SkipStats()
-        self._indexes = _load_indexes(self.client, self._shards, self.handler, self._index_skips)
+        self._indexes = _load_indexes(self.client, self._shards, self.handler, self._index_skips,
+                                      self._every_zip_entry)
         self._counts = [self._indexes[i].sample_count if i in self._indexes
                         else (0 if self._shards[i].kind else 1) for i in range(len(self._shards))]
 
@@ -155,7 +175,7 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
     @property
     def shuffle_urls(self) -> bool:
         """Whether the epoch's order is shuffled (the constructor's ``shuffle_urls``)."""
-        return self.shuffle
+        return self.shuffled
 
     def kind(self, url: str) -> str | None:
         """``"tar"``/``"tgz"``/``"zip"`` for archives, None for plain objects."""
@@ -191,16 +211,18 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         return reader.read(order, units)
 
 
-def _load_indexes(client: Any, shards: Sequence[Shard], handler: Handler,
-                  skips: SkipStats) -> dict[int, ShardIndex]:
+def _load_indexes(client: Any, shards: Sequence[Shard], handler: Handler, skips: SkipStats,
+                  every_zip_entry: bool = False) -> dict[int, ShardIndex | ZipIndex]:
     """The index of every archive shard (sidecar, zip directory, or header scan), concurrently.
     A shard that cannot be indexed raises, or under a skip policy is left out (0 samples) and
     counted in ``skips`` (stage ``"index"``)."""
     wanted = [i for i, s in enumerate(shards) if s.kind is not None]
 
-    def one(i: int) -> ShardIndex | BaseException:
+    def one(i: int) -> ShardIndex | ZipIndex | BaseException:
         s = shards[i]
         try:
+            if s.kind == "zip":
+                return zip_index(client, s.url, s.size, every_entry=every_zip_entry)
             index = load_index(client, s.url, size=s.size, kind=s.kind or "tar", etag=s.etag)
         except (AwsioError, OSError) as exc:
             return exc
@@ -212,7 +234,7 @@ def _load_indexes(client: Any, shards: Sequence[Shard], handler: Handler,
     else:
         with ThreadPoolExecutor(min(16, len(wanted)), thread_name_prefix="awsio-index") as pool:
             found = list(pool.map(one, wanted))
-    out: dict[int, ShardIndex] = {}
+    out: dict[int, ShardIndex | ZipIndex] = {}
     for i, got in zip(wanted, found):
         if isinstance(got, BaseException):
             handler.handle(got, stage="index", stats=skips, where=shards[i].url)
@@ -227,13 +249,14 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
     Lists once in ``__init__``; works with any sampler (``DistributedSampler`` included);
     ``__getitems__`` fetches a whole DataLoader batch concurrently through ``client.get_many``.
     Use ``collate_fn=list`` (or your own) since the default collate cannot batch bytes.
+    A URL that lists nothing raises :class:`EmptyPrefixError` unless ``allow_empty=True``.
     """
 
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, config: S3Config | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, allow_empty: bool = False) -> None:
         self.config = config
         self._client = client
-        self._urls = [x[0] for x in _resolve(urls, self.client, {})]
+        self._urls = [x[0] for x in self._listing(urls, {}, allow_empty)]
 
     @property
     def urls(self) -> list[str]:
@@ -255,7 +278,7 @@ class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]
     """A bounded shuffle buffer over any iterable dataset, seeded from (seed, epoch, rank, worker).
 
     Memory holds ``buffer_size`` items. ``set_epoch`` is forwarded to the wrapped dataset; without
-    it the epoch advances on each iteration, like :class:`S3IterableDataset`.
+    it each pass gets a new epoch, like :class:`S3IterableDataset`.
     """
 
     def __init__(self, dataset: Iterable[Any], buffer_size: int, *, seed: int = 0) -> None:
@@ -266,9 +289,11 @@ class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]
         self.buffer_size = buffer_size
         self.seed = seed
         self._epoch = 0
+        self._epoch_set = False
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
+        self._epoch_set = True
         inner = getattr(self.dataset, "set_epoch", None)
         if inner is not None:
             inner(epoch)
@@ -278,6 +303,6 @@ class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[Any]:
         world = current_world()
-        rng = make_rng(self.seed, self._epoch, world.rank, world.worker)
+        rng = make_rng(self.seed, pass_epoch(self._epoch, self._epoch_set, world), world.rank, world.worker)
         self._epoch += 1
         return buffer_shuffle(iter(self.dataset), self.buffer_size, rng)

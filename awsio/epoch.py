@@ -48,33 +48,38 @@ class Order:
 
 
 def global_order(counts: Sequence[int], *, seed: int = 0, epoch: int = 0, shuffle: bool = False,
-                 window: int = 8) -> Order:
+                 window: int = 8, shards: Sequence[int] | None = None) -> Order:
     """The global order of the samples of shards with ``counts[i]`` samples each.
 
-    Unshuffled: shard by shard, in listing order. Shuffled: shards permuted by ``(seed, epoch)``,
-    then the samples of each block of ``window`` consecutive shards permuted by
-    ``(seed, epoch, block)``. Identical on every rank and worker.
+    Unshuffled: shard by shard, in listing order. Shuffled: shards permuted by ``(seed, epoch)``
+    (or in the order ``shards`` gives), then the samples of each block of ``window`` consecutive
+    shards permuted by ``(seed, epoch, block)`` (``window=0``: samples keep their shard order).
+    Identical on every rank and worker.
     """
     counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.ndim != 1 or (counts_arr < 0).any():
         raise ValueError("counts must be a list of non-negative sample counts")
-    if window < 1:
-        raise ValueError("window must be >= 1")
-    shards = np.arange(len(counts_arr), dtype=np.int64)
-    if shuffle:
-        rng = np.random.Generator(np.random.PCG64(seed_sequence(seed, epoch)))
-        shards = rng.permutation(shards)
+    if window < 0:
+        raise ValueError("window must be >= 0")
+    if shards is not None:
+        order = np.asarray(shards, dtype=np.int64)
+        if sorted(order.tolist()) != list(range(len(counts_arr))):
+            raise ValueError("shards must be a permutation of the shard indices")
+    else:
+        order = np.arange(len(counts_arr), dtype=np.int64)
+        if shuffle:
+            order = np.random.Generator(np.random.PCG64(seed_sequence(seed, epoch))).permutation(order)
+    step = window if (shuffle and window) else max(1, len(order))
     shard_parts: list[np.ndarray] = []
     sample_parts: list[np.ndarray] = []
-    for b in range(0, len(shards), window):
-        block = shards[b:b + window]
+    for b in range(0, len(order), step):
+        block = order[b:b + step]
         n = counts_arr[block]
         sh = np.repeat(block, n)
         # sample index within its shard: 0..n-1 for each shard of the block
-        starts = np.repeat(np.cumsum(n) - n, n)
-        sa = np.arange(int(n.sum()), dtype=np.int64) - starts
-        if shuffle and len(sh) > 1:
-            rng = np.random.Generator(np.random.PCG64(seed_sequence(seed, epoch, 1 + b // window)))
+        sa = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+        if shuffle and window and len(sh) > 1:
+            rng = np.random.Generator(np.random.PCG64(seed_sequence(seed, epoch, 1 + b // step)))
             perm = rng.permutation(len(sh))
             sh, sa = sh[perm], sa[perm]
         shard_parts.append(sh)

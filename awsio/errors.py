@@ -20,6 +20,7 @@ __all__ = [
     "AwsioError",
     "ConfigError",
     "DecodeError",
+    "EmptyPrefixError",
     "EndpointConnectionError",
     "IntegrityError",
     "InvalidURLError",
@@ -112,6 +113,14 @@ class ConfigError(AwsioError, ValueError):
 
 class InvalidURLError(AwsioError, ValueError):
     """A string that is not a usable ``s3://bucket/key`` URL or brace pattern."""
+
+    _fields = ("url",)
+
+
+class EmptyPrefixError(AwsioError, FileNotFoundError):
+    """A dataset URL lists no objects: an empty prefix ("folder"), or a name that is neither an
+    object nor a folder. The message uses the original S3 plugin's words, ``The directory {url}
+    does not contain any objects.``; datasets take ``allow_empty=True`` to accept it."""
 
     _fields = ("url",)
 

@@ -119,7 +119,7 @@ class PipelineMixin:
             changes["handler"] = resolve_handler(handler)
         if shuffle:
             source = copy.copy(p.source)
-            source.shuffle = True
+            source.shuffled = True
             source.seed = changes.get("seed", p.seed)
             changes["source"] = source
         p = p._replace(**changes)
@@ -188,7 +188,7 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
 
     Args:
         source: a resumable source (:class:`awsio.source.IndexedSource`: ``iter_units``,
-            ``set_epoch``, ``state_dict``, ``load_state_dict``, ``seed``, ``shuffle``,
+            ``set_epoch``, ``pass_epoch``, ``state_dict``, ``load_state_dict``, ``seed``, ``shuffled``,
             ``handler``, ``stats``), e.g. :class:`awsio.dataset.S3IterableDataset`.
         stages: the stages after grouping (normally built by the fluent methods).
         seed: base seed of the shuffles (default: ``source.seed``).
@@ -288,7 +288,7 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[Any]:
         world = current_world()
-        epoch = int(self.source.epoch)
+        epoch = int(self.source.pass_epoch(world))
         stats = SkipStats()
         self.stats = stats
         ctx = Context(epoch, world, self.seed, stats)

@@ -38,7 +38,7 @@ from awsio.errors import ArchiveError, AwsioError
 from awsio.grouping import Record, sample_key
 from awsio.handlers import Handler, SkipStats
 
-__all__ = ["Shard", "ShardReader"]
+__all__ = ["Shard", "ShardReader", "ZipIndex", "zip_index"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class _Fetch:
 class ShardReader:
     """Reads the samples of units of positions; see the module docstring."""
 
-    def __init__(self, client: Any, shards: Sequence[Shard], indexes: dict[int, ShardIndex], *,
+    def __init__(self, client: Any, shards: Sequence[Shard], indexes: dict[int, Any], *,
                  handler: Handler, stats: SkipStats, chunk: int = 4 << 20, open_chunk: int = 8 << 20,
                  prefetch: int = 2) -> None:
         self.client = client
@@ -77,7 +77,6 @@ class ShardReader:
         self.chunk = max(1, chunk)
         self.open_chunk = open_chunk
         self.prefetch = prefetch
-        self._zip: dict[int, list[list[ZipEntry]]] = {}
         self._tgz: dict[int, _TgzCursor] = {}
         self._offsets: dict[int, list[int]] = {}
 
@@ -243,14 +242,11 @@ class ShardReader:
 
     def _zip_records(self, f: _Fetch) -> list[Record]:
         shard = self.shards[f.shard]
-        samples = self._zip.get(f.shard)
-        if samples is None:
-            size = shard.size if shard.size is not None else self.client.head(shard.url).size
-            files = [e for e in read_zip_directory(self.client, shard.url, size) if e.is_file]
-            samples = [list(g) for _, g in itertools.groupby(files, key=lambda e: sample_key(e.name)[0])]
-            self._zip[f.shard] = samples
-        entries = [e for s in samples[f.first:f.stop] for e in s]
-        return [Record(shard.url, m.name, m.data) for m in iter_zip(self.client, shard.url, entries=entries)]
+        index = self.indexes[f.shard]
+        assert isinstance(index, ZipIndex)
+        entries = [e for s in index.samples[f.first:f.stop] for e in s]
+        members = iter_zip(self.client, shard.url, entries=entries, every_entry=True)
+        return [Record(shard.url, m.name, m.data) for m in members]
 
     def _tgz_records(self, f: _Fetch) -> list[Record]:
         cursor = self._tgz.get(f.shard)
@@ -265,6 +261,26 @@ class ShardReader:
                                       size=shard.size)
             cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader, self.stats)
         return cursor.take(f.first, f.stop)
+
+
+@dataclass(frozen=True)
+class ZipIndex:
+    """The entries of a zip shard grouped into samples (its central directory is its index)."""
+
+    samples: tuple[tuple[ZipEntry, ...], ...]
+
+    @property
+    def sample_count(self) -> int:
+        return len(self.samples)
+
+
+def zip_index(client: Any, url: str, size: int | None, *, every_entry: bool = False) -> ZipIndex:
+    """Read a zip's central directory and group its files (``every_entry``: and directory and
+    metadata entries) into samples by key."""
+    if size is None:
+        size = client.head(url).size
+    entries = [e for e in read_zip_directory(client, url, size) if e.is_file or every_entry]
+    return ZipIndex(tuple(tuple(g) for _, g in itertools.groupby(entries, key=lambda e: sample_key(e.name)[0])))
 
 
 class _TgzCursor:

@@ -39,7 +39,7 @@ from awsio.epoch import EQUAL_WORK, Intervals, Order, advance, global_order, int
 from awsio.errors import ConfigError, StateError
 from awsio.grouping import Record, sample_key
 from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
-from awsio.world import current_world
+from awsio.world import World, current_world, pass_epoch
 
 __all__ = ["IndexedSource", "MemorySource", "STATE_VERSION", "digest"]
 
@@ -98,15 +98,17 @@ class IndexedSource:
         if equal_work not in EQUAL_WORK:
             raise ConfigError("equal_work must be None, 'drop' or 'repeat'", field="equal_work",
                               value=equal_work)
-        if not isinstance(window, int) or window < 1:
-            raise ConfigError("window must be a positive integer", field="window", value=window)
+        if not isinstance(window, int) or window < 0:
+            raise ConfigError("window must be an integer >= 0 (0: samples keep their shard's order)",
+                              field="window", value=window)
         self.seed = int(seed)
-        self.shuffle = bool(shuffle)
+        self.shuffled = bool(shuffle)
         self.window = window
         self.equal_work = equal_work
         self.handler = resolve_handler(handler)
         self.stats = SkipStats()
         self._epoch = 0
+        self._epoch_set = False
         self._resume: _Resume | None = None
         self._progress: _Progress | None = None
 
@@ -128,16 +130,28 @@ class IndexedSource:
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next iteration (later iterations count on from it)."""
         self._epoch = int(epoch)
+        self._epoch_set = True
 
     @property
     def epoch(self) -> int:
-        """The epoch the next iteration will use."""
+        """The epoch counter: the next iteration's epoch (see :meth:`pass_epoch`)."""
         return self._epoch
+
+    def pass_epoch(self, world: World) -> int:
+        """The epoch the next iteration uses: the counter, plus the DataLoader's base seed of the
+        pass in a non-persistent worker when ``set_epoch`` was never called
+        (:func:`awsio.world.pass_epoch`)."""
+        return pass_epoch(self._epoch, self._epoch_set, world)
+
+    def _shard_order(self, epoch: int) -> Sequence[int] | None:
+        """The shard order of a shuffled ``epoch`` (None: permuted from ``(seed, epoch)``)."""
+        return None
 
     def order(self, epoch: int) -> Order:
         """The global order of ``epoch`` (pure: the same on every rank and worker)."""
-        return global_order(self._shard_counts(), seed=self.seed, epoch=epoch, shuffle=self.shuffle,
-                            window=self.window)
+        shards = self._shard_order(epoch) if self.shuffled else None
+        return global_order(self._shard_counts(), seed=self.seed, epoch=epoch, shuffle=self.shuffled,
+                            window=self.window, shards=shards)
 
     def rank_size(self, world_size: int, rank: int) -> int:
         """Samples ``rank`` of ``world_size`` yields in a whole epoch."""
@@ -156,7 +170,7 @@ class IndexedSource:
         if unit < 1:
             raise ConfigError("unit must be >= 1", field="unit", value=unit)
         world = current_world()
-        epoch = self._epoch
+        epoch = self.pass_epoch(world)
         self._epoch += 1
         self.stats = SkipStats()
         counts = self._shard_counts()
@@ -201,7 +215,7 @@ class IndexedSource:
 
     # -- state --------------------------------------------------------------------------------
     def _options(self) -> dict[str, Any]:
-        return {"seed": self.seed, "shuffle": self.shuffle, "window": self.window,
+        return {"seed": self.seed, "shuffle": self.shuffled, "window": self.window,
                 "equal_work": self.equal_work}
 
     def state_dict(self, delivered: int | None = None, *, unit: int | None = None) -> dict[str, Any]:
@@ -256,7 +270,7 @@ class IndexedSource:
             if len(states) != 1:
                 raise StateError("load a DataLoader worker's state in that worker", field="state",
                                  saved=len(states), current=1)
-            self._epoch = epoch
+            self._epoch, self._epoch_set = epoch, True
             self._resume = _Resume(epoch, remaining, int(first["worker_units"]), int(first["num_workers"]),
                                    int(first["world_size"]), int(first["rank"]), int(first["unit"]))
             return
@@ -273,6 +287,7 @@ class IndexedSource:
                                      saved=int(s["epoch"]), current=epoch)
             consumed = [int(by_rank[r]["consumed"]) for r in range(world_size)]
         left = advance(remaining, world_size, self.equal_work, consumed, total)
+        self._epoch_set = True
         if not left:
             self._epoch, self._resume = epoch + 1, None
         else:

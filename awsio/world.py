@@ -7,10 +7,14 @@ DataLoader has forked its workers.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
-__all__ = ["World", "current_world"]
+__all__ = ["World", "current_world", "loader_base_seed", "pass_epoch"]
+
+log = logging.getLogger(__name__)
+_warned_derived = False
 
 
 @dataclass(frozen=True)
@@ -69,3 +73,39 @@ def current_world(*, rank: int | None = None, world_size: int | None = None) -> 
     worker, num = _worker()
     return World(rank=r if rank is None else rank, world_size=w if world_size is None else world_size,
                  worker=worker, num_workers=num)
+
+
+def loader_base_seed() -> int | None:
+    """Inside a DataLoader worker, the loader's base seed of this pass (``seed - id``: the same in
+    every worker of the pass, drawn from torch's generator, or the loader's, at each
+    ``iter(loader)``); None outside workers."""
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:
+        return None
+    info = get_worker_info()
+    return None if info is None else int(info.seed) - int(info.id)
+
+
+def pass_epoch(counter: int, explicit: bool, world: World) -> int:
+    """The epoch one pass of a dataset uses, from its pass ``counter`` (``set_epoch``'s value,
+    then +1 per pass).
+
+    After ``set_epoch`` (``explicit``) that is the epoch. Without it, the counter alone numbers
+    the passes of an object that is iterated again (``num_workers=0``, persistent workers), but
+    a non-persistent worker iterates a fresh copy each pass; so inside a worker the loader's
+    base seed of the pass (:func:`loader_base_seed`) is added: every pass differs, all workers
+    of a pass agree, and ``torch.manual_seed`` reproduces the sequence. Ranks agree only when
+    their loaders draw the same base seed, so a multi-rank job without ``set_epoch`` is warned
+    (once per process).
+    """
+    base = None if explicit else loader_base_seed()
+    if base is None:
+        return counter
+    global _warned_derived
+    if world.world_size > 1 and world.worker == 0 and not _warned_derived:
+        _warned_derived = True
+        log.warning("set_epoch() was never called: the epoch comes from the DataLoader's base "
+                    "seed, so ranks agree on the order only if they seed torch alike; call "
+                    "set_epoch(epoch) before each epoch, as with DistributedSampler")
+    return counter + base

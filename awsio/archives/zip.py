@@ -210,19 +210,21 @@ def _inflate(comp: bytes, usize: int, error: Callable[[str], ArchiveError]) -> b
 
 
 def iter_zip(client: Any, url: str, *, size: int | None = None,
-             entries: Sequence[ZipEntry] | None = None) -> Iterator[TarMember]:
+             entries: Sequence[ZipEntry] | None = None, every_entry: bool = False) -> Iterator[TarMember]:
     """Yield ``(name, data, offset)`` for the regular members of a zip, in directory order.
 
     ``entries`` restricts the read to those members (a split); by default the whole directory is
-    read first. Member ranges are fetched concurrently through ``client.get_many``. Each member
-    is inflated at most to its declared size and checked against the directory (name, size,
-    CRC-32). Raises :class:`ArchiveError` naming the shard, the member and its offset.
+    read first. ``every_entry``: directory entries (``b""``) and ``__...__`` metadata too, as the
+    original plugin's ``zipdata`` yields them. Member ranges are fetched concurrently through
+    ``client.get_many``. Each member is inflated at most to its declared size and checked
+    against the directory (name, size, CRC-32). Raises :class:`ArchiveError` naming the shard,
+    the member and its offset.
     """
     if entries is None:
         if size is None:
             size = client.head(url).size
         entries = read_zip_directory(client, url, size)
-    wanted = [e for e in entries if e.is_file]
+    wanted = [e for e in entries if e.is_file or every_entry]
     requests: Iterable[tuple[str, int, int]] = ((url, e.offset, e.end) for e in wanted)
     for entry, (_, region) in zip(wanted, client.get_many(requests, ordered=True)):
         yield TarMember(entry.name, _extract(entry, region, url), entry.offset)

@@ -23,7 +23,7 @@ from awsio.config import S3Config
 from awsio.errors import ConfigError, NoSuchBucketError, NoSuchKeyError
 from awsio.s3.backend import Backend, ObjectInfo, Request
 from awsio.s3.reader import S3Reader
-from awsio.s3.url import S3URL, parse_url
+from awsio.s3.url import S3URL, ObjectURL, parse_url
 
 __all__ = ["S3Client", "file_exists", "get_file_size", "list_files"]
 
@@ -191,9 +191,18 @@ class S3Client:
             return False
 
     def list(self, url: URLLike) -> Iterator[ObjectInfo]:
-        """Every object under the prefix ``url`` (paginated ListObjectsV2), in key order."""
+        """Every object under the prefix ``url`` (paginated ListObjectsV2), in key order.
+
+        The prefix is raw: ``s3://b/p/test`` also lists ``p/test_x.jpg``. Folder markers
+        (zero-byte keys ending in ``/``, what a console's "Create folder" makes) are left out:
+        they are never data. Each ``info.url`` is an :class:`~awsio.s3.url.ObjectURL`: it names
+        the key as listed, braces included, and is never read as a brace pattern again.
+        """
         u = parse_url(url)
-        return self.backend.list(u.bucket, u.key)
+        for info in self.backend.list(u.bucket, u.key):
+            if info.size == 0 and info.url.endswith("/"):
+                continue
+            yield ObjectInfo(ObjectURL(info.url), info.size, info.etag, info.last_modified)
 
     def open(self, url: URLLike, *, chunk_size: int = 8 << 20, prefetch: int = 2,
              size: Optional[int] = None, start: int = 0, end: Optional[int] = None) -> S3Reader:
@@ -292,7 +301,8 @@ def _client(config: Optional[S3Config]) -> S3Client:
 
 
 def list_files(url: str, config: Optional[S3Config] = None) -> list[str]:
-    """The ``s3://`` URLs of every object under a prefix (or the one object ``url`` names)."""
+    """The ``s3://`` URLs of every object whose key starts with ``url``'s key (a raw prefix, as
+    the original plugin listed), folder markers left out (see :meth:`S3Client.list`)."""
     return [info.url for info in _client(config).list(url)]
 
 

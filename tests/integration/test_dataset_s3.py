@@ -62,7 +62,10 @@ def test_user_snippets_from_environment(s3_server: Any, s3_bucket: str, client: 
 
     dataset = Old([f"s3://{s3_bucket}/integration_tests/files"])
     got = [(fname, fobj) for fname, fobj in dataset]
-    assert got == [(f"s3://{s3_bucket}/integration_tests/files/f{i}.txt", f"file {i}".encode()) for i in range(5)]
+    folder = [(f"s3://{s3_bucket}/integration_tests/files/f{i}.txt", f"file {i}".encode()) for i in range(5)]
+    # the original lists the raw prefix; the main API lists the "folder"
+    assert got == folder + [(f"s3://{s3_bucket}/integration_tests/files_other.txt", b"not in the folder")]
+    assert list(S3IterableDataset(f"s3://{s3_bucket}/integration_tests/files")) == folder
     dataset = Old([f"s3://{s3_bucket}/integration_tests/imagenet-train-000000.tar"])
     it = iter(dataset)
     label_fname, label_fobj = next(it)

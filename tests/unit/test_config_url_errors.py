@@ -125,8 +125,7 @@ def test_parse_url() -> None:
     assert not parse_url("s3://bucket/dir").is_prefix
 
 
-@pytest.mark.parametrize("bad", ["http://bucket/key", "s3://", "s3:///key", "bucket/key", "s3://bad bucket/k",
-                                 "s3://b/x{1..3}"])
+@pytest.mark.parametrize("bad", ["http://bucket/key", "s3://", "s3:///key", "bucket/key", "s3://bad bucket/k"])
 def test_parse_url_rejects(bad: str) -> None:
     with pytest.raises(InvalidURLError) as info:
         parse_url(bad)

@@ -1,47 +1,168 @@
-"""The original S3 plugin module, kept so old code runs unchanged.
+"""The original S3 plugin's module, kept so code written for it runs unchanged.
 
-``from awsio.python.lib.io.s3.s3dataset import S3IterableDataset`` gives the same class as
-``from awsio import S3IterableDataset``; ``tardata``/``zipdata`` expand an archive already open
-(or in memory) into ``(name, bytes)`` pairs.
+Same names, arguments and return types as the original's ``s3dataset.py``, and its behaviour
+where code may rely on it; reading goes through awsio's readers (native or Python backend,
+retries, integrity checks, typed errors). Where this path differs from the main API
+(:mod:`awsio.dataset`):
+
+* each URL is first an object (a HEAD), else a *raw* prefix: ``s3://b/p/test`` also lists
+  ``p/test_x.jpg`` and ``p/testing/c.jpg``; no brace patterns (a key may contain braces);
+* a URL that names no object and lists nothing (an empty prefix, a missing object) raises
+  ``AssertionError("The directory {url} does not contain any objects.")`` in the constructor;
+* archives are ``.tar`` and ``.zip`` keys (a ``.tar.gz`` is one plain object, as it was); zips
+  yield every entry of their directory, directory entries (``b""``) and metadata included;
+* ``shuffle_urls`` orders URLs as the original did for the same epoch
+  (``random.Random(epoch).sample``, without touching the global ``random`` state);
+  ``len()`` is the number of URLs.
+
+Folder markers (zero-byte keys ending in ``/``) are skipped here as everywhere.
 """
 
 from __future__ import annotations
 
 import io
+import random
+import re
 import zipfile
-from typing import BinaryIO, Iterator
+import zlib
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
+from awsio import dataset as _main
 from awsio.archives.tar import iter_tar
-from awsio.dataset import S3Dataset, S3IterableDataset, ShuffleDataset
-from awsio.grouping import is_metadata
+from awsio.config import S3Config
+from awsio.dataset import ShuffleDataset
+from awsio.errors import ArchiveError
 from awsio.s3.client import file_exists, get_file_size, list_files
+from awsio.s3.url import parse_url
 
 __all__ = ["S3Dataset", "S3IterableDataset", "ShuffleDataset", "file_exists", "get_file_size",
-           "list_files", "tardata", "zipdata"]
+           "list_files", "reraise_exception", "tardata", "zipdata"]
+
+_ORIGINAL_ARCHIVES = {".tar": "tar", ".zip": "zip"}
+_Items = list[tuple[str, int | None, str | None]]
 
 
-def tardata(fileobj: BinaryIO | bytes, *, gzip: bool | None = None) -> Iterator[tuple[str, bytes]]:
-    """``(name, bytes)`` of each regular member of a tar (or tar.gz) stream or bytes, streamed.
+def reraise_exception(exn: BaseException) -> None:
+    """The default ``handler`` of :func:`tardata` / :func:`zipdata`: raise the exception."""
+    raise exn
 
-    ``gzip=None`` detects gzip from the magic bytes. Raises :class:`awsio.errors.ArchiveError`.
+
+def tardata(fileobj: BinaryIO | bytes, skip_meta: str | None = r"__[^/]*__($|/)",
+            handler: Callable[[BaseException], Any] = reraise_exception) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of each regular member of a tar (gzip detected) held in ``bytes`` or a
+    binary stream, streamed. ``__...__`` metadata members are skipped, and so are names that
+    ``skip_meta`` matches. A corrupt or truncated archive raises
+    :class:`awsio.errors.ArchiveError` through ``handler``; if ``handler`` returns, the
+    iteration ends there."""
+    try:
+        if isinstance(fileobj, (bytes, bytearray, memoryview)):
+            fileobj = io.BytesIO(bytes(fileobj))
+        stream: Any = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type]
+        gzip = stream.peek(2)[:2] == b"\x1f\x8b"
+        for member in iter_tar(stream, gzip=gzip):
+            if skip_meta is None or not re.match(skip_meta, member.name):
+                yield member.name, member.data
+    except Exception as exn:  # noqa: BLE001 - the handler decides, as in the original
+        handler(exn)
+
+
+def zipdata(fileobj: BinaryIO | bytes,
+            handler: Callable[[BaseException], Any] = reraise_exception) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of every entry of a zip held locally (``bytes`` or a seekable file), in
+    directory order: directory entries (``b""``) and metadata included, as the original yielded
+    them. A corrupt zip raises :class:`awsio.errors.ArchiveError` through ``handler`` (the
+    original printed it and stopped); if ``handler`` returns, the iteration ends there."""
+    try:
+        if isinstance(fileobj, (bytes, bytearray, memoryview)):
+            fileobj = io.BytesIO(bytes(fileobj))
+        with zipfile.ZipFile(fileobj) as zf:
+            for name in zf.namelist():
+                yield name, zf.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        error = ArchiveError(f"corrupt zip: {exc}")
+        error.__cause__ = exc
+        handler(error)
+
+
+def _original_listing(urls_list: Any, client: Any) -> _Items:
+    """The original's ``create_urls_list``: each URL is an object if HEAD finds it, else a raw
+    prefix that must list something. Raises AssertionError with the original's words."""
+    out: _Items = []
+    for url in [urls_list] if isinstance(urls_list, str) else urls_list:
+        url = str(url)
+        if not parse_url(url).is_prefix:  # a folder marker is never an object to read
+            try:
+                info = client.head(url)
+                out.append((url, info.size, info.etag))
+                continue
+            except FileNotFoundError:
+                pass
+        listed = [(o.url, o.size, o.etag) for o in client.list(url)]
+        if not listed:  # not an assert statement: python -O must not drop it
+            raise AssertionError(f"The directory {url} does not contain any objects.")
+        out.extend(listed)
+    return out
+
+
+class _Original:
+    """What both datasets of the original share: its listing rules and ``urls_list``."""
+
+    client: Any
+    urls: list[str]
+
+    def _listing(self, urls: Any, suffixes: Mapping[str, str], allow_empty: bool) -> _Items:
+        return _original_listing(urls, self.client)
+
+    @property
+    def urls_list(self) -> list[str]:
+        """Every object URL, in listing order."""
+        return self.urls
+
+
+class S3IterableDataset(_Original, _main.S3IterableDataset):
+    """The original ``S3IterableDataset(urls_list, shuffle_urls=False)``: yields ``(url, bytes)``
+    for objects and ``(name, bytes)`` for the members of ``.tar`` and ``.zip`` shards.
+
+    ``config``/``client`` (keyword-only) are awsio additions. Raises AssertionError for a URL
+    that names no object and lists nothing.
     """
-    if isinstance(fileobj, (bytes, bytearray, memoryview)):
-        fileobj = io.BytesIO(bytes(fileobj))
-    stream: BinaryIO = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type,type-var]
-    if gzip is None:
-        gzip = stream.peek(2)[:2] == b"\x1f\x8b"  # type: ignore[attr-defined]
-    for member in iter_tar(stream, gzip=gzip):
-        yield member.name, member.data
+
+    _every_zip_entry = True
+
+    def __init__(self, urls_list: str | Iterable[str], shuffle_urls: bool = False, *,
+                 config: S3Config | None = None, client: Any = None) -> None:
+        # window=0: a shuffle reorders objects and shards, never the members inside a shard
+        super().__init__(urls_list, shuffle_urls=shuffle_urls, config=config, client=client,
+                         archives=_ORIGINAL_ARCHIVES, window=0)
+
+    def _shard_order(self, epoch: int) -> list[int]:
+        return random.Random(epoch).sample(range(len(self.urls)), len(self.urls))
+
+    @property
+    def shuffled_list(self) -> list[str]:
+        """The URL order of :attr:`epoch` (the original's ``random.seed(epoch); random.sample``)."""
+        urls = self.urls
+        return [urls[i] for i in self._shard_order(self.epoch)] if self.shuffle_urls else list(urls)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next iteration; assigning it is :meth:`set_epoch`."""
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.set_epoch(value)
+
+    def __len__(self) -> int:
+        """The number of URLs (objects and shards), as in the original."""
+        return len(self.urls)
 
 
-def zipdata(fileobj: BinaryIO | bytes) -> Iterator[tuple[str, bytes]]:
-    """``(name, bytes)`` of each regular member of a zip held locally (seekable file or bytes).
+class S3Dataset(_Original, _main.S3Dataset):
+    """The original ``S3Dataset(urls_list)``: ``ds[i] -> (url, bytes)``. ``config``/``client``
+    (keyword-only) are awsio additions. Raises AssertionError for a URL that names no object and
+    lists nothing."""
 
-    For zips on S3, :class:`S3IterableDataset` reads members with ranged GETs instead.
-    """
-    if isinstance(fileobj, (bytes, bytearray, memoryview)):
-        fileobj = io.BytesIO(bytes(fileobj))
-    with zipfile.ZipFile(fileobj) as zf:
-        for info in zf.infolist():
-            if not info.is_dir() and not is_metadata(info.filename):
-                yield info.filename, zf.read(info)
+    def __init__(self, urls_list: str | Iterable[str], *, config: S3Config | None = None,
+                 client: Any = None) -> None:
+        super().__init__(urls_list, config=config, client=client)

@@ -25,7 +25,7 @@ import functools
 import io
 import itertools
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -53,14 +53,15 @@ class Shard:
 
 @dataclass
 class _Fetch:
-    """One step of a unit: a request through the shared stream (``request`` set), or work done
-    in place (zip members, tar.gz samples)."""
+    """Samples ``first..stop-1`` of one shard: a request through the shared stream (``request``
+    set), or work done in place (zip members, tar.gz samples). ``ends``: the units whose last
+    sample is in it (they are complete once it is read)."""
 
     shard: int
     first: int          # first sample (within the shard)
     stop: int           # one past the last sample
     request: tuple[str, int, int | None, int | None] | None = None
-    unit_end: bool = False
+    ends: list[int] = field(default_factory=list)
 
 
 class ShardReader:
@@ -81,7 +82,8 @@ class ShardReader:
         self._offsets: dict[int, list[int]] = {}
 
     # -- planning -----------------------------------------------------------------------------
-    def _runs(self, order: Order, positions: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    @staticmethod
+    def _runs(order: Order, positions: np.ndarray) -> Iterator[tuple[int, int, int]]:
         """``(shard, first, stop)`` for each run of consecutive samples of one shard."""
         shards = order.shard[positions]
         samples = order.sample[positions]
@@ -94,43 +96,70 @@ class ShardReader:
             yield sh, s0, s0 + (j - i)
             i = j
 
-    def _plan(self, order: Order, positions: np.ndarray) -> list[_Fetch]:
+    def _fetches(self, sh: int, first: int, stop: int, ends: list[tuple[int, int]]) -> list[_Fetch]:
+        """The fetches of samples ``first..stop-1`` of shard ``sh``; ``ends``: ``(unit, last
+        sample)`` of the units ending in the run, attached to the fetch holding that sample."""
+        shard = self.shards[sh]
         out: list[_Fetch] = []
-        for sh, first, stop in self._runs(order, positions):
-            shard = self.shards[sh]
-            if shard.kind is None:
-                out.extend(_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size)) for s in range(first, stop))
-            elif shard.kind == "tar":
-                index = self.indexes[sh]
-                s = first
-                while s < stop:
-                    e = s + 1
-                    a, b = index.byte_range(s, e)
-                    while e < stop and index.byte_range(s, e + 1)[1] - a <= self.chunk:
-                        e += 1
-                    a, b = index.byte_range(s, e)
-                    if e == index.sample_count and shard.size is not None:
-                        b = shard.size  # to the end: members after the last sample (links) are seen
-                    out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size)))
-                    s = e
-            else:
-                out.append(_Fetch(sh, first, stop))
-        if out:
-            out[-1].unit_end = True
+        if shard.kind is None:
+            out = [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size)) for s in range(first, stop)]
+        elif shard.kind == "tar":
+            index = self.indexes[sh]
+            s = first
+            while s < stop:
+                a = index.byte_range(s, s + 1)[0]
+                e = s + 1
+                while e < stop and index.byte_range(s, e + 1)[1] - a <= self.chunk:
+                    e += 1
+                b = index.byte_range(s, e)[1]
+                if e == index.sample_count and shard.size is not None:
+                    b = shard.size  # to the end: members after the last sample (links) are seen
+                out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size)))
+                s = e
         else:
-            out.append(_Fetch(-1, 0, 0, unit_end=True))
+            out = [_Fetch(sh, first, stop)]
+        for unit, last in ends:
+            next(f for f in out if f.first <= last < f.stop).ends.append(unit)
         return out
+
+    def _plans(self, order: Order, units: Iterator[np.ndarray],
+               owner: dict[tuple[int, int], int]) -> Iterator[_Fetch]:
+        """Fetches in position order. Consecutive samples of a tar shard are read together up to
+        ``chunk`` bytes, across unit boundaries; ``owner`` learns which unit each sample is in."""
+        run: list[Any] | None = None  # [shard, first, stop, ends]
+        for u, positions in enumerate(units):
+            for sh, first, stop in self._runs(order, positions):
+                for smp in range(first, stop):
+                    owner[(sh, smp)] = u
+                if (run is not None and run[0] == sh and run[2] == first
+                        and self.shards[sh].kind == "tar"
+                        and self.indexes[sh].byte_range(run[1], stop)[1]
+                        - self.indexes[sh].byte_range(run[1], run[1] + 1)[0] <= self.chunk):
+                    run[2] = stop
+                    continue
+                if run is not None:
+                    yield from self._fetches(*run)
+                run = [sh, first, stop, []]
+            if run is None:  # an empty unit, with nothing open: it is complete now
+                yield _Fetch(-1, 0, 0, ends=[u])
+            elif len(positions):
+                run[3].append((u, int(order.sample[positions[-1]])))
+            else:
+                run[3].append((u, run[2] - 1))
+        if run is not None:
+            yield from self._fetches(*run)
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
         """One list of records per unit, in order."""
-        planned: deque[_Fetch] = deque()  # made by plans(), not yet consumed, in order
+        owner: dict[tuple[int, int], int] = {}
+        parts: dict[int, list[Record]] = {}
+        planned: deque[_Fetch] = deque()  # made by _plans(), not yet consumed, in order
 
         def plans() -> Iterator[_Fetch]:
-            for positions in units:
-                for f in self._plan(order, positions):
-                    planned.append(f)
-                    yield f
+            for f in self._plans(order, units, owner):
+                planned.append(f)
+                yield f
 
         source = plans()
 
@@ -140,10 +169,17 @@ class ShardReader:
                 if f.request is not None:
                     yield f.request
 
+        def complete(f: _Fetch, tagged: list[tuple[int, Record]]) -> Iterator[list[Record]]:
+            for smp, record in tagged:
+                parts.setdefault(owner[(f.shard, smp)], []).append(record)
+            for smp in range(f.first, f.stop):  # every sample is in exactly one fetch
+                owner.pop((f.shard, smp), None)
+            for u in f.ends:
+                yield parts.pop(u, [])
+
         results = self.client.get_many(requests(), ordered=True)
         ready: Any = None        # the result of the first request in `planned`, once received
         exhausted = False
-        records: list[Record] = []
         try:
             while True:
                 if not planned or (planned[0].request is not None and ready is None):
@@ -158,19 +194,14 @@ class ShardReader:
                     except (AwsioError, OSError) as exc:
                         bad = self._failed(planned, exc)
                         self._skip(bad, exc)
-                        if bad.unit_end:
-                            yield records
-                            records = []
+                        yield from complete(bad, [])
                         results = self.client.get_many(requests(), ordered=True)
                     continue
                 f = planned.popleft()
                 data = None
                 if f.request is not None:
                     data, ready = ready[1], None
-                records.extend(self._records(f, data))
-                if f.unit_end:
-                    yield records
-                    records = []
+                yield from complete(f, self._records(f, data))
         finally:
             close = getattr(results, "close", None)
             if close is not None:
@@ -196,13 +227,14 @@ class ShardReader:
                 return f
         return planned.popleft()  # pragma: no cover
 
-    def _records(self, f: _Fetch, data: Any) -> list[Record]:
+    def _records(self, f: _Fetch, data: Any) -> list[tuple[int, Record]]:
+        """The records of a fetch, each with the index of its sample in the shard."""
         if f.shard < 0:
             return []
         shard = self.shards[f.shard]
         try:
             if shard.kind is None:
-                return [Record(shard.url, shard.url, data)]
+                return [(f.first, Record(shard.url, shard.url, data))]
             if shard.kind == "tar":
                 return self._tar_records(f, data)
             if shard.kind == "zip":
@@ -212,14 +244,14 @@ class ShardReader:
             self._skip(f, exc)
             return []
 
-    def _tar_records(self, f: _Fetch, data: bytes) -> list[Record]:
+    def _tar_records(self, f: _Fetch, data: bytes) -> list[tuple[int, Record]]:
         shard, index = self.shards[f.shard], self.indexes[f.shard]
         assert f.request is not None
         a, b = f.request[1], f.request[2]
         expected = self._members(f.shard, index, a, int(b))  # type: ignore[arg-type]
         members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=b != shard.size,
                            reread=functools.partial(self.client.get_range, shard.url), skips=self.stats)
-        out: list[Record] = []
+        out: list[tuple[int, Record]] = []
         k = 0
         for m in members:
             # every member read must be the index's next one; index entries are passed over only
@@ -230,7 +262,7 @@ class ShardReader:
                 raise ArchiveError("the shard does not match its index (rewritten since it was indexed?)",
                                    url=shard.url, member=m.name, offset=m.offset)
             k += 1
-            out.append(Record(shard.url, m.name, m.data))
+            out.append((index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data)))
         return out
 
     def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> list[tuple[str, int]]:
@@ -240,15 +272,15 @@ class ShardReader:
         lo, hi = bisect.bisect_left(offsets, a), bisect.bisect_left(offsets, b)
         return [(m[0], m[1]) for m in index.members[lo:hi]]
 
-    def _zip_records(self, f: _Fetch) -> list[Record]:
+    def _zip_records(self, f: _Fetch) -> list[tuple[int, Record]]:
         shard = self.shards[f.shard]
         index = self.indexes[f.shard]
         assert isinstance(index, ZipIndex)
-        entries = [e for s in index.samples[f.first:f.stop] for e in s]
-        members = iter_zip(self.client, shard.url, entries=entries, every_entry=True)
-        return [Record(shard.url, m.name, m.data) for m in members]
+        owned = [(f.first + i, e) for i, sample in enumerate(index.samples[f.first:f.stop]) for e in sample]
+        members = iter_zip(self.client, shard.url, entries=[e for _, e in owned], every_entry=True)
+        return [(smp, Record(shard.url, m.name, m.data)) for (smp, _), m in zip(owned, members)]
 
-    def _tgz_records(self, f: _Fetch) -> list[Record]:
+    def _tgz_records(self, f: _Fetch) -> list[tuple[int, Record]]:
         cursor = self._tgz.get(f.shard)
         if cursor is None or cursor.next_sample > f.first:
             if cursor is not None:
@@ -308,8 +340,8 @@ class _TgzCursor:
             self.key, self.sample = key, self.sample + 1
         return self.sample, m
 
-    def take(self, first: int, stop: int) -> list[Record]:
-        out: list[Record] = []
+    def take(self, first: int, stop: int) -> list[tuple[int, Record]]:
+        out: list[tuple[int, Record]] = []
         while True:
             nxt = self._next()
             if nxt is None:
@@ -319,7 +351,7 @@ class _TgzCursor:
                 self.held = m
                 break
             if s >= first:
-                out.append(Record(self.url, m.name, m.data))
+                out.append((s, Record(self.url, m.name, m.data)))
         self.next_sample = stop
         return out
 

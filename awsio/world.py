@@ -95,17 +95,22 @@ def pass_epoch(counter: int, explicit: bool, world: World) -> int:
     the passes of an object that is iterated again (``num_workers=0``, persistent workers), but
     a non-persistent worker iterates a fresh copy each pass; so inside a worker the loader's
     base seed of the pass (:func:`loader_base_seed`) is added: every pass differs, all workers
-    of a pass agree, and ``torch.manual_seed`` reproduces the sequence. Ranks agree only when
-    their loaders draw the same base seed, so a multi-rank job without ``set_epoch`` is warned
-    (once per process).
+    of a pass agree, and ``torch.manual_seed`` reproduces the sequence. Ranks cannot agree on a
+    base seed they draw independently, so with more than one rank the counter alone is used (the
+    ranks must read disjoint samples) and a job without ``set_epoch`` is warned once per process.
     """
     base = None if explicit else loader_base_seed()
     if base is None:
         return counter
-    global _warned_derived
-    if world.world_size > 1 and world.worker == 0 and not _warned_derived:
-        _warned_derived = True
-        log.warning("set_epoch() was never called: the epoch comes from the DataLoader's base "
-                    "seed, so ranks agree on the order only if they seed torch alike; call "
-                    "set_epoch(epoch) before each epoch, as with DistributedSampler")
+    if world.world_size > 1:
+        # Ranks draw their loaders' base seeds independently: deriving the epoch from them would
+        # give each rank another order, and ranks would read overlapping samples and miss others.
+        # The pass counter keeps ranks in agreement (passes repeat the order): warn once.
+        global _warned_derived
+        if world.worker == 0 and not _warned_derived:
+            _warned_derived = True
+            log.warning("set_epoch() was never called in a %d-rank job: every pass uses the same "
+                        "order; call set_epoch(epoch) before each epoch, as with DistributedSampler",
+                        world.world_size)
+        return counter
     return counter + base

@@ -81,5 +81,6 @@ def test_pass_epoch_rule(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
     with caplog.at_level("WARNING", logger="awsio.world"):
         assert pass_epoch(3, False, World(0, 1, 0, 2)) == 1003
         assert not caplog.records  # one rank: nothing to agree on
-        assert pass_epoch(3, False, World(1, 2, 0, 2)) == pass_epoch(3, False, World(1, 2, 0, 2)) == 1003
+        # several ranks: never a per-rank base seed (ranks would read overlapping samples)
+        assert pass_epoch(3, False, World(1, 2, 0, 2)) == pass_epoch(3, False, World(1, 2, 0, 2)) == 3
     assert len(caplog.records) == 1 and "set_epoch" in caplog.records[0].getMessage()

@@ -3,7 +3,7 @@
 A *sample* is a run of consecutive archive members that share a key: ``dir/n0144_10026.cls`` and
 ``dir/n0144_10026.jpg`` are one sample with key ``dir/n0144_10026``. The key is the path up to the
 first dot of the basename (directories kept), so it is the same rule webdataset uses. Splitting
-(:mod:`awsio.sharding`) never cuts inside a sample, and the pipeline groups members by it.
+(:mod:`awsio.epoch`) never cuts inside a sample, and the pipeline groups members by it.
 No I/O, no torch.
 """
 

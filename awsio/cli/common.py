@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from awsio.config import S3Config
 
-__all__ = ["CONF_DIR", "ConfigValueError", "ImageToTensor", "build_image_dataset", "check",
+__all__ = ["CONF_DIR", "ConfigValueError", "ImageToTensor", "build_image_dataset", "check", "image_pipeline",
            "as_pipeline", "die", "s3_config", "url_list"]
 
 
@@ -115,22 +115,34 @@ class ToLabel:
 
 def build_image_dataset(urls: Sequence[str], *, config: S3Config, image_key: str = "jpg;jpeg;png",
                         label_key: str = "cls", image_size: int = 32, shuffle_urls: bool = True,
-                        shuffle_buffer: int = 0, equal_work: str | None = "drop", seed: int = 0) -> Any:
-    """(image tensor, int label) samples from tar shards: ``S3IterableDataset`` + the pipeline.
+                        shuffle_window: int = 8, equal_work: str | None = "drop", seed: int = 0,
+                        batch_size: int | None = None) -> Any:
+    """(image tensor, int label) samples from tar shards: ``S3IterableDataset`` + the pipeline
+    (:func:`image_pipeline`).
 
-    ``equal_work``: None, ``"drop"`` or ``"repeat"`` (every rank yields the same number of samples).
-    The returned object is an IterableDataset with ``set_epoch``.
+    ``shuffle_urls`` shuffles the epoch's order (shards, then samples within windows of
+    ``shuffle_window`` shards); ``equal_work``: None, ``"drop"`` or ``"repeat"`` (every rank
+    yields the same number of samples).
     """
     from awsio.dataset import S3IterableDataset
 
     ds = S3IterableDataset(list(urls), shuffle_urls=shuffle_urls, seed=seed, config=config,
-                           equal_work=equal_work)
-    pipe = as_pipeline(ds)
-    if shuffle_buffer and shuffle_buffer > 1:
-        pipe = pipe.shuffle(shuffle_buffer)
-    return (pipe.decode("pil")
+                           equal_work=equal_work, window=shuffle_window)
+    return image_pipeline(ds, image_key=image_key, label_key=label_key, image_size=image_size,
+                          batch_size=batch_size)
+
+
+def image_pipeline(source: Any, *, image_key: str = "jpg;jpeg;png", label_key: str = "cls",
+                   image_size: int = 32, batch_size: int | None = None) -> Any:
+    """Decode, to (tensor, label), and batch in the pipeline when ``batch_size`` is given (use the
+    DataLoader with ``batch_size=None``): one batch per unit is what makes a saved state exact.
+    The returned pipeline has ``set_epoch``, ``state_dict`` and ``load_state_dict``."""
+    pipe = (as_pipeline(source).decode("pil")
             .to_tuple(image_key, label_key)
             .map(_TupleTransform(ImageToTensor(image_size), ToLabel())))
+    if batch_size is not None:
+        pipe = pipe.batched(batch_size)
+    return pipe
 
 
 def as_pipeline(ds: Any) -> Any:

@@ -129,7 +129,7 @@ def _awsio(urls: Sequence[str], config: S3Config, decode: bool, size: int, backe
         raise LoaderUnavailable(f"awsio.dataset not available ({e})") from None
     if decode:
         return build_image_dataset(urls, config=cfg, image_size=size, shuffle_urls=False,
-                                   shuffle_buffer=0, equal_work=None)
+                                   equal_work=None)
     ds = S3IterableDataset(list(urls), config=cfg)
     return as_pipeline(ds).to_tuple(IMAGE_KEY, LABEL_KEY).map(_Finish(False, size))
 

@@ -25,10 +25,12 @@ rank the same number of samples, and a per-step all-reduce (MIN of "I still have
 all ranks together if one runs dry anyway, so collectives never hang. Per epoch it records loss,
 accuracy, samples/s and the fraction of step time spent waiting for data in
 ``<run_dir>/metrics.jsonl``; rank 0 saves a checkpoint (model, optimizer, epoch) to
-``trainer.checkpoint`` (a local path or ``s3://``, streamed upload) and ``trainer.resume=true``
-continues from it. With ``trainer.checkpoint_every_steps=N`` rank 0 also saves every N steps, and a
-resume continues at that step of that epoch: the sample order is a pure function of (seed, epoch,
-rank, worker), so the batches already trained on are read again and skipped (cheap next to training).
+``trainer.checkpoint`` (a local path or ``s3://``, streamed upload; a torn upload never replaces
+a good checkpoint) and ``trainer.resume=true`` continues from it. With
+``trainer.checkpoint_every_steps=N`` rank 0 also saves every N steps, with the data's state
+(:mod:`awsio.source`): a resume restores model, optimizer, grad scaler and data, and its first
+step trains on the next batch not yet trained on. Nothing already trained on is read again, and
+the resume may use another number of processes or ``data.num_workers`` (it says so in one line).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from awsio.cli.common import (CONF_DIR, ConfigValueError, build_image_dataset, check, check_positive_int,
                               die, s3_config, url_list)
+from awsio.epoch import advance, intervals_total
 from awsio.errors import AwsioError
 from awsio.tools.storage import Storage
 
@@ -68,7 +71,7 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int("data.num_workers", d.num_workers, minimum=0)
     check_positive_int("data.num_classes", d.num_classes, minimum=2)
     check_positive_int("data.image_size", d.image_size, minimum=8)
-    check_positive_int("data.shuffle_buffer", d.shuffle_buffer, minimum=0)
+    check_positive_int("data.shuffle_window", d.shuffle_window, minimum=0)
     check(d.equal_work in (None, "drop", "repeat"), "data.equal_work", d.equal_work, "expected drop, repeat or null")
     check_positive_int("trainer.checkpoint_every_steps", t.get("checkpoint_every_steps", 0), minimum=0)
     check_positive_int("data.max_steps_per_epoch", d.get("max_steps_per_epoch", 0), minimum=0)
@@ -143,7 +146,6 @@ def load_checkpoint(storage: Storage, location: str) -> dict[str, Any] | None:
 @dataclass
 class _EpochStats:
     steps: int = 0          # steps trained in this run of the epoch
-    skipped: int = 0        # batches replayed without training (mid-epoch resume)
     n: int = 0
     correct: int = 0
     loss_sum: float = 0.0
@@ -151,13 +153,12 @@ class _EpochStats:
     elapsed: float = 0.0
 
 
-def _train_epoch(model: torch.nn.Module, loader: Any, optimizer: Any, loss_fn: Any, device: torch.device, *,
-                 use_amp: bool, skip: int, max_steps: int,
+def _train_epoch(model: torch.nn.Module, loader: Any, optimizer: Any, scaler: Any, loss_fn: Any,
+                 device: torch.device, *, use_amp: bool, max_steps: int,
                  on_step: Callable[[int, _EpochStats], None]) -> _EpochStats:
-    """One epoch. Every rank stops at the same step: the loop continues only while all ranks
-    still have a batch (an all-reduce MIN per step), so collectives never wait on a finished rank.
-    The first ``skip`` batches are read and not trained on (mid-epoch resume): the order is a pure
-    function of (seed, epoch, rank, worker), so this lands exactly where the checkpoint was."""
+    """One epoch (or what is left of it). Every rank stops at the same step: the loop continues
+    only while all ranks still have a batch (an all-reduce MIN per step), so collectives never
+    wait on a finished rank."""
     st = _EpochStats()
     it = iter(loader)
     t0 = time.perf_counter()
@@ -169,30 +170,42 @@ def _train_epoch(model: torch.nn.Module, loader: Any, optimizer: Any, loss_fn: A
         except StopIteration:
             has = False
         st.wait += time.perf_counter() - tw
-        if max_steps and st.skipped + st.steps >= max_steps:
+        if max_steps and st.steps >= max_steps:
             has = False
         if not _all_have(has, device):
             break
-        if st.skipped < skip:
-            st.skipped += 1
-            continue
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = model(images)
             loss = loss_fn(out, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         b = int(labels.shape[0])
         st.steps += 1
         st.n += b
         st.loss_sum += float(loss.detach()) * b
         st.correct += int((out.argmax(1) == labels).sum())
-        on_step(st.skipped + st.steps, st)
+        on_step(st.steps, st)
     del it  # stop this epoch's workers before the next epoch starts its own
     st.elapsed = time.perf_counter() - t0
     return st
+
+
+def _resume_line(ckpt: str, state: dict[str, Any], world: int, workers: int) -> str:
+    data = state.get("data")
+    where = f"epoch {state['epoch']}"
+    if data:
+        total, ranks = int(data["total"]), int(data["world_size"])
+        left = advance(data["remaining"], ranks, data["options"]["equal_work"], [int(data["consumed"])] * ranks,
+                       total)
+        where += f", {total - intervals_total(left)} of {total} samples done, none read again"
+    was = (int(state.get("world_size", world)), int(state.get("num_workers", workers)))
+    moved = "" if was == (world, workers) else (
+        f"; saved with {was[0]} process(es) x {was[1]} worker(s), now {world} x {workers}")
+    return f"train: resumed from {ckpt} at {where}{moved}"
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -208,7 +221,16 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
     model = instantiate(cfg.model).to(device)
     optimizer = instantiate(cfg.optimizer, params=model.parameters())
-    start_epoch = skip = 0
+    use_amp = device.type == "cuda" and cfg.trainer.amp in ("auto", True)
+    # bf16 autocast needs no loss scaling; the scaler is kept (disabled) so checkpoints carry it
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    d = cfg.data
+    workers = int(d.num_workers)
+    dataset = build_image_dataset(url_list(d.urls), config=s3, image_key=str(d.image_key),
+                                  label_key=str(d.label_key), image_size=int(d.image_size),
+                                  shuffle_urls=bool(d.shuffle_urls), shuffle_window=int(d.shuffle_window),
+                                  equal_work=d.equal_work, seed=int(cfg.seed), batch_size=int(d.batch_size))
+    start_epoch = 0
     ckpt_loc = str(cfg.trainer.checkpoint)
     if cfg.trainer.resume:
         state = load_checkpoint(storage, ckpt_loc)
@@ -218,30 +240,27 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
             start_epoch = int(state["epoch"])
-            skip = int(state.get("step", 0))
+            dataset.set_epoch(start_epoch)
+            if state.get("data"):
+                dataset.load_state_dict(state["data"])  # StateError if the data set changed
             if rank == 0:
-                where = f" step {skip}" if skip else ""
-                print(f"train: resumed from {ckpt_loc} at epoch {start_epoch}{where}", flush=True)
+                print(_resume_line(ckpt_loc, state, world, workers), flush=True)
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
-    use_amp = device.type == "cuda" and cfg.trainer.amp in ("auto", True)
-
-    d = cfg.data
-    dataset = build_image_dataset(url_list(d.urls), config=s3, image_key=str(d.image_key),
-                                  label_key=str(d.label_key), image_size=int(d.image_size),
-                                  shuffle_urls=bool(d.shuffle_urls), shuffle_buffer=int(d.shuffle_buffer),
-                                  equal_work=d.equal_work, seed=int(cfg.seed))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=int(d.batch_size), num_workers=int(d.num_workers),
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                          pin_memory=device.type == "cuda",
-                                         prefetch_factor=4 if int(d.num_workers) > 0 else None)
+                                         prefetch_factor=4 if workers > 0 else None)
     loss_fn = torch.nn.CrossEntropyLoss()
     max_steps = int(d.get("max_steps_per_epoch", 0) or 0)
     every = int(cfg.trainer.get("checkpoint_every_steps", 0) or 0)
 
-    def checkpoint(epoch: int, step: int, metrics: dict[str, Any] | None) -> None:
+    def checkpoint(epoch: int, data: dict[str, Any] | None, metrics: dict[str, Any] | None) -> None:
         save_checkpoint(storage, ckpt_loc, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "data": data, "world_size": world, "num_workers": workers,
             "config": OmegaConf.to_container(cfg, resolve=False), "metrics": metrics})
     history: list[dict[str, Any]] = []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
@@ -249,8 +268,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         os.remove(metrics_path)
 
     for epoch in range(start_epoch, int(cfg.trainer.epochs)):
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
+        if epoch != start_epoch or not cfg.trainer.resume:
+            dataset.set_epoch(epoch)  # (a resumed epoch keeps what load_state_dict set)
         ddp.train()
         bar = None
         if rank == 0 and cfg.trainer.progress:
@@ -259,26 +278,24 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             bar = tqdm(desc=f"epoch {epoch}", unit="step", file=sys.stderr, leave=False, mininterval=0.5,
                        total=_steps_hint(loader, max_steps), disable=None)  # None: off when not a terminal
 
-        def on_step(position: int, st: _EpochStats, epoch: int = epoch, bar: Any = bar) -> None:
-            if every and rank == 0 and position % every == 0:
-                checkpoint(epoch, position, None)
+        def on_step(steps: int, st: _EpochStats, epoch: int = epoch, bar: Any = bar) -> None:
+            if every and rank == 0 and steps % every == 0:  # the ranks are in lockstep: one state
+                checkpoint(epoch, dataset.state_dict(delivered=steps), None)
             if bar is not None:
                 bar.update(1)
                 if st.n and st.steps % int(cfg.trainer.log_every) == 0:
                     bar.set_postfix(loss=f"{st.loss_sum / st.n:.3f}", acc=f"{st.correct / st.n:.3f}")
 
-        st = _train_epoch(ddp, loader, optimizer, loss_fn, device, use_amp=use_amp, skip=skip,
+        st = _train_epoch(ddp, loader, optimizer, scaler, loss_fn, device, use_amp=use_amp,
                           max_steps=max_steps, on_step=on_step)
-        skip = 0
         if bar is not None:
             bar.close()
-        steps, skipped, elapsed = st.steps, st.skipped, st.elapsed
+        steps, elapsed = st.steps, st.elapsed
         tot_n, tot_correct, tot_loss, tot_wait, tot_elapsed = _all_sum(
             [st.n, st.correct, st.loss_sum, st.wait, st.elapsed], device)
         m = {
             "epoch": epoch,
             "steps": steps,
-            "resumed_at_step": skipped,
             "samples": int(tot_n),
             "loss": tot_loss / tot_n if tot_n else math.nan,
             "accuracy": tot_correct / tot_n if tot_n else math.nan,
@@ -294,7 +311,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                   f"data wait {100 * m['data_wait_fraction']:.0f}%", flush=True)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            checkpoint(epoch + 1, 0, m)
+            checkpoint(epoch + 1, None, m)
         if dist.is_initialized():
             dist.barrier()  # nobody starts the next epoch (or exits) before the checkpoint is written
     if rank == 0 and not history:

@@ -30,7 +30,7 @@ def test_two_rank_epoch_then_resume_from_s3(tmp_path, s3_server, s3_bucket, s3_c
                     prefix="train", maxcount=20, storage=Storage(s3_config), progress=False)
     ckpt = f"s3://{s3_bucket}/ckpt/run.pt"
     common = [f'data.urls="s3://{s3_bucket}/d/train-{{000000..000004}}.tar"', "data.num_classes=4",
-              "data.image_size=16", "data.batch_size=10", "data.num_workers=0", "data.shuffle_buffer=0",
+              "data.image_size=16", "data.batch_size=10", "data.num_workers=0", "data.shuffle_window=0",
               f"trainer.run_dir={tmp_path}/run", f"trainer.checkpoint={ckpt}", "trainer.progress=false",
               "model.width=8"]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

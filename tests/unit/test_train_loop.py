@@ -11,30 +11,51 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from awsio.cli import train
-from awsio.cli.common import CONF_DIR, ImageToTensor
+from awsio.cli.common import CONF_DIR, image_pipeline
+from awsio.pipeline import MemorySource
 from awsio.models import SmallCNN, torchvision_model
 from awsio.tools.makeshards import synthetic_samples
 
 
-class _Synthetic(torch.utils.data.IterableDataset):
+class _Synthetic(MemorySource):
+    """The synthetic set in memory, as 4 shards; counts the units it reads; can fail on purpose."""
+
     def __init__(self, n: int) -> None:
-        super().__init__()
-        to_tensor = ImageToTensor(32)
-        self.items = [(to_tensor(dict(s.fields)["jpg"]), int(dict(s.fields)["cls"]))
-                      for s in synthetic_samples(n, classes=4, size=32, seed=1)]
+        records = [(f"mem://s{i % 4}", f"k{i:05d}.{ext}", data)
+                   for i, s in enumerate(synthetic_samples(n, classes=4, size=32, seed=1))
+                   for ext, data in s.fields]
+        records.sort(key=lambda r: r[0])
+        super().__init__(records)
         self.epochs: list[int] = []
+        self.units_read = 0
+        self.fail_after: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epochs.append(epoch)
+        super().set_epoch(epoch)
 
-    def __iter__(self):
-        return iter(self.items)
+    def _read(self, order, units):
+        for unit in super()._read(order, units):
+            if self.fail_after is not None and self.units_read == self.fail_after:
+                raise Crash("storage went away")
+            self.units_read += 1
+            yield unit
+
+
+class Crash(RuntimeError):
+    pass
 
 
 @pytest.fixture
 def fake_data(monkeypatch):
     ds = _Synthetic(192)
-    monkeypatch.setattr(train, "build_image_dataset", lambda *a, **k: ds)
+
+    def build(urls, *, batch_size, image_key, label_key, image_size, shuffle_urls, seed, **_):
+        ds.shuffled, ds.seed = shuffle_urls, seed
+        return image_pipeline(ds, image_key=image_key, label_key=label_key, image_size=image_size,
+                              batch_size=batch_size)
+
+    monkeypatch.setattr(train, "build_image_dataset", build)
     return ds
 
 
@@ -106,25 +127,32 @@ def test_models():
         assert torchvision_model("resnet18", num_classes=5)(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
 
 
-def test_mid_epoch_checkpoint_resumes_at_that_step(tmp_path, fake_data):
+def test_mid_epoch_checkpoint_resumes_at_the_next_batch_without_replay(tmp_path, fake_data):
     # The data fails after 6 batches (a crash mid-epoch); a checkpoint was written every 5 steps.
-    class Crash(RuntimeError):
-        pass
-
-    def failing():
-        for i, item in enumerate(fake_data.items):
-            if i == 6 * 16:
-                raise Crash("storage went away")
-            yield item
-
-    fake_data.__class__ = type("_Failing", (type(fake_data),), {"__iter__": lambda self: failing()})
+    fake_data.fail_after = 6
     with pytest.raises(Crash):
         train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.checkpoint_every_steps=5"))
     state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
-    assert (state["epoch"], state["step"]) == (0, 5)
-    # A resume replays (skips) those 5 batches and trains the remaining 7 of epoch 0.
-    fake_data.__class__ = _Synthetic
+    assert state["epoch"] == 0 and state["data"]["consumed"] == 5 * 16
+    # The resume trains the remaining 7 batches of epoch 0 and reads only those: no replay.
+    fake_data.fail_after = None
+    fake_data.units_read = 0
     history = train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.resume=true"))
-    assert [(m["epoch"], m["resumed_at_step"], m["steps"], m["samples"]) for m in history] == [(0, 5, 7, 112)]
+    assert [(m["epoch"], m["steps"], m["samples"]) for m in history] == [(0, 7, 112)]
+    assert fake_data.units_read == 7
     state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
-    assert (state["epoch"], state["step"]) == (1, 0)
+    assert state["epoch"] == 1 and state["data"] is None
+
+
+def test_resume_says_what_changed(tmp_path, fake_data, capsys):
+    fake_data.fail_after = 4
+    with pytest.raises(Crash):
+        train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.checkpoint_every_steps=2"))
+    fake_data.fail_after = None
+    state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    state["num_workers"] = 3  # as if saved by a run with 3 DataLoader workers
+    torch.save(state, tmp_path / "ckpt" / "last.pt")
+    train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.resume=true"))
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("train: resumed")][0]
+    assert "64 of 192 samples done, none read again" in line
+    assert "saved with 1 process(es) x 3 worker(s), now 1 x 0" in line

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Tuple, TypeVar
 
 from awsio.config import S3Config
 from awsio.errors import AccessDeniedError, EndpointConnectionError, IntegrityError, S3Error, s3_error
+from awsio.logsafe import redact_aws_logs
 from awsio.s3.backend import ObjectInfo, Request
 from awsio.s3.integrity import check_reply
 from awsio.s3.threads import DaemonPool
@@ -118,7 +119,7 @@ def make_botocore_client(config: S3Config, *, retries: bool) -> Any:
 
     ``retries=False`` (the backend's reads, retried by :class:`PythonBackend` itself): one attempt
     per call, whole-object GETs ask for checksums. ``retries=True`` (uploads, deletes): botocore
-    retries ``max_attempts`` times in all.
+    retries ``max_attempts`` times in all. Installs the log redaction of :mod:`awsio.logsafe`.
     """
     import botocore.session
     from botocore import UNSIGNED
@@ -150,6 +151,7 @@ def make_botocore_client(config: S3Config, *, retries: bool) -> Any:
     else:
         client.meta.events.register("before-sign.s3.GetObject", _ask_for_checksum)
     client.meta.events.register("before-send.s3", drop_expect_for_empty_body)
+    redact_aws_logs()  # after create_client: botocore's and urllib3's loggers exist by now
     return client
 
 

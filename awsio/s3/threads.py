@@ -4,11 +4,13 @@
 stalled mid-body then holds up Ctrl-C for the whole read timeout, retries included. These
 workers are daemon threads, so exit never waits for them; their results are thrown away anyway.
 Workers start on demand, up to ``size``, and end after ``linger`` idle seconds or when the pool
-is shut down: a pool that is not used holds no thread.
+is shut down: a pool that is not used holds no thread. A forked child starts with no worker and
+no job of its parent's.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -28,16 +30,22 @@ class DaemonPool:
         self._size = size
         self._name = name
         self._linger = linger
+        self._started = 0
+        self._closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._workers = 0  # alive
         self._waiting = 0  # alive and waiting for a job
-        self._started = 0
-        self._closed = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn(*args)`` on a worker; RuntimeError after :meth:`shutdown`."""
         fut: Future[Any] = Future()
+        if self._pid != os.getpid():  # the parent's workers do not exist here
+            self._reset()
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self._name}: the pool is shut down")

@@ -175,3 +175,19 @@ def test_daemon_pool_runs_cancels_and_lets_idle_workers_go():
     assert _settle(lambda: _awsio_threads("awsio-test") == 0, timeout=3.0)
     with pytest.raises(RuntimeError):
         pool.submit(len, "x")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_daemon_pool_works_in_a_forked_child():
+    import multiprocessing
+
+    pool = DaemonPool(2, "awsio-test", linger=0.2)
+    assert pool.submit(len, "ab").result() == 2  # the parent has a worker now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put(pool.submit(len, "abc").result(timeout=10)))
+    child.start()
+    assert queue.get(timeout=30) == 3
+    child.join(30)
+    assert child.exitcode == 0
+    pool.shutdown()

@@ -7,6 +7,7 @@
 * ``moto_server``/``moto_bucket``/``moto_config``: moto's threaded server (no signature checks,
   slow ranges: never benchmark against it).
 * ``backend``: parametrises a test over "python" and "native" (native skipped when not built).
+* ``stub``/``tls_stub``: a scriptable HTTP server playing S3 and its faults (``tests/http_stub.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from http_stub import Stub
 
 from awsio.config import S3Config
 from awsio.testing.local_s3 import REGION, LocalS3, free_port
@@ -117,3 +120,31 @@ def clean_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Mon
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     return monkeypatch
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    s = Stub()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tls_stub(tmp_path: Path) -> Iterator[tuple[Stub, str]]:
+    """A stub behind TLS with a fresh self-signed certificate for 127.0.0.1 (yields stub, cert path)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    pem = tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"), "-out", str(pem)],
+        check=True, capture_output=True,
+    )
+    both = tmp_path / "both.pem"
+    both.write_bytes(pem.read_bytes() + (tmp_path / "key.pem").read_bytes())
+    s = Stub(certfile=str(both))
+    yield s, str(pem)
+    s.close()

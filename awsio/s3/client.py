@@ -30,9 +30,10 @@ __all__ = ["S3Client", "file_exists", "get_file_size", "list_files"]
 log = logging.getLogger(__name__)
 
 URLLike = Union[str, S3URL]
-# A get_many item: a URL (whole object), (url, start, end) for a half-open range, or
-# (url, start, end, size) with the object's size when known (checked against the replies).
-GetItem = Union[URLLike, Tuple[URLLike, int, Optional[int]], Tuple[URLLike, int, Optional[int], Optional[int]]]
+# A get_many item: a URL (whole object), an ObjectInfo from a listing (whole object of a known
+# size), (url, start, end) for a half-open range, or (url, start, end, size) with the object's size.
+GetItem = Union[URLLike, ObjectInfo, Tuple[URLLike, int, Optional[int]],
+                Tuple[URLLike, int, Optional[int], Optional[int]]]
 
 _warned_fallback = False
 _warn_lock = threading.Lock()
@@ -77,14 +78,16 @@ class S3Client:
     Every method raises :mod:`awsio.errors` exceptions naming the ``s3://bucket/key``:
     ``NoSuchKeyError``/``NoSuchBucketError`` (FileNotFoundError), ``AccessDeniedError``
     (PermissionError), ``EndpointConnectionError``/``ThrottledError``/``ServerError``
-    (ConnectionError), ``InvalidURLError`` (ValueError).
+    (ConnectionError), ``InvalidURLError`` (ValueError). Reads also raise ``IntegrityError``
+    (OSError) when replies contradict the object's ``size`` (when given), the range asked for,
+    or S3's checksum, on every attempt.
     """
 
     def __init__(self, config: Optional[S3Config] = None) -> None:
         self.config = config if config is not None else S3Config()
         self._backend: Optional[Backend] = None
         self._pid = -1
-        self._uploader: Any = None
+        self._uploader: Optional[Tuple[int, Any]] = None  # (pid, botocore client)
         self._lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -108,7 +111,6 @@ class S3Client:
                     # After fork the parent's backend is abandoned, never closed: its sockets
                     # and threads belong to the parent.
                     self._backend = _make_backend(self.config)
-                    self._uploader = None
                     self._pid = pid
         return self._backend
 
@@ -133,32 +135,40 @@ class S3Client:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get(self, url: URLLike) -> bytes:
-        """The whole object as ``bytes``."""
+    def get(self, url: URLLike, *, size: Optional[int] = None) -> bytes:
+        """The whole object as ``bytes`` (``size``: its size when known, checked against the reply)."""
         u = parse_url(url)
-        return self.backend.get(u.bucket, u.key, 0, None)
+        return self.backend.get(u.bucket, u.key, 0, None, size)
 
-    def get_range(self, url: URLLike, start: int, end: Optional[int]) -> bytes:
-        """Bytes ``[start, end)`` of the object (``end=None``: to the end). Clipped like S3."""
+    def get_range(self, url: URLLike, start: int, end: Optional[int], *, size: Optional[int] = None) -> bytes:
+        """Bytes ``[start, end)`` of the object (``end=None``: to the end). Clipped like S3.
+
+        ``size``: the object's size when known; a reply that contradicts it raises IntegrityError.
+        """
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for {url}")
         u = parse_url(url)
-        return self.backend.get(u.bucket, u.key, start, end)
+        return self.backend.get(u.bucket, u.key, start, end, size)
 
     def get_many(self, urls: Iterable[GetItem], ordered: bool = True) -> Iterator[Tuple[str, bytes]]:
         """Fetch many objects (or ranges) with up to ``max_connections`` requests in flight.
 
         Yields ``(url, bytes)``; in the input order with ``ordered=True``, else as they complete.
-        ``urls`` is consumed lazily, so memory is bounded by the in-flight window.
+        ``urls`` is consumed lazily, so memory is bounded by the in-flight window. Items that
+        carry the object's size (an ObjectInfo, a 4-tuple) are checked against it.
         """
         names: dict[int, str] = {}
 
         def requests() -> Iterator[Request]:
             for i, item in enumerate(urls):
-                if isinstance(item, tuple):
+                url: URLLike
+                start, end, size = 0, None, None
+                if isinstance(item, ObjectInfo):
+                    url, size = item.url, item.size
+                elif isinstance(item, tuple):
                     url, start, end, size = (*item, None) if len(item) == 3 else item
                 else:
-                    url, start, end, size = item, 0, None, None
+                    url = item
                 u = parse_url(url)
                 names[i] = str(url) if isinstance(url, str) else str(u)
                 yield Request(u.bucket, u.key, start, end, size)
@@ -214,15 +224,13 @@ class S3Client:
     # -- writes (shard maker, checkpoints) ---------------------------------------------------
 
     def _botocore(self) -> Any:
-        backend = self.backend
-        if self._uploader is None:
-            client = getattr(backend, "client", None)
-            if client is None:
-                from awsio.s3.python_backend import PythonBackend
+        """The botocore client for writes (botocore's own retries), one per process."""
+        pid = os.getpid()
+        if self._uploader is None or self._uploader[0] != pid:
+            from awsio.s3.python_backend import make_botocore_client
 
-                client = PythonBackend(self.config).client
-            self._uploader = client
-        return self._uploader
+            self._uploader = (pid, make_botocore_client(self.config, retries=True))
+        return self._uploader[1]
 
     def put(self, url: URLLike, data: Union[bytes, bytearray, memoryview, BinaryIO],
             *, part_size: int = _PART_SIZE) -> None:

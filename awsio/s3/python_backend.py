@@ -2,9 +2,15 @@
 
 Used where ``awsio._native`` is not built, when ``S3Config(backend="python")`` asks for it, and
 for listing by both backends (listing is one request per 1,000 keys, not a hot path).
-Concurrency comes from a thread pool over one botocore client whose connection pool holds
-``max_connections`` keep-alive connections; botocore's "standard" retry mode (exponential backoff
-with jitter on throttling, 5xx and connection errors) is bounded by ``max_attempts``.
+Concurrency comes from a pool of daemon threads over one botocore client whose connection pool
+holds ``max_connections`` keep-alive connections.
+
+Retries are this module's, not botocore's (whose retries end when the headers arrive): one loop
+around request *and* body, with the native engine's policy (``max_attempts`` attempts in all,
+full-jitter backoff, a per-request deadline), so a reset, a stall or a short body mid-body is
+retried, and both backends count attempts the same way. Every reply is checked by
+:func:`awsio.s3.integrity.check_reply`. Uploads (``S3Client.put``) use a botocore client with
+botocore's own retries (:func:`make_botocore_client` with ``retries=True``).
 """
 
 from __future__ import annotations
@@ -12,18 +18,34 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import threading
+import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple, TypeVar
 
 from awsio.config import S3Config
-from awsio.errors import AccessDeniedError, EndpointConnectionError, S3Error, s3_error
+from awsio.errors import AccessDeniedError, EndpointConnectionError, IntegrityError, S3Error, s3_error
+from awsio.logsafe import redact_aws_logs
 from awsio.s3.backend import ObjectInfo, Request
+from awsio.s3.integrity import check_reply
+from awsio.s3.threads import DaemonPool
 
-__all__ = ["PythonBackend", "drop_expect_for_empty_body", "translate_botocore_error"]
+__all__ = ["PythonBackend", "drop_expect_for_empty_body", "make_botocore_client", "translate_botocore_error"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_READ_STEP = 1 << 20  # body bytes per read: a cancelled GET stops within one step
+
+
+def _connection_error(url: str, endpoint: str, reason: str, attempts: Optional[int] = None) -> EndpointConnectionError:
+    after = f" after {attempts} attempt(s)" if attempts is not None else ""
+    return EndpointConnectionError(f"no response from the endpoint URL {endpoint}{after}: {reason}",
+                                   url=url, status=None, code=None, request_id=None, endpoint=endpoint,
+                                   reason=reason)
 
 
 def translate_botocore_error(exc: BaseException, url: str, endpoint: str) -> BaseException:
@@ -49,21 +71,16 @@ def translate_botocore_error(exc: BaseException, url: str, endpoint: str) -> Bas
         )
     if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError,
                         bex.ConnectionClosedError, bex.ConnectionError, bex.HTTPClientError)):
-        reason = type(exc).__name__
-        return EndpointConnectionError(
-            f"no response from the endpoint URL {endpoint}: {reason}",
-            url=url, status=None, code=None, request_id=None, endpoint=endpoint, reason=reason,
-        )
+        return _connection_error(url, endpoint, type(exc).__name__)
     return exc
 
 
 def _connect_retry_delay(max_attempts: int) -> Any:
-    """A ``needs-retry`` hook: short backoff for connection failures.
+    """A ``needs-retry`` hook for the upload client: short backoff for connection failures.
 
     botocore's default backoff (up to 1+2+4+8 s) would make an unreachable endpoint take ~15 s
-    to report; a refused or timed-out connect is retried after at most 0.5 s instead, so the
-    whole failure takes about a second plus the connect timeouts. Other errors (5xx, throttling)
-    keep botocore's standard backoff (this hook returns None for them).
+    to report; a refused or timed-out connect is retried after at most 0.5 s instead. Other
+    errors (5xx, throttling) keep botocore's standard backoff (this hook returns None for them).
     """
     from botocore import exceptions as bex
 
@@ -87,75 +104,207 @@ def drop_expect_for_empty_body(request: Any, **_: Any) -> None:
         del headers["Expect"]
 
 
+def _ask_for_checksum(request: Any, **_: Any) -> None:
+    """A ``before-sign`` hook on GetObject: a whole-object GET asks S3 for its stored checksum.
+
+    Sent as a header rather than botocore's ``ChecksumMode`` parameter, which would also make
+    botocore check the body (twice the CPU, and its own error instead of IntegrityError).
+    """
+    if "Range" not in request.headers:
+        request.headers["x-amz-checksum-mode"] = "ENABLED"
+
+
+def make_botocore_client(config: S3Config, *, retries: bool) -> Any:
+    """A botocore S3 client for ``config``.
+
+    ``retries=False`` (the backend's reads, retried by :class:`PythonBackend` itself): one attempt
+    per call, whole-object GETs ask for checksums. ``retries=True`` (uploads, deletes): botocore
+    retries ``max_attempts`` times in all. Installs the log redaction of :mod:`awsio.logsafe`.
+    """
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    c = config
+    session = botocore.session.Session(profile=c.profile)
+    if c.static_credentials is not None:
+        session.set_credentials(*c.static_credentials)
+    bc = Config(
+        region_name=c.region,
+        max_pool_connections=c.max_connections,
+        connect_timeout=c.connect_timeout,
+        read_timeout=c.read_timeout,
+        # total_max_attempts counts the first try, like the native reader's max_attempts.
+        retries={"total_max_attempts": c.max_attempts if retries else 1, "mode": "standard"},
+        s3={"addressing_style": "path" if c.path_style else "virtual"},
+        signature_version=UNSIGNED if c.unsigned else None,
+        # Always send x-amz-content-sha256 and do not add checksum headers some S3-compatible
+        # servers reject; response checksums are checked by awsio.s3.integrity.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    verify: Any = c.ca_bundle if (c.verify and c.ca_bundle) else c.verify
+    client = session.create_client("s3", endpoint_url=c.endpoint_url, region_name=c.region,
+                                   verify=verify, config=bc)
+    if retries:
+        client.meta.events.register_first("needs-retry.s3", _connect_retry_delay(c.max_attempts))
+    else:
+        client.meta.events.register("before-sign.s3.GetObject", _ask_for_checksum)
+    client.meta.events.register("before-send.s3", drop_expect_for_empty_body)
+    redact_aws_logs()  # after create_client: botocore's and urllib3's loggers exist by now
+    return client
+
+
 def _range_header(start: int, end: Optional[int]) -> Optional[str]:
     if start == 0 and end is None:
         return None
     return f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
 
 
+class _TransferError(Exception):
+    """A body that did not arrive whole (closed, reset or stalled mid-body): retried."""
+
+
+class _Cancelled(Exception):
+    """The GET was abandoned (its get_many iterator was closed): nobody waits for the result."""
+
+
+class _Cancel:
+    """Lets a get_many iterator abandon a GET that another thread is running.
+
+    Stops further attempts, and shuts down the socket of a body being read, so the worker is
+    free at once instead of after the read timeout.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._body: Any = None
+
+    def track(self, body: Any) -> None:
+        with self._lock:
+            self._body = body
+        if self.event.is_set():
+            self._abort(body)
+
+    def cancel(self) -> None:
+        self.event.set()
+        with self._lock:
+            body = self._body
+        if body is not None:
+            self._abort(body)
+
+    @staticmethod
+    def _abort(body: Any) -> None:
+        sock = getattr(getattr(getattr(body, "_raw_stream", None), "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _read_body(body: Any, expected: int, cancel: Optional[_Cancel]) -> bytes:
+    """The whole body of a reply of ``expected`` bytes (its Content-Length); _TransferError if cut."""
+    from botocore import exceptions as bex
+
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while True:
+            if cancel is not None and cancel.event.is_set():
+                raise _Cancelled()
+            chunk = body.read(_READ_STEP)
+            if not chunk:  # botocore checks the total against Content-Length here
+                return b"".join(parts)
+            parts.append(chunk)
+            got += len(chunk)
+    except bex.ReadTimeoutError as exc:
+        raise _TransferError(f"read timed out after {got} of {expected} body bytes") from exc
+    except (bex.IncompleteReadError, bex.ResponseStreamingError, bex.ConnectionClosedError) as exc:
+        raise _TransferError(f"connection closed after {got} of {expected} body bytes") from exc
+
+
 class PythonBackend:
-    """The :class:`awsio.s3.backend.Backend` on botocore (thread pool for ``get_many``)."""
+    """The :class:`awsio.s3.backend.Backend` on botocore (daemon threads for ``get_many``)."""
 
     name = "python"
 
     def __init__(self, config: S3Config) -> None:
         self._config = config
         self._pid = os.getpid()
-        self._client = self._make_client()
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._client = make_botocore_client(config, retries=False)
+        # Retries may start until this many seconds after a request began (as in the native engine).
+        self._deadline = max(30.0, 2.0 * (config.connect_timeout + config.read_timeout))
+        self._rng = random.Random()
+        self._pool: Optional[DaemonPool] = None
         self._pool_lock = threading.Lock()
-
-    def _make_client(self) -> Any:
-        import botocore.session
-        from botocore import UNSIGNED
-        from botocore.config import Config
-
-        c = self._config
-        session = botocore.session.Session(profile=c.profile)
-        if c.static_credentials is not None:
-            session.set_credentials(*c.static_credentials)
-        bc = Config(
-            region_name=c.region,
-            max_pool_connections=c.max_connections,
-            connect_timeout=c.connect_timeout,
-            read_timeout=c.read_timeout,
-            # total_max_attempts counts the first try, like the native reader's max_attempts.
-            retries={"total_max_attempts": c.max_attempts, "mode": "standard"},
-            s3={"addressing_style": "path" if c.path_style else "virtual"},
-            signature_version=UNSIGNED if c.unsigned else None,
-            # Always send x-amz-content-sha256 and do not add checksum headers some
-            # S3-compatible servers reject.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        verify: Any = c.ca_bundle if (c.verify and c.ca_bundle) else c.verify
-        client = session.create_client("s3", endpoint_url=c.endpoint_url, region_name=c.region,
-                                       verify=verify, config=bc)
-        client.meta.events.register_first("needs-retry.s3", _connect_retry_delay(c.max_attempts))
-        client.meta.events.register("before-send.s3", drop_expect_for_empty_body)
-        return client
 
     @property
     def client(self) -> Any:
-        """The botocore client (also used by S3Client for uploads)."""
+        """The botocore client of the reads (one attempt per call: retried by this backend)."""
         return self._client
 
     def _url(self, bucket: str, key: str) -> str:
         return f"s3://{bucket}/{key}"
 
-    def _call(self, url: str, fn: Any, **kwargs: Any) -> Any:
+    # -- one retry loop for every request ----------------------------------------------------
+
+    def _classify(self, exc: Exception, url: str) -> Tuple[BaseException, bool]:
+        """The awsio error for a failed attempt, and whether another attempt may fix it."""
         from botocore import exceptions as bex
 
-        try:
-            return fn(**kwargs)
-        except (bex.BotoCoreError, bex.ClientError) as exc:
-            raise translate_botocore_error(exc, url, self._config.endpoint) from exc
+        endpoint = self._config.endpoint
+        if isinstance(exc, IntegrityError):
+            return exc, True
+        if isinstance(exc, _TransferError):
+            return _connection_error(url, endpoint, str(exc)), True
+        err = translate_botocore_error(exc, url, endpoint)
+        if isinstance(err, EndpointConnectionError):
+            return err, not isinstance(exc, bex.SSLError)  # a bad certificate stays bad
+        if isinstance(err, S3Error) and err.status is not None:
+            return err, err.status >= 500 or err.status == 429
+        return err, False
+
+    def _retrying(self, url: str, attempt: Callable[[], T], cancel: Optional[_Cancel] = None) -> T:
+        """``attempt()`` until it succeeds, fails for good, or ``max_attempts`` / the deadline run out.
+
+        Raises the :mod:`awsio.errors` exception of the last attempt (EndpointConnectionError
+        names the number of attempts), or ``_Cancelled`` once ``cancel`` is set.
+        """
+        from botocore import exceptions as bex
+
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return attempt()
+            except (bex.BotoCoreError, bex.ClientError, _TransferError, IntegrityError) as exc:
+                if cancel is not None and cancel.event.is_set():
+                    raise _Cancelled() from None
+                err, retry = self._classify(exc, url)
+                delay = self._rng.uniform(0.0, min(5.0, 0.05 * 2 ** (attempts - 1)))
+                if (not retry or attempts >= self._config.max_attempts
+                        or time.monotonic() - started + delay > self._deadline):
+                    if isinstance(err, EndpointConnectionError):
+                        err = _connection_error(url, self._config.endpoint, getattr(err, "reason", ""), attempts)
+                    raise err from exc
+                log.debug("retrying %s in %.3f s after attempt %d: %s", url, delay, attempts, err)
+            if cancel is None:
+                time.sleep(delay)
+            elif cancel.event.wait(delay):
+                raise _Cancelled()
 
     # -- Backend protocol --------------------------------------------------------------------
 
     def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
             size: Optional[int] = None) -> bytes:
-        """One object or one half-open range of it."""
+        """One object or one half-open range of it (``size``: see :class:`Request`)."""
+        return self._get(bucket, key, start, end, size, None)
+
+    def _get(self, bucket: str, key: str, start: int, end: Optional[int], size: Optional[int],
+             cancel: Optional[_Cancel]) -> bytes:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
         if end is not None and end == start:
@@ -165,32 +314,41 @@ class PythonBackend:
         rng = _range_header(start, end)
         if rng:
             kwargs["Range"] = rng
+
+        def attempt() -> bytes:
+            resp = self._client.get_object(**kwargs)
+            body = resp["Body"]
+            try:
+                if cancel is not None:
+                    cancel.track(body)
+                data = _read_body(body, int(resp.get("ContentLength") or 0), cancel)
+            finally:
+                body.close()
+            meta = resp["ResponseMetadata"]
+            return check_reply(url, meta["HTTPStatusCode"], meta.get("HTTPHeaders", {}), data, start, end, size)
+
         try:
-            resp = self._call(url, self._client.get_object, **kwargs)
+            return self._retrying(url, attempt, cancel)
         except S3Error as exc:
             if exc.status == 416:  # range starts past the end: S3 semantics say "nothing there"
                 return b""
             raise
-        body = resp["Body"]
-        try:
-            return body.read()  # type: ignore[no-any-return]
-        except Exception as exc:  # a connection dropped mid-body
-            raise translate_botocore_error(exc, url, self._config.endpoint) from exc
-        finally:
-            body.close()
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> DaemonPool:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._config.max_connections, thread_name_prefix="awsio-get")
+                self._pool = DaemonPool(self._config.max_connections, "awsio-get")
             return self._pool
 
     def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
-        """Up to ``max_connections`` GETs in flight over a lazily consumed request iterator."""
+        """Up to ``max_connections`` GETs in flight over a lazily consumed request iterator.
+
+        Closing the iterator early abandons the GETs in flight (their sockets are shut down).
+        """
         pool = self._executor()
         window = self._config.max_connections
         it = enumerate(requests)
-        inflight: deque[Tuple[int, Future[bytes]]] = deque()
+        inflight: deque[Tuple[int, Future[bytes], _Cancel]] = deque()
         exhausted = False
 
         def refill() -> None:
@@ -201,32 +359,35 @@ class PythonBackend:
                     exhausted = True
                     return
                 i, req = nxt
-                inflight.append((i, pool.submit(self.get, *Request(*req))))
+                bucket, key, start, end, size = Request(*req)
+                cancel = _Cancel()
+                inflight.append((i, pool.submit(self._get, bucket, key, start, end, size, cancel), cancel))
 
         try:
             refill()
             while inflight:
                 if ordered:
-                    i, fut = inflight.popleft()
+                    i, fut, _ = inflight.popleft()
                     data = fut.result()
                     refill()
                     yield i, data
                 else:
-                    done, _ = wait([f for _, f in inflight], return_when=FIRST_COMPLETED)
-                    ready = [(i, f) for i, f in inflight if f in done]
+                    done, _ = wait([f for _, f, _ in inflight], return_when=FIRST_COMPLETED)
+                    ready = [item for item in inflight if item[1] in done]
                     for item in ready:
                         inflight.remove(item)
                     refill()
-                    for i, fut in ready:
+                    for i, fut, _ in ready:
                         yield i, fut.result()
         finally:
-            for _, fut in inflight:  # on error or early close: drop what has not started
+            for _, fut, cancel in inflight:  # on error or early close: abandon the rest
                 fut.cancel()
+                cancel.cancel()
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and Last-Modified of one object."""
         url = self._url(bucket, key)
-        resp = self._call(url, self._client.head_object, Bucket=bucket, Key=key)
+        resp = self._retrying(url, lambda: self._client.head_object(Bucket=bucket, Key=key))
         lm = resp.get("LastModified")
         return ObjectInfo(url, int(resp["ContentLength"]), resp.get("ETag"),
                           lm.timestamp() if lm is not None else None)
@@ -239,7 +400,7 @@ class PythonBackend:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
-            page = self._call(url, self._client.list_objects_v2, **kwargs)
+            page = self._retrying(url, lambda: self._client.list_objects_v2(**kwargs))
             for obj in page.get("Contents", ()) or ():
                 lm = obj.get("LastModified")
                 yield ObjectInfo(self._url(bucket, obj["Key"]), int(obj["Size"]), obj.get("ETag"),
@@ -252,5 +413,5 @@ class PythonBackend:
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
         self._pool = None

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Optional
+
+from awsio.s3.threads import DaemonPool
 
 __all__ = ["S3Reader"]
 
@@ -22,12 +24,16 @@ class S3Reader(io.RawIOBase):
     Args:
         backend: an :class:`awsio.s3.backend.Backend`.
         bucket, key: the object.
-        size: the object's size if known (from a listing); otherwise one HEAD request finds it.
+        size: the object's size if known (from a listing); otherwise one HEAD request finds it
+            (unless ``end`` is given). Each ranged GET is checked against it.
         chunk_size: bytes per ranged GET.
         prefetch: chunks fetched ahead of the one being read (0 disables read-ahead).
         start, end: read only the half-open byte range [start, end) of the object.
 
-    Raises the backend's :mod:`awsio.errors` exceptions from ``read`` when a chunk fails.
+    Raises the backend's :mod:`awsio.errors` exceptions from ``read`` when a chunk fails
+    (``IntegrityError`` when a reply contradicts ``size`` or the range asked for).
+    Read-ahead runs on daemon threads that :meth:`close` releases: a reader abandoned in a
+    stalled read never holds up the interpreter's exit.
     """
 
     def __init__(self, backend: Any, bucket: str, key: str, *, size: Optional[int] = None,
@@ -42,7 +48,10 @@ class S3Reader(io.RawIOBase):
         self._backend = backend
         self._bucket, self._key = bucket, key
         if end is None:
-            end = size if size is not None else backend.head(bucket, key).size
+            if size is None:
+                size = backend.head(bucket, key).size
+            end = size
+        self._object_size = size
         self._end = end
         self._next_fetch = start  # offset of the next chunk to request
         self._pos = start  # offset of the next byte handed to the caller
@@ -50,9 +59,7 @@ class S3Reader(io.RawIOBase):
         self._prefetch = prefetch
         self._pending: deque[Future[bytes]] = deque()
         self._buf = memoryview(b"")
-        self._pool: Optional[ThreadPoolExecutor] = (
-            ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="awsio-readahead") if prefetch else None
-        )
+        self._pool = DaemonPool(prefetch, "awsio-readahead") if prefetch else None
 
     @property
     def size(self) -> int:
@@ -71,11 +78,12 @@ class S3Reader(io.RawIOBase):
             lo = self._next_fetch
             hi = min(self._end, lo + self._chunk_size)
             self._next_fetch = hi
+            args = (self._bucket, self._key, lo, hi, self._object_size)
             if self._pool is None:
                 fut: Future[bytes] = Future()
-                fut.set_result(self._backend.get(self._bucket, self._key, lo, hi))
+                fut.set_result(self._backend.get(*args))
             else:
-                fut = self._pool.submit(self._backend.get, self._bucket, self._key, lo, hi)
+                fut = self._pool.submit(self._backend.get, *args)
             self._pending.append(fut)
             if self._pool is None:
                 return
@@ -135,6 +143,6 @@ class S3Reader(io.RawIOBase):
                 fut.cancel()
             self._pending.clear()
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.shutdown()
             self._buf = memoryview(b"")
         super().close()

@@ -23,14 +23,17 @@ class MemoryBackend:
         self.body = body
         self.fail_at = fail_at  # a range starting at this offset raises
         self.calls: list[tuple[int, Optional[int]]] = []
+        self.sizes: list[Optional[int]] = []  # the object size each get was told
         self.lock = threading.Lock()
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         return ObjectInfo(f"s3://{bucket}/{key}", len(self.body))
 
-    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None) -> bytes:
+    def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
+            size: Optional[int] = None) -> bytes:
         with self.lock:
             self.calls.append((start, end))
+            self.sizes.append(size)
         if self.fail_at is not None and start == self.fail_at:
             raise NoSuchKeyError("gone", url=f"s3://{bucket}/{key}", status=404, code="NoSuchKey",
                                  request_id=None)
@@ -93,6 +96,19 @@ def test_range_readall_readinto_and_buffered_reader() -> None:
         assert f.read() == BODY[10:]
     with S3Reader(MemoryBackend(b""), "b", "k") as r:
         assert r.size == 0 and r.read() == b"" and r.read(5) == b""
+
+
+def test_every_ranged_get_carries_the_object_size() -> None:
+    # The backends check each reply against it (a cut or replaced object raises IntegrityError).
+    for kwargs in ({"size": len(BODY)}, {}, {"size": len(BODY), "start": 10, "end": 5000}):
+        backend = MemoryBackend(BODY)
+        with S3Reader(backend, "b", "k", chunk_size=1000, prefetch=2, **kwargs) as r:
+            r.read()
+        assert backend.sizes and set(backend.sizes) == {len(BODY)}, kwargs
+    backend = MemoryBackend(BODY)
+    with S3Reader(backend, "b", "k", chunk_size=1000, start=10, end=5000) as r:  # size unknown, no HEAD
+        r.read()
+    assert set(backend.sizes) == {None}
 
 
 def test_chunk_error_surfaces_from_read() -> None:

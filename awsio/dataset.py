@@ -256,7 +256,8 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
                  client: Any = None, allow_empty: bool = False) -> None:
         self.config = config
         self._client = client
-        self._urls = [x[0] for x in self._listing(urls, {}, allow_empty)]
+        self._items = self._listing(urls, {}, allow_empty)
+        self._urls = [x[0] for x in self._items]
 
     @property
     def urls(self) -> list[str]:
@@ -266,12 +267,13 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
         return len(self._urls)
 
     def __getitem__(self, index: int) -> tuple[str, bytes]:
-        url = self._urls[index]
-        return url, self.client.get(url)
+        url, size, _ = self._items[index]
+        return url, self.client.get(url, size=size)
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[str, bytes]]:
-        urls = [self._urls[i] for i in indices]
-        return [(u, data) for u, (_, data) in zip(urls, self.client.get_many(urls, ordered=True))]
+        items = [self._items[i] for i in indices]
+        got = self.client.get_many(((u, 0, None, size) for u, size, _ in items), ordered=True)
+        return [(u, data) for (u, _, _), (_, data) in zip(items, got)]
 
 
 class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]

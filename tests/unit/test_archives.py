@@ -36,11 +36,11 @@ class MemoryClient:
         except KeyError:
             raise NoSuchKeyError("no such key", url=str(url), status=404, code="NoSuchKey") from None
 
-    def get(self, url: str) -> bytes:
+    def get(self, url: str, *, size: int | None = None) -> bytes:
         self.calls.append(("get", str(url)))
         return self._data(url)
 
-    def get_range(self, url: str, start: int, end: int | None) -> bytes:
+    def get_range(self, url: str, start: int, end: int | None, *, size: int | None = None) -> bytes:
         self.calls.append(("get_range", str(url), start, end))
         return self._data(url)[start:end]
 

@@ -74,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int("data.shuffle_window", d.shuffle_window, minimum=0)
     check(d.equal_work in (None, "drop", "repeat"), "data.equal_work", d.equal_work, "expected drop, repeat or null")
     check_positive_int("trainer.checkpoint_every_steps", t.get("checkpoint_every_steps", 0), minimum=0)
+    check_positive_int("trainer.max_steps", t.get("max_steps", 0), minimum=0)
     check_positive_int("data.max_steps_per_epoch", d.get("max_steps_per_epoch", 0), minimum=0)
     check(str(t.device) in ("auto", "cpu", "cuda") or str(t.device).startswith("cuda:"), "trainer.device",
           t.device, "expected auto, cpu or cuda")
@@ -267,6 +268,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     if rank == 0 and not cfg.trainer.resume and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
+    budget = int(cfg.trainer.get("max_steps", 0) or 0)  # steps this run may take in all (0: no limit)
     for epoch in range(start_epoch, int(cfg.trainer.epochs)):
         if epoch != start_epoch or not cfg.trainer.resume:
             dataset.set_epoch(epoch)  # (a resumed epoch keeps what load_state_dict set)
@@ -286,8 +288,11 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                 if st.n and st.steps % int(cfg.trainer.log_every) == 0:
                     bar.set_postfix(loss=f"{st.loss_sum / st.n:.3f}", acc=f"{st.correct / st.n:.3f}")
 
+        limit = min(x for x in (max_steps, budget) if x) if (max_steps or budget) else 0
         st = _train_epoch(ddp, loader, optimizer, scaler, loss_fn, device, use_amp=use_amp,
-                          max_steps=max_steps, on_step=on_step)
+                          max_steps=limit, on_step=on_step)
+        stopped = bool(budget) and st.steps == budget and st.steps != max_steps  # out of steps mid-epoch
+        budget = max(budget - st.steps, 0) if budget else 0
         if bar is not None:
             bar.close()
         steps, elapsed = st.steps, st.elapsed
@@ -296,6 +301,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         m = {
             "epoch": epoch,
             "steps": steps,
+            "complete": not stopped,
             "samples": int(tot_n),
             "loss": tot_loss / tot_n if tot_n else math.nan,
             "accuracy": tot_correct / tot_n if tot_n else math.nan,
@@ -311,9 +317,16 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                   f"data wait {100 * m['data_wait_fraction']:.0f}%", flush=True)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            checkpoint(epoch + 1, None, m)
+            if stopped:  # trainer.max_steps ran out inside the epoch: save where the data is
+                checkpoint(epoch, dataset.state_dict(delivered=st.steps), m)
+                print(f"train: stopped after trainer.max_steps at epoch {epoch} step {st.steps}; "
+                      f"trainer.resume=true continues from the next batch", flush=True)
+            else:
+                checkpoint(epoch + 1, None, m)
         if dist.is_initialized():
             dist.barrier()  # nobody starts the next epoch (or exits) before the checkpoint is written
+        if stopped:
+            break
     if rank == 0 and not history:
         print(f"train: nothing to do: checkpoint already at epoch {start_epoch} >= trainer.epochs", flush=True)
     storage.close()

@@ -56,3 +56,26 @@ def test_two_rank_epoch_then_resume_from_s3(tmp_path, s3_server, s3_bucket, s3_c
 
     state = torch.load(io.BytesIO(Storage(s3_config).get(ckpt)), weights_only=False)
     assert state["epoch"] == 2
+
+
+def test_mid_epoch_stop_resumes_on_another_world_size_without_replay(tmp_path, s3_server, s3_bucket, s3_config):
+    """torchrun x2 stops mid-epoch (trainer.max_steps); one process with 2 DataLoader workers
+    finishes the epoch: it trains exactly the samples not trained on yet, none again."""
+    ms.write_shards(ms.synthetic_samples(100, classes=4, size=16, seed=3), f"s3://{s3_bucket}/m/",
+                    prefix="train", maxcount=20, storage=Storage(s3_config), progress=False)
+    ckpt = f"{tmp_path}/ckpt/run.pt"
+    common = [f'data.urls="s3://{s3_bucket}/m/train-{{000000..000004}}.tar"', "data.num_classes=4",
+              "data.image_size=16", "data.batch_size=10", f"trainer.run_dir={tmp_path}/run",
+              f"trainer.checkpoint={ckpt}", "trainer.progress=false", "model.width=8", "trainer.epochs=1"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "awsio.cli.train", "trainer.max_steps=2", "data.num_workers=1", *common],
+                       capture_output=True, text=True, timeout=180, env=_env(s3_server), cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped after trainer.max_steps at epoch 0 step 2" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "awsio.cli.train", "trainer.resume=true", "data.num_workers=2",
+                        *common], capture_output=True, text=True, timeout=180, env=_env(s3_server), cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "40 of 100 samples done, none read again" in r.stdout
+    assert "saved with 2 process(es) x 1 worker(s), now 1 x 2" in r.stdout
+    rows = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [(x["world_size"], x["samples"], x["complete"]) for x in rows] == [(2, 40, False), (1, 60, True)]

@@ -479,13 +479,16 @@ struct S3Engine::Impl {
     if (t->prefault.valid()) t->prefault.wait();
   }
 
-  // Forget this attempt's response. The body stays when parts are out writing into it.
+  // Forget this attempt's response. The body stays when parts are out writing into it; a first
+  // part whose parts were not started yet starts over (its body is gone, so are they).
   void reset_attempt(Transfer* t) {
     if (!t->spawned) {
       join_prefault(t);
       if (t->body.handle) alloc->release(t->body);
       t->body = Buffer{};
       uncharge(t);
+      t->spawn_from = 0;
+      to_spawn.erase(std::remove(to_spawn.begin(), to_spawn.end(), t), to_spawn.end());
     }
     forget_paused(t);
     t->want = 0;
@@ -594,8 +597,9 @@ struct S3Engine::Impl {
       curl_easy_setopt(e, CURLOPT_PASSWORD, creds.secret_key.c_str());
     }
     // No "Expect:" override: libcurl 7.88 would sign the empty header and S3 would reject it.
-    t->headers = h;
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    if (t->headers) curl_slist_free_all(t->headers);  // a retry's: replaced
+    t->headers = h;
   }
 
   void start(Transfer* t) {
@@ -645,6 +649,7 @@ struct S3Engine::Impl {
     const size_t part = std::max<size_t>(opts.part_size, 1);
     const size_t size = p->body.size;
     p->spawned = true;
+    p->if_match = p->etag;  // a retry of the first part must read the version its parts read
     for (size_t off = p->spawn_from; off < size; off += part) {
       auto* c = new Transfer();
       c->spec = p->spec;
@@ -680,8 +685,8 @@ struct S3Engine::Impl {
     if (t->paused) {  // never seen in practice (a paused transfer reads nothing), but be exact
       give_back_easy(t);
       t->easy = take_easy();
-      configure(t);
     }
+    configure(t);  // headers again: If-Match may be new, credentials may have been renewed
     reset_attempt(t);
     t->retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
     delayed.push_back(t);

@@ -214,13 +214,14 @@ class Client {
   }
 
   void submit(int64_t tag, const std::string& bucket, const std::string& key, int64_t start, int64_t end,
-              bool head) {
+              bool head, int64_t size) {
     awsio::RequestSpec s;
     s.tag = tag;
     s.bucket = bucket;
     s.key = key;
     s.start = start;
     s.end = end;
+    s.size = size;
     s.head = head;
     auto lock = lock_holding_gil();
     engine_->submit(s);
@@ -284,6 +285,11 @@ class Client {
                             py::make_tuple(r.status, s(r.code), s(r.message), s(r.request_id), s(r.region),
                                            r.attempts));
     }
+    if (r.kind == K::IntegrityError) {
+      return py::make_tuple(r.tag, "integrity",
+                            py::make_tuple(r.status, s(r.code), s(r.reason), s(r.request_id), s(r.expected),
+                                           s(r.got), r.attempts));
+    }
     return py::make_tuple(r.tag, "conn",
                           py::make_tuple(r.status ? py::object(py::int_(r.status)) : py::object(py::none()),
                                          s(r.code), s(r.reason), r.attempts));
@@ -316,7 +322,7 @@ PYBIND11_MODULE(_native, m) {
       .def("set_credentials", &Client::set_credentials)
       .def("object_url", &Client::object_url)
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,
-           py::arg("end") = -1, py::arg("head") = false)
+           py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1)
       .def("wait", &Client::wait, py::arg("timeout") = -1.0)
       .def("cancel_all", &Client::cancel_all)
       .def("pending", &Client::pending)

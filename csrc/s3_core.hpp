@@ -68,10 +68,15 @@ struct RequestSpec {
   std::string key;
   int64_t start = 0;     // half-open range [start, end); end < 0: to the end of the object
   int64_t end = -1;
+  // The object's size if the caller knows it (listing, HEAD), else -1. A reply that contradicts
+  // it is retried, then reported as IntegrityError "SizeMismatch".
+  int64_t size = -1;
   bool head = false;
 };
 
-enum class ResultKind { Ok, HttpError, ConnectionError, Cancelled };
+// IntegrityError: the server answered, but the reply contradicted what was asked or is known
+// (code "SizeMismatch", "RangeMismatch" or "ChecksumMismatch"; `expected`, `got` say how).
+enum class ResultKind { Ok, HttpError, ConnectionError, IntegrityError, Cancelled };
 
 struct Result {
   int64_t tag = 0;
@@ -91,7 +96,8 @@ struct Result {
   // errors
   long status = 0;
   std::string code, message, request_id, region;
-  std::string reason;  // libcurl's error text for connection errors
+  std::string reason;  // libcurl's error text for connection errors; what an integrity check saw
+  std::string expected, got;  // IntegrityError: the value known or asked for, and the reply's
   int attempts = 0;
   size_t charged = 0;  // bytes of the in-flight budget this result holds until wait() returns it
 };

@@ -21,7 +21,7 @@ import weakref
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from awsio.config import Credentials, S3Config, credentials_provider
-from awsio.errors import EndpointConnectionError, S3Error, s3_error
+from awsio.errors import EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.s3.backend import ObjectInfo, Request
 
 __all__ = ["NativeBackend", "native_available"]
@@ -52,6 +52,11 @@ def _forget_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _number(value: Optional[str]) -> Any:
+    """A size the engine reports as text, as an int (as the Python backend reports it)."""
+    return int(value) if value is not None and value.isdigit() else value
 
 
 class _Handle:
@@ -146,6 +151,10 @@ class NativeBackend:
         if kind == "http":
             status, code, message, request_id, region, _attempts = info
             return s3_error(url, status, code, message, request_id, region)
+        if kind == "integrity":  # the same message and fields as awsio.s3.integrity's
+            status, code, reason, request_id, expected, got, _attempts = info
+            return IntegrityError(reason, url=url, status=status, code=code, request_id=request_id,
+                                  expected=_number(expected), got=_number(got))
         _status, _curl_code, reason, attempts = info
         endpoint = self._config.endpoint
         return EndpointConnectionError(
@@ -160,12 +169,13 @@ class NativeBackend:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
 
-    def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool) -> Any:
+    def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool,
+             size: Optional[int] = None) -> Any:
         self._check_range(bucket, key, start, end)
         handle = self._acquire()
         try:
             client = handle.client
-            client.submit(0, bucket, key, start, -1 if end is None else end, head)
+            client.submit(0, bucket, key, start, -1 if end is None else end, head, -1 if size is None else size)
             while True:
                 results = client.wait(_TICK)
                 for _tag, kind, payload in results:
@@ -184,8 +194,12 @@ class NativeBackend:
 
     def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
             size: Optional[int] = None) -> bytes:
-        """One object or one half-open range of it, as ``bytes``."""
-        return self._one(bucket, key, start, end, head=False)  # type: ignore[no-any-return]
+        """One object or one half-open range of it, as ``bytes``.
+
+        Raises the :mod:`awsio.errors` exception of the failure after the last attempt;
+        :class:`IntegrityError` when every reply contradicted the range, ``size`` or checksum.
+        """
+        return self._one(bucket, key, start, end, head=False, size=size)  # type: ignore[no-any-return]
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and Last-Modified; NoSuchKeyError if the object is absent."""
@@ -212,12 +226,13 @@ class NativeBackend:
                 while (not exhausted and inflight < window
                        and (not ordered or next_submit - next_yield < span)):
                     try:
-                        bucket, key, start, end, _size = Request(*next(it))
+                        bucket, key, start, end, size = Request(*next(it))
                     except StopIteration:
                         exhausted = True
                         break
                     self._check_range(bucket, key, start, end)
-                    client.submit(next_submit, bucket, key, start, -1 if end is None else end, False)
+                    client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
+                                  -1 if size is None else size)
                     names[next_submit] = (bucket, key, start, end)
                     next_submit += 1
                     inflight += 1

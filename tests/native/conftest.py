@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -131,16 +131,6 @@ def tls_stub(tmp_path) -> Iterator[tuple[Stub, str]]:
     s = Stub(certfile=str(both))
     yield s, str(pem)
     s.close()
-
-
-def make_backend(stub: Stub, **kw: object) -> Any:
-    """A NativeBackend on ``stub`` with test credentials and 3 attempts unless ``kw`` says otherwise."""
-    from awsio.config import S3Config
-    from awsio.s3.native_backend import NativeBackend
-
-    kw.setdefault("static_credentials", ("AKIDTEST", "secret", None))
-    kw.setdefault("max_attempts", 3)
-    return NativeBackend(S3Config(endpoint_url=stub.endpoint, **kw))  # type: ignore[arg-type]
 
 
 def error_xml(code: str, message: str = "", request_id: str = "REQ123") -> bytes:

@@ -11,13 +11,19 @@ import os
 
 import pytest
 
+from awsio.errors import EndpointConnectionError, IntegrityError
+from awsio.s3.backend import Request
 
-from .conftest import make_backend as make
-from .conftest import object_reply
+from .conftest import Reply, object_reply
+from .test_native_parts import PART, make
 
 pytestmark = pytest.mark.native
 
-PART = 64 * 1024
+
+def integrity(fn, *args, **kw) -> IntegrityError:
+    with pytest.raises(IntegrityError) as info:
+        fn(*args, **kw)
+    return info.value
 
 
 # ---------------------------------------------------------------- split GETs
@@ -64,3 +70,126 @@ def test_retried_first_part_is_pinned_to_the_etag_its_parts_use(stub):
     assert len(first_tries) == 2
     assert "if-match" not in first_tries[0] and first_tries[1]["if-match"] == '"e1"'
     b.close()
+
+
+# ---------------------------------------------------------------- lengths and ranges
+
+
+def test_206_for_another_range_is_retried_then_a_range_mismatch(stub):
+    body = bytes(range(256)) * 8
+
+    def script(n, seen):
+        if n == 0:  # same length, other bytes
+            return Reply(206, body[10:20], {"Content-Range": f"bytes 10-19/{len(body)}"})
+        return object_reply(body, seen)
+
+    stub.script = script
+    b = make(stub, part_size=0)
+    assert b.get("bkt", "k", 0, 10) == body[:10]
+    assert len(stub.seen) == 2
+    stub.seen.clear()
+    stub.script = lambda n, seen: Reply(206, body[10:20], {"Content-Range": f"bytes 10-19/{len(body)}"})
+    err = integrity(b.get, "bkt", "k", 0, 10)
+    assert len(stub.seen) == 3  # max_attempts
+    assert (err.code, err.status, err.url) == ("RangeMismatch", 206, "s3://bkt/k")
+    assert err.expected == "bytes 0-9" and err.got == f"bytes 10-19/{len(body)}"  # as the Python backend
+    assert isinstance(err, OSError)
+    b.close()
+
+
+def test_206_without_content_range_is_a_range_mismatch(stub):
+    stub.script = lambda n, seen: Reply(206, b"0123456789")
+    err = integrity(make(stub, part_size=0).get, "bkt", "k", 0, 10)
+    assert err.code == "RangeMismatch" and len(stub.seen) == 3
+
+
+def test_short_206_is_retried_not_handed_out(stub):
+    body = os.urandom(1000)
+
+    def script(n, seen):
+        if n == 0:  # a proxy cut the range short, and said so in Content-Range
+            return Reply(206, body[:50], {"Content-Range": f"bytes 0-49/{len(body)}"})
+        if n == 1:  # Content-Range claims the whole range, Content-Length is shorter
+            return Reply(206, body[:50], {"Content-Range": f"bytes 0-99/{len(body)}"})
+        return object_reply(body, seen)
+
+    stub.script = script
+    b = make(stub, part_size=0, max_attempts=3)
+    assert b.get("bkt", "k", 0, 100) == body[:100]
+    assert len(stub.seen) == 3
+    stub.seen.clear()
+    stub.script = lambda n, seen: Reply(206, body[:50], {"Content-Range": f"bytes 0-99/{len(body)}"})
+    err = integrity(b.get, "bkt", "k", 0, 100)
+    assert (err.code, err.expected, err.got) == ("SizeMismatch", 100, 50)
+    b.close()
+
+
+def test_known_size_is_checked_against_every_kind_of_reply(stub):
+    body = os.urandom(3000)
+    stub.script = lambda n, seen: object_reply(body, seen)
+    b = make(stub, part_size=0)
+    assert b.get("bkt", "k", size=3000) == body
+    assert b.get("bkt", "k", 100, 200, size=3000) == body[100:200]
+    # Whole-object 200 whose Content-Length is not the listed size.
+    err = integrity(b.get, "bkt", "k", size=4000)
+    assert (err.code, err.expected, err.got) == ("SizeMismatch", 4000, 3000)
+    # 206 whose Content-Range total is not the listed size.
+    err = integrity(b.get, "bkt", "k", 100, 200, size=4000)
+    assert (err.code, err.expected, err.got) == ("SizeMismatch", 4000, 3000)
+    # 416 for a range that starts inside the listed size: the object shrank.
+    err = integrity(b.get, "bkt", "k", 3500, 3600, size=4000)
+    assert err.code == "SizeMismatch"
+    assert b.get("bkt", "k", 3500, 3600) == b""  # without a known size, past the end is empty
+    stub.seen.clear()
+    err = integrity(lambda: list(b.get_many([Request("bkt", "k", 0, None, 2999)])))
+    assert err.code == "SizeMismatch" and len(stub.seen) == 3
+    assert list(b.get_many([Request("bkt", "k", 0, None, 3000), Request("bkt", "k", 5, 9, 3000)])) == [
+        (0, body), (1, body[5:9])]
+    b.close()
+
+
+def test_split_get_first_part_total_is_checked_against_the_known_size(stub):
+    body = os.urandom(5 * PART)
+    stub.script = lambda n, seen: object_reply(body, seen)
+    b = make(stub, part_size=PART)
+    assert b.get("bkt", "k", size=len(body)) == body
+    stub.seen.clear()
+    err = integrity(b.get, "bkt", "k", size=len(body) + 1)
+    assert (err.code, err.expected, err.got) == ("SizeMismatch", len(body) + 1, len(body))
+    assert len(stub.seen) == 3  # the first part, three times: no part was spawned
+    b.close()
+
+
+def test_a_part_for_another_range_fails_the_get(stub):
+    body = os.urandom(4 * PART)
+
+    def script(n, seen):
+        rng = seen.headers.get("range", "")
+        if rng.startswith(f"bytes={2 * PART}-"):  # answered with the part before it
+            return Reply(206, body[PART:2 * PART], {"Content-Range": f"bytes {PART}-{2 * PART - 1}/{len(body)}",
+                                                    "ETag": '"e1"'})
+        return object_reply(body, seen)
+
+    stub.script = script
+    err = integrity(make(stub, part_size=PART).get, "bkt", "k")
+    assert err.code == "RangeMismatch"
+    assert err.expected == f"bytes {2 * PART}-{3 * PART - 1}"
+
+
+def test_server_ignoring_range_is_sliced_only_when_the_length_is_right(stub):
+    body = b"0123456789"
+    stub.script = lambda n, seen: Reply(200, body)  # 200 + the whole body despite Range
+    b = make(stub)
+    assert b.get("bkt", "k", 2, 5, size=10) == b"234"
+    err = integrity(b.get, "bkt", "k", 2, 5, size=11)
+    assert (err.code, err.expected, err.got) == ("SizeMismatch", 11, 10)
+    b.close()
+
+
+def test_connection_closed_mid_body_says_how_far_it_got(stub):
+    body = os.urandom(300_000)
+    stub.script = lambda n, seen: Reply(200, body, truncate_at=100_000)
+    with pytest.raises(EndpointConnectionError) as info:
+        make(stub, part_size=0).get("bkt", "k")
+    assert len(stub.seen) == 3
+    assert "connection closed after 100000 of 300000 body bytes" in info.value.reason

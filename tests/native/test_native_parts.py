@@ -13,14 +13,21 @@ import time
 
 import pytest
 
+from awsio.config import S3Config
 from awsio.errors import S3Error
+from awsio.s3.native_backend import NativeBackend
 
 from .conftest import Reply, native, object_reply
-from .conftest import make_backend as make
 
 pytestmark = pytest.mark.native
 
 PART = 64 * 1024
+
+
+def make(stub, **kw) -> NativeBackend:
+    kw.setdefault("static_credentials", ("AKIDTEST", "secret", None))
+    kw.setdefault("max_attempts", 3)
+    return NativeBackend(S3Config(endpoint_url=stub.endpoint, **kw))
 
 
 def ranges(stub) -> list[str | None]:

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "checksum.hpp"
 #include "s3_core.hpp"
 
 namespace py = pybind11;
@@ -300,6 +301,18 @@ class Client {
   std::mutex mu_;
 };
 
+// `data`'s checksum as S3 writes it, fed in pieces of `piece` bytes (0: at once), as a body is.
+std::string checksum(const std::string& name, const py::bytes& data, size_t piece) {
+  awsio::ChecksumAlgo algo = awsio::checksum_algo(name);
+  if (algo == awsio::ChecksumAlgo::None) throw py::value_error("checksum not available in this build: " + name);
+  std::string_view v = data;
+  awsio::Checksum sum;
+  sum.start(algo);
+  if (piece == 0) piece = v.size() + 1;
+  for (size_t i = 0; i < v.size(); i += piece) sum.update(v.data() + i, std::min(piece, v.size() - i));
+  return sum.base64();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -331,4 +344,6 @@ PYBIND11_MODULE(_native, m) {
   m.def("uri_encode", &awsio::uri_encode, py::arg("s"), py::arg("keep_slash") = true);
   m.def("canonical_query", &awsio::canonical_query, py::arg("params"));
   m.def("xml_field", &awsio::xml_field, py::arg("body"), py::arg("tag"));
+  m.def("checksum", &checksum, py::arg("algorithm"), py::arg("data"), py::arg("piece") = 0);
+  m.def("checksum_algorithms", &awsio::checksum_algorithms);
 }

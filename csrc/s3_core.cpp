@@ -2,6 +2,7 @@
 #include "s3_core.hpp"
 
 #include <curl/curl.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +13,8 @@
 #include <random>
 #include <stdexcept>
 #include <unordered_set>
+
+#include "checksum.hpp"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -252,6 +255,11 @@ struct Transfer {
   bool no_total = false;        // a 206 to a split GET without "Content-Range: .../size"
   // The reply contradicts what was asked or is known: code, why, and the two values.
   std::string mismatch, mismatch_reason, expected, got;
+  // The reply's full-object checksum (x-amz-checksum-*), and the body's, when it is checked.
+  ChecksumAlgo sum_algo = ChecksumAlgo::None;
+  std::string sum_value;
+  bool sum_composite = false;   // x-amz-checksum-type: COMPOSITE (a checksum of part checksums)
+  Checksum sum;
   Buffer body;
   char* dest = nullptr;         // where this response's bytes go
   size_t limit = 0;             // and how many it may write
@@ -320,6 +328,9 @@ struct S3Engine::Impl {
       t->last_modified = -1;
       t->total = t->cr_first = t->cr_last = -1;
       t->content_range.clear();
+      t->sum_algo = ChecksumAlgo::None;
+      t->sum_value.clear();
+      t->sum_composite = false;
     } else if (ieq_prefix(data, len, "x-amz-request-id")) {
       t->request_id = header_value(data, len, 16);
     } else if (ieq_prefix(data, len, "x-amz-bucket-region")) {
@@ -333,8 +344,37 @@ struct S3Engine::Impl {
     } else if (ieq_prefix(data, len, "content-range")) {
       t->content_range = header_value(data, len, 13);
       parse_content_range(t->content_range, &t->cr_first, &t->cr_last, &t->total);
+    } else if (len > 15 && strncasecmp(data, "x-amz-checksum-", 15) == 0) {
+      const char* colon = static_cast<const char*>(std::memchr(data, ':', len));
+      if (colon) note_checksum(t, std::string(data + 15, size_t(colon - data) - 15), header_value(data, len, size_t(colon - data)));
     }
     return len;
+  }
+
+  // x-amz-checksum-<name>: value. Of several, the cheapest is kept; "<b64>-<N>" is a checksum of
+  // N parts' checksums, which the body cannot be checked against.
+  static void note_checksum(Transfer* t, std::string name, const std::string& value) {
+    for (char& c : name) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (name == "type") {
+      t->sum_composite = strcasecmp(value.c_str(), "COMPOSITE") == 0;
+      return;
+    }
+    ChecksumAlgo algo = checksum_algo(name);
+    size_t dash = value.rfind('-');
+    bool of_parts = dash != std::string::npos && dash + 1 < value.size() &&
+                    value.find_first_not_of("0123456789", dash + 1) == std::string::npos;
+    if (algo == ChecksumAlgo::None || of_parts || value.empty()) return;
+    if (t->sum_algo == ChecksumAlgo::None || int(algo) < int(t->sum_algo)) {
+      t->sum_algo = algo;
+      t->sum_value = value;
+    }
+  }
+
+  // Check the body against the server's full-object checksum: only a reply that is the whole
+  // object (S3 sends none for ranges; a server that sends the object's for a range is not believed).
+  static void start_checksum(Transfer* t, long status) {
+    const bool whole = status == 200 || (status == 206 && t->cr_first == 0 && t->cr_last + 1 == t->total);
+    if (whole && !t->parent && !t->spawn_from && !t->sum_composite) t->sum.start(t->sum_algo);
   }
 
   // A body of n bytes may be received now: within budget, or nothing else held (a body larger
@@ -491,6 +531,7 @@ struct S3Engine::Impl {
     if (len < 0) {  // size unknown in advance (chunked): collected, then copied once
       t->first_write = false;
       t->use_fallback = true;
+      start_checksum(t, status);
       return 0;
     }
     if (t->split && status == 206 && t->total < 0 && t->size < 0 &&
@@ -526,6 +567,7 @@ struct S3Engine::Impl {
       t->spawn_from = size_t(len);
       to_spawn.push_back(t);
     }
+    start_checksum(t, status);
     return 0;
   }
 
@@ -543,8 +585,10 @@ struct S3Engine::Impl {
       }
       std::memcpy(t->dest + t->written, data, len);
       t->written += len;
+      t->sum.update(data, len);  // while the bytes are in cache
     } else if (t->use_fallback) {
       t->fallback.append(data, len);
+      t->sum.update(data, len);
     } else if (t->error_body.size() < kMaxErrorBody) {
       t->error_body.append(data, std::min(len, kMaxErrorBody - t->error_body.size()));
     }
@@ -579,6 +623,7 @@ struct S3Engine::Impl {
     t->alloc_failed = false;
     t->no_total = false;
     t->mismatch.clear();
+    t->sum.start(ChecksumAlgo::None);
     t->written = 0;
     t->fallback.clear();
     t->use_fallback = false;
@@ -671,6 +716,8 @@ struct S3Engine::Impl {
       h = curl_slist_append(h, range.c_str());
     }
     if (!t->if_match.empty()) h = curl_slist_append(h, ("If-Match: " + t->if_match).c_str());
+    // A GET of a whole object asks for its stored checksum (S3 sends none for a range).
+    if (!s.head && !t->parent && s.start == 0 && s.end < 0) h = curl_slist_append(h, "x-amz-checksum-mode: ENABLED");
     if (!opts.unsigned_requests) {
       // Always declare the payload hash: S3 requires the header on signed requests.
       h = curl_slist_append(h, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
@@ -886,6 +933,13 @@ struct S3Engine::Impl {
                  status == 206 ? "the body length differs from its Content-Range"
                                : "the object's length differs from the known size",
                  to_string(want), to_string(got));
+      } else if (t->sum.algo() != ChecksumAlgo::None) {
+        std::string body_sum = t->sum.base64();
+        if (body_sum != t->sum_value) {
+          const std::string name = checksum_name(t->sum.algo());
+          const std::string why = "the body's " + name + " differs from x-amz-checksum-" + name;
+          mismatch(t, "ChecksumMismatch", why.c_str(), t->sum_value, body_sum);
+        }
       }
     } else if (status == 416 && t->size > t->range_start) {  // "past the end" of a larger object
       mismatch(t, "SizeMismatch", "a 416 reply (range past the end) for a range inside the known size",

@@ -7,14 +7,19 @@ is retried (``max_attempts`` in all), then raised as a typed error; nothing wron
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import zlib
 
 import pytest
 
+from awsio.config import S3Config
 from awsio.errors import EndpointConnectionError, IntegrityError
 from awsio.s3.backend import Request
+from awsio.s3.native_backend import NativeBackend
 
-from .conftest import Reply, object_reply
+from .conftest import Reply, native, object_reply
 from .test_native_parts import PART, make
 
 pytestmark = pytest.mark.native
@@ -193,3 +198,133 @@ def test_connection_closed_mid_body_says_how_far_it_got(stub):
         make(stub, part_size=0).get("bkt", "k")
     assert len(stub.seen) == 3
     assert "connection closed after 100000 of 300000 body bytes" in info.value.reason
+
+
+# ---------------------------------------------------------------- checksums
+
+
+def _crc(fn, data: bytes, width: int) -> str:
+    return base64.b64encode(fn(data).to_bytes(width, "big")).decode()
+
+
+def expected_checksums(data: bytes) -> dict[str, str]:
+    """The x-amz-checksum-* values S3 would send for ``data`` (awscrt's CRCs, hashlib's SHAs)."""
+    checksums = pytest.importorskip("awscrt.checksums")
+    return {
+        "crc32": _crc(checksums.crc32, data, 4),
+        "crc32c": _crc(checksums.crc32c, data, 4),
+        "crc64nvme": _crc(checksums.crc64nvme, data, 8),
+        "sha1": base64.b64encode(hashlib.sha1(data).digest()).decode(),
+        "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+    }
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 1000, 65537, (1 << 20) + 3])
+def test_checksums_match_awscrt_and_hashlib(n):
+    data = os.urandom(n)
+    want = expected_checksums(data)
+    assert base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode() == want["crc32"]
+    for algo in native.checksum_algorithms():
+        assert native.checksum(algo, data) == want[algo], algo
+        # Fed in uneven pieces, as the write callback sees it.
+        assert native.checksum(algo, data, 1 + n // 3) == want[algo], algo
+
+
+def test_every_algorithm_is_built():
+    assert set(native.checksum_algorithms()) == {"crc32", "crc32c", "crc64nvme", "sha1", "sha256"}
+
+
+@pytest.mark.parametrize("algo", ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"])
+def test_whole_object_checksum_is_verified(stub, algo):
+    body = os.urandom(200_000)
+    good = expected_checksums(body)[algo]
+    bad = expected_checksums(body[::-1])[algo]
+
+    def script(n, seen):
+        return Reply(200, body, {f"x-amz-checksum-{algo}": bad if n == 0 else good,
+                                 "x-amz-checksum-type": "FULL_OBJECT"})
+
+    stub.script = script
+    b = make(stub, part_size=0)
+    assert b.get("bkt", "k") == body
+    assert len(stub.seen) == 2  # the first, wrong one was retried
+    assert stub.seen[0].headers["x-amz-checksum-mode"] == "ENABLED"
+    signed = stub.seen[0].headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert "x-amz-checksum-mode" in signed
+    stub.seen.clear()
+    stub.script = lambda n, seen: Reply(200, body, {f"x-amz-checksum-{algo}": bad})
+    err = integrity(b.get, "bkt", "k")
+    assert len(stub.seen) == 3
+    assert (err.code, err.expected, err.got, err.status) == ("ChecksumMismatch", bad, good, 200)
+    b.close()
+
+
+def test_checksum_of_a_chunked_body_is_verified(stub):
+    import socketserver
+
+    body = os.urandom(5000)
+    good = expected_checksums(body)["crc32c"]
+
+    class Chunked(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(65536)
+            half = len(body) // 2
+            head = (f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-amz-checksum-crc32c: {self.server.value}"
+                    f"\r\nConnection: close\r\n\r\n").encode()
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:half], body[half:]))
+            self.request.sendall(head + chunks + b"0\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Chunked) as srv:
+        import threading
+
+        threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+        b = NativeBackend(S3Config(endpoint_url=f"http://127.0.0.1:{srv.server_address[1]}", max_attempts=2,
+                                   static_credentials=("a", "b", None), part_size=0))
+        srv.value = good
+        assert b.get("bkt", "k") == body
+        srv.value = expected_checksums(b"other")["crc32c"]
+        assert integrity(b.get, "bkt", "k").code == "ChecksumMismatch"
+        srv.shutdown()
+
+
+def test_checksums_of_parts_and_of_ranges_are_not_checked(stub):
+    body = os.urandom(3000)
+    wrong = expected_checksums(b"not the body")
+
+    def script(n, seen):
+        reply = object_reply(body, seen)
+        reply.headers["x-amz-checksum-crc32"] = wrong["crc32"]  # a server that sends it regardless
+        return reply
+
+    stub.script = script
+    b = make(stub, part_size=0)
+    assert b.get("bkt", "k", 5, 100) == body[5:100]  # a range: not the whole object's checksum
+    assert "x-amz-checksum-mode" not in stub.seen[0].headers
+    stub.script = lambda n, seen: Reply(200, body, {"x-amz-checksum-crc32": wrong["crc32"] + "-3"})
+    assert b.get("bkt", "k") == body  # a checksum of parts (-N) cannot be checked on the body
+    stub.script = lambda n, seen: Reply(200, body, {"x-amz-checksum-crc32c": wrong["crc32c"],
+                                                    "x-amz-checksum-type": "COMPOSITE"})
+    assert b.get("bkt", "k") == body
+    b.close()
+
+
+def test_split_get_sends_checksum_mode_only_on_the_first_request(stub):
+    body = os.urandom(5 * PART)
+    stub.script = lambda n, seen: object_reply(body, seen)
+    b = make(stub, part_size=PART)
+    assert b.get("bkt", "k") == body
+    assert stub.seen[0].headers.get("x-amz-checksum-mode") == "ENABLED"
+    assert all("x-amz-checksum-mode" not in s.headers for s in stub.seen[1:])
+    b.close()
+
+
+def test_known_small_size_reads_the_whole_object_in_one_plain_get(stub):
+    # With the size known and small enough not to split, a whole GET carries no Range, so S3
+    # sends the object's checksum and it is verified.
+    body = os.urandom(PART + 5)
+    good = expected_checksums(body)["crc64nvme"]
+    stub.script = lambda n, seen: Reply(200, body, {"x-amz-checksum-crc64nvme": good})
+    b = make(stub, part_size=PART)
+    assert b.get("bkt", "k", size=len(body)) == body
+    assert "range" not in stub.seen[0].headers and len(stub.seen) == 1
+    b.close()

@@ -14,8 +14,10 @@ nested calls). A forked child abandons the parent's clients without touching the
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401 - registers its exit hook before ours (see below)
 import logging
 import os
+import sys
 import threading
 import weakref
 from typing import Any, Iterable, Iterator, Optional, Tuple
@@ -35,6 +37,50 @@ except ImportError:  # built without libcurl headers: S3Client falls back to the
 
 # Longest a native wait runs before Python gets control back (so Ctrl-C is seen promptly).
 _TICK = 0.5
+
+# At interpreter exit, a GET waiting in another thread must neither hold the exit up (a body
+# stalled mid-transfer, retried for minutes) nor come back from the engine in a daemon thread
+# once the interpreter is finalizing (taking the GIL back then ends the thread inside C++ frames:
+# std::terminate, the process aborts). threading runs this hook when the main thread is done,
+# before it joins threads; hooks run in the reverse order of registration, so this one runs
+# before concurrent.futures joins its workers. GETs in daemon threads (Python never waits for
+# them) are abandoned at every exit; after Ctrl-C (the main thread ended in KeyboardInterrupt),
+# GETs in every thread are.
+_exit_mode: Optional[str] = None  # None: running; "daemon" or "all": which threads' GETs are abandoned
+_daemon_waits = 0  # daemon threads inside a native wait
+_waits_cond = threading.Condition()
+
+
+def _abandon_waits_at_exit() -> None:
+    global _exit_mode
+    with _waits_cond:
+        _exit_mode = "all" if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt) else "daemon"
+        _waits_cond.wait_for(lambda: _daemon_waits == 0, timeout=4 * _TICK)
+
+
+_register_atexit = getattr(threading, "_register_atexit", None)
+if _register_atexit is not None:
+    _register_atexit(_abandon_waits_at_exit)
+
+
+def _wait(client: Any, url: str) -> Any:
+    """One tick of ``client.wait``; RuntimeError once the interpreter exits (see above)."""
+    global _daemon_waits
+    if not threading.current_thread().daemon:
+        if _exit_mode == "all":
+            raise RuntimeError(f"the interpreter is exiting after Ctrl-C: GET of {url} abandoned")
+        return client.wait(_TICK)
+    with _waits_cond:
+        if _exit_mode is not None:
+            raise RuntimeError(f"the interpreter is exiting: GET of {url} in a daemon thread abandoned")
+        _daemon_waits += 1
+    try:
+        return client.wait(_TICK)
+    finally:
+        with _waits_cond:
+            _daemon_waits -= 1
+            _waits_cond.notify_all()
+
 
 _LIVE: "weakref.WeakSet[NativeBackend]" = weakref.WeakSet()
 
@@ -177,7 +223,7 @@ class NativeBackend:
             client = handle.client
             client.submit(0, bucket, key, start, -1 if end is None else end, head, -1 if size is None else size)
             while True:
-                results = client.wait(_TICK)
+                results = _wait(client, f"s3://{bucket}/{key}")
                 for _tag, kind, payload in results:
                     if kind in ("ok", "head"):
                         return payload
@@ -246,7 +292,7 @@ class NativeBackend:
                     if exhausted and not parked:
                         return
                     continue
-                for tag, kind, payload in client.wait(_TICK):
+                for tag, kind, payload in _wait(client, "a batch"):
                     inflight -= 1
                     bucket, key, start, end = names.pop(tag)
                     if kind == "whole":  # the server ignored Range: cut the range out here

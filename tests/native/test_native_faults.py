@@ -10,6 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import zlib
 
 import pytest
@@ -328,3 +333,50 @@ def test_known_small_size_reads_the_whole_object_in_one_plain_get(stub):
     assert b.get("bkt", "k", size=len(body)) == body
     assert "range" not in stub.seen[0].headers and len(stub.seen) == 1
     b.close()
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+_STALLED_READS = textwrap.dedent("""
+    import sys, threading
+    from concurrent.futures import ThreadPoolExecutor
+    from awsio.config import S3Config
+    from awsio.s3.native_backend import NativeBackend
+    b = NativeBackend(S3Config(endpoint_url=sys.argv[1], static_credentials=("a", "b", None),
+                               read_timeout=60.0, max_attempts=5, part_size=0))
+    get = lambda: b.get("bkt", "stalled")
+    if sys.argv[2] == "pool":  # read-ahead on an executor: exit joins its workers
+        pool = ThreadPoolExecutor(2)
+        futures = [pool.submit(get) for _ in range(2)]
+    elif sys.argv[2] == "daemon":  # read-ahead on daemon threads: exit finalizes under them
+        for _ in range(4):
+            threading.Thread(target=get, daemon=True).start()
+    print("reading", flush=True)
+    futures[0].result() if sys.argv[2] == "pool" else get() if sys.argv[2] == "main" else threading.Event().wait()
+""")
+
+
+@pytest.mark.parametrize("where", ["main", "pool", "daemon"])
+def test_ctrl_c_during_a_stalled_body_exits_promptly(stub, where):
+    body = os.urandom(1 << 20)
+    stub.script = lambda n, seen: Reply(200, body, chunk_delay=30.0)  # 64 KiB, then silence
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_READS, stub.endpoint, where], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "reading"
+        deadline = time.monotonic() + 10
+        while len(stub.seen) < (1 if where == "main" else 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the first 64 KiB are in; the bodies stall
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read()
+    assert "KeyboardInterrupt" in err
+    assert "terminate called" not in err and proc.returncode == -signal.SIGINT, (proc.returncode, err[-500:])
+    assert elapsed < 2.0, elapsed

@@ -170,7 +170,7 @@ class Client {
   Client(const std::string& endpoint, const std::string& region, bool path_style, bool unsigned_requests,
          bool verify, const std::string& ca_bundle, int max_connections, double connect_timeout_s,
          double read_timeout_s, int max_attempts, double deadline_s, size_t max_inflight_bytes, size_t part_size,
-         std::shared_ptr<BufferPool> pool)
+         std::shared_ptr<BufferPool> pool, bool verify_checksums)
       : alloc_(std::move(pool)) {
     awsio::EngineOptions o;
     o.endpoint = endpoint;
@@ -186,6 +186,7 @@ class Client {
     o.deadline_s = deadline_s;
     o.max_inflight_bytes = max_inflight_bytes;
     o.part_size = part_size;
+    o.verify_checksums = verify_checksums;
     engine_.reset(new awsio::S3Engine(o, &alloc_));
   }
 
@@ -326,12 +327,12 @@ PYBIND11_MODULE(_native, m) {
       .def_static("capacity_for", &BufferPool::capacity_for, py::arg("size"));
   py::class_<Client>(m, "Client")
       .def(py::init<const std::string&, const std::string&, bool, bool, bool, const std::string&, int, double,
-                    double, int, double, size_t, size_t, std::shared_ptr<BufferPool>>(),
+                    double, int, double, size_t, size_t, std::shared_ptr<BufferPool>, bool>(),
            py::arg("endpoint"), py::arg("region"), py::arg("path_style"), py::arg("unsigned"), py::arg("verify"),
            py::arg("ca_bundle"), py::arg("max_connections"), py::arg("connect_timeout"), py::arg("read_timeout"),
            py::arg("max_attempts"), py::arg("deadline"), py::arg("max_inflight_bytes") = 0,
            py::arg("part_size") = size_t(8) << 20,
-           py::arg("pool") = std::shared_ptr<BufferPool>())
+           py::arg("pool") = std::shared_ptr<BufferPool>(), py::arg("verify_checksums") = true)
       .def("set_credentials", &Client::set_credentials)
       .def("object_url", &Client::object_url)
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,

@@ -1,6 +1,7 @@
 // Full-object checksums as S3 sends them (x-amz-checksum-<name>: base64 of the big-endian value),
-// computed piece by piece as a body arrives. Plain C++17; CRC32 uses zlib and SHA-1/SHA-256 use
-// OpenSSL's libcrypto when the build found them (AWSIO_HAVE_ZLIB, AWSIO_HAVE_OPENSSL).
+// computed piece by piece as a body arrives. Plain C++17; SHA-1/SHA-256 use OpenSSL's libcrypto,
+// and CRC32 on CPUs without carry-less multiplication uses zlib, when the build found them
+// (AWSIO_HAVE_OPENSSL, AWSIO_HAVE_ZLIB).
 #pragma once
 
 #include <cstddef>

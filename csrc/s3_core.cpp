@@ -372,9 +372,11 @@ struct S3Engine::Impl {
 
   // Check the body against the server's full-object checksum: only a reply that is the whole
   // object (S3 sends none for ranges; a server that sends the object's for a range is not believed).
-  static void start_checksum(Transfer* t, long status) {
+  void start_checksum(Transfer* t, long status) const {
     const bool whole = status == 200 || (status == 206 && t->cr_first == 0 && t->cr_last + 1 == t->total);
-    if (whole && !t->parent && !t->spawn_from && !t->sum_composite) t->sum.start(t->sum_algo);
+    if (whole && !t->parent && !t->spawn_from && !t->sum_composite && opts.verify_checksums) {
+      t->sum.start(t->sum_algo);
+    }
   }
 
   // A body of n bytes may be received now: within budget, or nothing else held (a body larger

@@ -37,6 +37,9 @@ struct EngineOptions {
   // A GET to the end of an object, or of a range over twice this, asks for this much first; the
   // reply tells the size and the rest is fetched in parts this big, in parallel. 0: one request.
   size_t part_size = size_t(8) << 20;
+  // Check bodies against the full-object checksum S3 sends back to a GET of a whole object (which
+  // always asks for it). false: not checked (the benchmark's baseline: the same requests).
+  bool verify_checksums = true;
 };
 
 // Where response bodies go. alloc() may be called from inside libcurl callbacks on the

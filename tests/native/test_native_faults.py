@@ -224,7 +224,7 @@ def expected_checksums(data: bytes) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 1000, 65537, (1 << 20) + 3])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 127, 128, 200, 1000, 65537, (1 << 20) + 3])
 def test_checksums_match_awscrt_and_hashlib(n):
     data = os.urandom(n)
     want = expected_checksums(data)
@@ -333,6 +333,17 @@ def test_known_small_size_reads_the_whole_object_in_one_plain_get(stub):
     assert b.get("bkt", "k", size=len(body)) == body
     assert "range" not in stub.seen[0].headers and len(stub.seen) == 1
     b.close()
+
+
+def test_a_client_told_not_to_verify_does_not_check(stub):
+    body = os.urandom(1000)
+    stub.script = lambda n, seen: Reply(200, body, {"x-amz-checksum-crc32c": expected_checksums(b"x")["crc32c"]})
+    c = native.Client(endpoint=stub.endpoint, region="us-east-1", path_style=True, unsigned=True, verify=True,
+                      ca_bundle="", max_connections=2, connect_timeout=5.0, read_timeout=10.0, max_attempts=2,
+                      deadline=30.0, part_size=0, verify_checksums=False)  # the benchmark's baseline
+    c.submit(0, "bkt", "k")
+    assert c.wait(10.0) == [(0, "ok", body)]
+    assert stub.seen[0].headers["x-amz-checksum-mode"] == "ENABLED"  # the same request as a checking client
 
 
 # ---------------------------------------------------------------- Ctrl-C

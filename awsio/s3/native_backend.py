@@ -8,6 +8,15 @@ Errors are reported as the same :mod:`awsio.errors` exceptions as the Python bac
 with :func:`awsio.errors.s3_error` / :class:`EndpointConnectionError`. Listing is not a hot path
 and is delegated to the Python backend's listing code.
 
+Every reply is checked as the Python backend checks it (:mod:`awsio.s3.integrity`): a 206 must
+be for the range asked (``RangeMismatch``), lengths and ``Content-Range`` totals must agree with
+each other and with the size the caller knows (``SizeMismatch``), and a GET of a whole object
+asks for the stored checksum (``x-amz-checksum-mode``) and checks the body against it, computed
+as the bytes arrive (``ChecksumMismatch``). Each is retried, then raised as IntegrityError. S3
+sends no checksum for a ranged GET, so ranges, and the parts of a large GET split into parts
+(``part_size``), are not checksummed; a whole GET whose known ``size`` fits in two parts is sent
+as one plain GET, and is.
+
 Each native client is used by one call at a time (a small pool serves concurrent threads and
 nested calls). A forked child abandons the parent's clients without touching their sockets.
 """

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "checksum.hpp"
 #include "s3_core.hpp"
 
 namespace py = pybind11;
@@ -169,7 +170,7 @@ class Client {
   Client(const std::string& endpoint, const std::string& region, bool path_style, bool unsigned_requests,
          bool verify, const std::string& ca_bundle, int max_connections, double connect_timeout_s,
          double read_timeout_s, int max_attempts, double deadline_s, size_t max_inflight_bytes, size_t part_size,
-         std::shared_ptr<BufferPool> pool)
+         std::shared_ptr<BufferPool> pool, bool verify_checksums)
       : alloc_(std::move(pool)) {
     awsio::EngineOptions o;
     o.endpoint = endpoint;
@@ -185,6 +186,7 @@ class Client {
     o.deadline_s = deadline_s;
     o.max_inflight_bytes = max_inflight_bytes;
     o.part_size = part_size;
+    o.verify_checksums = verify_checksums;
     engine_.reset(new awsio::S3Engine(o, &alloc_));
   }
 
@@ -214,13 +216,14 @@ class Client {
   }
 
   void submit(int64_t tag, const std::string& bucket, const std::string& key, int64_t start, int64_t end,
-              bool head) {
+              bool head, int64_t size) {
     awsio::RequestSpec s;
     s.tag = tag;
     s.bucket = bucket;
     s.key = key;
     s.start = start;
     s.end = end;
+    s.size = size;
     s.head = head;
     auto lock = lock_holding_gil();
     engine_->submit(s);
@@ -284,6 +287,11 @@ class Client {
                             py::make_tuple(r.status, s(r.code), s(r.message), s(r.request_id), s(r.region),
                                            r.attempts));
     }
+    if (r.kind == K::IntegrityError) {
+      return py::make_tuple(r.tag, "integrity",
+                            py::make_tuple(r.status, s(r.code), s(r.reason), s(r.request_id), s(r.expected),
+                                           s(r.got), r.attempts));
+    }
     return py::make_tuple(r.tag, "conn",
                           py::make_tuple(r.status ? py::object(py::int_(r.status)) : py::object(py::none()),
                                          s(r.code), s(r.reason), r.attempts));
@@ -293,6 +301,18 @@ class Client {
   std::unique_ptr<awsio::S3Engine> engine_;
   std::mutex mu_;
 };
+
+// `data`'s checksum as S3 writes it, fed in pieces of `piece` bytes (0: at once), as a body is.
+std::string checksum(const std::string& name, const py::bytes& data, size_t piece) {
+  awsio::ChecksumAlgo algo = awsio::checksum_algo(name);
+  if (algo == awsio::ChecksumAlgo::None) throw py::value_error("checksum not available in this build: " + name);
+  std::string_view v = data;
+  awsio::Checksum sum;
+  sum.start(algo);
+  if (piece == 0) piece = v.size() + 1;
+  for (size_t i = 0; i < v.size(); i += piece) sum.update(v.data() + i, std::min(piece, v.size() - i));
+  return sum.base64();
+}
 
 }  // namespace
 
@@ -307,16 +327,16 @@ PYBIND11_MODULE(_native, m) {
       .def_static("capacity_for", &BufferPool::capacity_for, py::arg("size"));
   py::class_<Client>(m, "Client")
       .def(py::init<const std::string&, const std::string&, bool, bool, bool, const std::string&, int, double,
-                    double, int, double, size_t, size_t, std::shared_ptr<BufferPool>>(),
+                    double, int, double, size_t, size_t, std::shared_ptr<BufferPool>, bool>(),
            py::arg("endpoint"), py::arg("region"), py::arg("path_style"), py::arg("unsigned"), py::arg("verify"),
            py::arg("ca_bundle"), py::arg("max_connections"), py::arg("connect_timeout"), py::arg("read_timeout"),
            py::arg("max_attempts"), py::arg("deadline"), py::arg("max_inflight_bytes") = 0,
            py::arg("part_size") = size_t(8) << 20,
-           py::arg("pool") = std::shared_ptr<BufferPool>())
+           py::arg("pool") = std::shared_ptr<BufferPool>(), py::arg("verify_checksums") = true)
       .def("set_credentials", &Client::set_credentials)
       .def("object_url", &Client::object_url)
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,
-           py::arg("end") = -1, py::arg("head") = false)
+           py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1)
       .def("wait", &Client::wait, py::arg("timeout") = -1.0)
       .def("cancel_all", &Client::cancel_all)
       .def("pending", &Client::pending)
@@ -325,4 +345,6 @@ PYBIND11_MODULE(_native, m) {
   m.def("uri_encode", &awsio::uri_encode, py::arg("s"), py::arg("keep_slash") = true);
   m.def("canonical_query", &awsio::canonical_query, py::arg("params"));
   m.def("xml_field", &awsio::xml_field, py::arg("body"), py::arg("tag"));
+  m.def("checksum", &checksum, py::arg("algorithm"), py::arg("data"), py::arg("piece") = 0);
+  m.def("checksum_algorithms", &awsio::checksum_algorithms);
 }

@@ -2,6 +2,7 @@
 #include "s3_core.hpp"
 
 #include <curl/curl.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +13,8 @@
 #include <random>
 #include <stdexcept>
 #include <unordered_set>
+
+#include "checksum.hpp"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -72,6 +75,35 @@ bool retryable_curl_error(CURLcode rc) {
 }
 
 constexpr size_t kMaxErrorBody = 64 * 1024;
+
+// "bytes first-last/total" ("*" for an unknown total; "bytes */total" in a 416). What is absent
+// or malformed stays -1.
+void parse_content_range(const std::string& v, int64_t* first, int64_t* last, int64_t* total) {
+  *first = *last = *total = -1;
+  if (v.compare(0, 6, "bytes ") != 0) return;
+  const char* p = v.c_str() + 6;
+  char* end = nullptr;
+  if (*p == '*') {
+    end = const_cast<char*>(p + 1);
+  } else {
+    long long a = std::strtoll(p, &end, 10);
+    if (end == p || *end != '-' || a < 0) return;
+    p = end + 1;
+    long long b = std::strtoll(p, &end, 10);
+    if (end == p || b < a) return;
+    *first = a;
+    *last = b;
+  }
+  if (*end != '/' || end[1] == '*') return;
+  p = end + 1;
+  long long n = std::strtoll(p, &end, 10);
+  if (end == p || *end != 0 || n < 0) return;
+  if (*last >= n) {  // "bytes 0-99/50" holds bytes the object does not have: not valid
+    *first = *last = -1;
+    return;
+  }
+  *total = n;
+}
 
 // Large bodies are written once, front to back. With AWSIO_HUGEPAGES=1, ask for transparent
 // huge pages: one fault per 2 MiB instead of 512. Off by default: when the kernel has to compact
@@ -211,16 +243,28 @@ struct Transfer {
   size_t spawn_from = 0;        // body offset where the parts begin (0: nothing to spawn)
   bool spawned = false;         // parts exist: the body outlives retries of the first part
   bool own_done = false;
-  int64_t total = -1;           // object size from Content-Range
+  // The object's size as known: the caller's (spec.size), or the total the first part of a split
+  // GET gave (its parts and retries must agree). -1: unknown.
+  int64_t size = -1;
   // per attempt
+  int64_t total = -1;           // Content-Range: bytes cr_first-cr_last/total (-1: absent)
+  int64_t cr_first = -1, cr_last = -1;
+  std::string content_range;
   bool first_write = true;
-  bool overflow = false;
+  bool alloc_failed = false;
   bool no_total = false;        // a 206 to a split GET without "Content-Range: .../size"
+  // The reply contradicts what was asked or is known: code, why, and the two values.
+  std::string mismatch, mismatch_reason, expected, got;
+  // The reply's full-object checksum (x-amz-checksum-*), and the body's, when it is checked.
+  ChecksumAlgo sum_algo = ChecksumAlgo::None;
+  std::string sum_value;
+  bool sum_composite = false;   // x-amz-checksum-type: COMPOSITE (a checksum of part checksums)
+  Checksum sum;
   Buffer body;
   char* dest = nullptr;         // where this response's bytes go
   size_t limit = 0;             // and how many it may write
   size_t charged = 0;           // bytes of the in-flight budget held for this body
-  size_t want = 0;              // body size of a response paused for budget
+  size_t want = 0;              // body size of this response (waiting for budget, or allocated)
   bool paused = false;          // waiting in Impl::paused for budget
   std::future<void> prefault;   // pages of `body` being faulted in; joined before body is let go
   size_t written = 0;
@@ -282,7 +326,11 @@ struct S3Engine::Impl {
       t->bucket_region.clear();
       t->etag.clear();
       t->last_modified = -1;
-      t->total = -1;
+      t->total = t->cr_first = t->cr_last = -1;
+      t->content_range.clear();
+      t->sum_algo = ChecksumAlgo::None;
+      t->sum_value.clear();
+      t->sum_composite = false;
     } else if (ieq_prefix(data, len, "x-amz-request-id")) {
       t->request_id = header_value(data, len, 16);
     } else if (ieq_prefix(data, len, "x-amz-bucket-region")) {
@@ -293,16 +341,42 @@ struct S3Engine::Impl {
       std::string v = header_value(data, len, 13);
       time_t when = curl_getdate(v.c_str(), nullptr);
       t->last_modified = when < 0 ? -1 : int64_t(when);
-    } else if (ieq_prefix(data, len, "content-range")) {  // "bytes a-b/total"
-      std::string v = header_value(data, len, 13);
-      size_t slash = v.rfind('/');
-      if (slash != std::string::npos && slash + 1 < v.size() && v[slash + 1] != '*') {
-        char* endp = nullptr;
-        long long total = std::strtoll(v.c_str() + slash + 1, &endp, 10);
-        if (endp && *endp == 0 && total >= 0) t->total = total;
-      }
+    } else if (ieq_prefix(data, len, "content-range")) {
+      t->content_range = header_value(data, len, 13);
+      parse_content_range(t->content_range, &t->cr_first, &t->cr_last, &t->total);
+    } else if (len > 15 && strncasecmp(data, "x-amz-checksum-", 15) == 0) {
+      const char* colon = static_cast<const char*>(std::memchr(data, ':', len));
+      if (colon) note_checksum(t, std::string(data + 15, size_t(colon - data) - 15), header_value(data, len, size_t(colon - data)));
     }
     return len;
+  }
+
+  // x-amz-checksum-<name>: value. Of several, the cheapest is kept; "<b64>-<N>" is a checksum of
+  // N parts' checksums, which the body cannot be checked against.
+  static void note_checksum(Transfer* t, std::string name, const std::string& value) {
+    for (char& c : name) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (name == "type") {
+      t->sum_composite = strcasecmp(value.c_str(), "COMPOSITE") == 0;
+      return;
+    }
+    ChecksumAlgo algo = checksum_algo(name);
+    size_t dash = value.rfind('-');
+    bool of_parts = dash != std::string::npos && dash + 1 < value.size() &&
+                    value.find_first_not_of("0123456789", dash + 1) == std::string::npos;
+    if (algo == ChecksumAlgo::None || of_parts || value.empty()) return;
+    if (t->sum_algo == ChecksumAlgo::None || int(algo) < int(t->sum_algo)) {
+      t->sum_algo = algo;
+      t->sum_value = value;
+    }
+  }
+
+  // Check the body against the server's full-object checksum: only a reply that is the whole
+  // object (S3 sends none for ranges; a server that sends the object's for a range is not believed).
+  void start_checksum(Transfer* t, long status) const {
+    const bool whole = status == 200 || (status == 206 && t->cr_first == 0 && t->cr_last + 1 == t->total);
+    if (whole && !t->parent && !t->spawn_from && !t->sum_composite && opts.verify_checksums) {
+      t->sum.start(t->sum_algo);
+    }
   }
 
   // A body of n bytes may be received now: within budget, or nothing else held (a body larger
@@ -349,10 +423,66 @@ struct S3Engine::Impl {
 
   // The body size a 200/206 reply to `t` stands for: its Content-Length, or for the first part
   // of a split GET the whole requested range as clipped by the object's size.
-  size_t body_size(const Transfer* t, long status, curl_off_t cl) const {
-    if (!t->split || status != 206 || t->total < 0) return size_t(cl);
-    int64_t end = t->spec.end < 0 ? t->total : std::min<int64_t>(t->spec.end, t->total);
-    return end > t->spec.start ? size_t(end - t->spec.start) : size_t(cl);
+  size_t body_size(const Transfer* t, long status, int64_t len) const {
+    const int64_t total = t->total >= 0 ? t->total : t->size;
+    if (!t->split || status != 206 || total < 0) return size_t(len);
+    int64_t end = t->spec.end < 0 ? total : std::min<int64_t>(t->spec.end, total);
+    return end > t->spec.start ? size_t(end - t->spec.start) : size_t(len);
+  }
+
+  // Record why this attempt's reply cannot be used (the first reason wins); returns false.
+  static bool mismatch(Transfer* t, const char* code, const char* why, const std::string& expected,
+                       const std::string& got) {
+    if (t->mismatch.empty()) {
+      t->mismatch = code;
+      t->mismatch_reason = why;
+      t->expected = expected;
+      t->got = got;
+    }
+    return false;
+  }
+
+  // Does a 200/206 reply to `t` agree with the range asked for and the object's known size?
+  // Checked once its headers are in. If not, records the mismatch and returns false. The same
+  // checks, in the same order and words, as awsio/s3/integrity.py (the Python backend's).
+  static bool check_reply(Transfer* t, long status, curl_off_t cl) {
+    using std::to_string;
+    const int64_t known = t->size;
+    const std::string asked =
+        "bytes " + to_string(t->range_start) + "-" + (t->range_end >= 0 ? to_string(t->range_end - 1) : "");
+    if (status == 200) {
+      if (t->parent || t->spawned) {  // the server ignored Range for a part: not a part
+        return mismatch(t, "RangeMismatch", "a 200 reply (the whole object) to a part's ranged GET", asked,
+                        "200");
+      }
+      if (known >= 0 && cl >= 0 && int64_t(cl) != known) {
+        return mismatch(t, "SizeMismatch", "the object's length differs from the known size", to_string(known),
+                        to_string(cl));
+      }
+      return true;
+    }
+    if (t->cr_first < 0) {
+      return mismatch(t, "RangeMismatch", "a 206 reply without a valid Content-Range", asked, t->content_range);
+    }
+    if (known >= 0 && t->total >= 0 && t->total != known) {
+      return mismatch(t, "SizeMismatch", "the object size in Content-Range differs from the known size",
+                      to_string(known), to_string(t->total));
+    }
+    // [range_start, range_end) clipped by the size when known; unknown: at most range_end.
+    const int64_t total = t->total >= 0 ? t->total : known;
+    int64_t end = t->range_end;
+    if (total >= 0) end = end < 0 ? total : std::min(end, total);
+    const bool exact = total >= 0;
+    if (t->cr_first != t->range_start ||
+        (end >= 0 && (exact ? t->cr_last + 1 != end : t->cr_last + 1 > end))) {
+      return mismatch(t, "RangeMismatch", "a 206 reply for another range than asked", asked, t->content_range);
+    }
+    const int64_t n = t->cr_last - t->cr_first + 1;
+    if (cl >= 0 && int64_t(cl) != n) {
+      return mismatch(t, "SizeMismatch", "the body length differs from its Content-Range", to_string(n),
+                      to_string(cl));
+    }
+    return true;
   }
 
   // Allocate the body of a 200/206 reply; false (write error) if that failed.
@@ -383,45 +513,37 @@ struct S3Engine::Impl {
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_off_t cl = -1;
     curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-    if (t->parent) {  // a part: exactly its bytes, at its place in the parent's body
-      if (status == 206 && cl == curl_off_t(t->part_len)) {
-        t->dest = t->parent->body.data + t->offset;
-        t->limit = t->part_len;
-      } else if (status == 200 || status == 206) {
-        t->overflow = true;  // not the part we asked for: retried, then reported
-        *stop = true;
-      }
+    if (status != 200 && status != 206) {  // an error body
       t->first_write = false;
       return 0;
     }
-    if (status != 200 && status != 206) {
+    if (!check_reply(t, status, cl)) {  // not what was asked for: retried, then reported
       t->first_write = false;
+      *stop = true;
       return 0;
     }
-    if (cl < 0) {  // size unknown in advance (chunked): collected, then copied once
+    // The body's length: Content-Length, or for a chunked 206 its Content-Range (checked above).
+    const int64_t len = cl >= 0 ? int64_t(cl) : status == 206 ? t->cr_last - t->cr_first + 1 : -1;
+    if (t->parent || t->spawned) {  // a part, or a first part retried while its parts are out:
+      t->first_write = false;       // exactly its bytes (checked above), at its place in the body
+      t->dest = t->parent ? t->parent->body.data + t->offset : t->body.data;
+      t->limit = t->parent ? t->part_len : t->spawn_from;
+      return 0;
+    }
+    if (len < 0) {  // size unknown in advance (chunked): collected, then copied once
       t->first_write = false;
       t->use_fallback = true;
+      start_checksum(t, status);
       return 0;
     }
-    if (t->spawned) {  // a retry of a first part whose siblings are out: same place, same size
-      if (status != 206 || size_t(cl) != t->spawn_from) {
-        t->overflow = true;
-        *stop = true;
-        return 0;
-      }
-      t->first_write = false;
-      t->dest = t->body.data;
-      t->limit = t->spawn_from;
-      return 0;
-    }
-    if (t->split && status == 206 && t->total < 0 &&
-        int64_t(cl) >= t->range_end - t->range_start) {  // a full part, and no size: how much more?
+    if (t->split && status == 206 && t->total < 0 && t->size < 0 &&
+        len >= t->range_end - t->range_start) {  // a full part, and no size: how much more?
       t->no_total = true;
       *stop = true;
       t->first_write = false;
       return 0;
     }
-    size_t need = body_size(t, status, cl);
+    size_t need = body_size(t, status, len);
     if (t->charged == 0 && !admissible(need)) {
       // Over budget: leave the body in the socket (libcurl delivers this data again on resume)
       // until results are returned. resume_paused() charges it first.
@@ -434,18 +556,20 @@ struct S3Engine::Impl {
       return CURL_WRITEFUNC_PAUSE;
     }
     t->first_write = false;
+    t->want = need;
     if (t->charged == 0) charge(t, need);
     if (!allocate_body(t, need)) {
-      t->overflow = true;
+      t->alloc_failed = true;
       *stop = true;
       return 0;
     }
     t->dest = t->body.data;
-    t->limit = size_t(cl);
-    if (need > size_t(cl)) {  // the rest comes in parts
-      t->spawn_from = size_t(cl);
+    t->limit = size_t(len);
+    if (need > size_t(len)) {  // the rest comes in parts
+      t->spawn_from = size_t(len);
       to_spawn.push_back(t);
     }
+    start_checksum(t, status);
     return 0;
   }
 
@@ -456,14 +580,17 @@ struct S3Engine::Impl {
       if (stop) return rv;
     }
     if (t->dest) {
-      if (t->written + len > t->limit) {
-        t->overflow = true;
+      if (t->written + len > t->limit) {  // more than Content-Length / Content-Range said
+        mismatch(t, "SizeMismatch", "the body is longer than its Content-Length or Content-Range",
+                 std::to_string(t->limit), "more than " + std::to_string(t->limit));
         return 0;  // CURLE_WRITE_ERROR; retried
       }
       std::memcpy(t->dest + t->written, data, len);
       t->written += len;
+      t->sum.update(data, len);  // while the bytes are in cache
     } else if (t->use_fallback) {
       t->fallback.append(data, len);
+      t->sum.update(data, len);
     } else if (t->error_body.size() < kMaxErrorBody) {
       t->error_body.append(data, std::min(len, kMaxErrorBody - t->error_body.size()));
     }
@@ -479,21 +606,26 @@ struct S3Engine::Impl {
     if (t->prefault.valid()) t->prefault.wait();
   }
 
-  // Forget this attempt's response. The body stays when parts are out writing into it.
+  // Forget this attempt's response. The body stays when parts are out writing into it; a first
+  // part whose parts were not started yet starts over (its body is gone, so are they).
   void reset_attempt(Transfer* t) {
     if (!t->spawned) {
       join_prefault(t);
       if (t->body.handle) alloc->release(t->body);
       t->body = Buffer{};
       uncharge(t);
+      t->spawn_from = 0;
+      to_spawn.erase(std::remove(to_spawn.begin(), to_spawn.end(), t), to_spawn.end());
     }
     forget_paused(t);
     t->want = 0;
     t->dest = nullptr;
     t->limit = 0;
     t->first_write = true;
-    t->overflow = false;
+    t->alloc_failed = false;
     t->no_total = false;
+    t->mismatch.clear();
+    t->sum.start(ChecksumAlgo::None);
     t->written = 0;
     t->fallback.clear();
     t->use_fallback = false;
@@ -586,6 +718,8 @@ struct S3Engine::Impl {
       h = curl_slist_append(h, range.c_str());
     }
     if (!t->if_match.empty()) h = curl_slist_append(h, ("If-Match: " + t->if_match).c_str());
+    // A GET of a whole object asks for its stored checksum (S3 sends none for a range).
+    if (!s.head && !t->parent && s.start == 0 && s.end < 0) h = curl_slist_append(h, "x-amz-checksum-mode: ENABLED");
     if (!opts.unsigned_requests) {
       // Always declare the payload hash: S3 requires the header on signed requests.
       h = curl_slist_append(h, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
@@ -594,8 +728,9 @@ struct S3Engine::Impl {
       curl_easy_setopt(e, CURLOPT_PASSWORD, creds.secret_key.c_str());
     }
     // No "Expect:" override: libcurl 7.88 would sign the empty header and S3 would reject it.
-    t->headers = h;
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    if (t->headers) curl_slist_free_all(t->headers);  // a retry's: replaced
+    t->headers = h;
   }
 
   void start(Transfer* t) {
@@ -624,8 +759,12 @@ struct S3Engine::Impl {
     }
     t->range_start = spec.start;
     t->range_end = spec.end;
+    t->size = spec.size;
     const int64_t part = int64_t(opts.part_size);
-    if (!spec.head && part > 0 && (spec.end < 0 || spec.end - spec.start > 2 * part)) {
+    // What is to be read, as far as known: a known size clips the range (and a small object
+    // known to be small is one plain GET, which S3 answers with its checksum).
+    const int64_t end = spec.size < 0 ? spec.end : spec.end < 0 ? spec.size : std::min(spec.end, spec.size);
+    if (!spec.head && part > 0 && (end < 0 || end - spec.start > 2 * part)) {
       t->split = true;  // the first part tells the size; the rest follows in parts
       t->range_end = spec.start + part;
     }
@@ -645,6 +784,8 @@ struct S3Engine::Impl {
     const size_t part = std::max<size_t>(opts.part_size, 1);
     const size_t size = p->body.size;
     p->spawned = true;
+    p->if_match = p->etag;  // a retry of the first part must read the version its parts read
+    if (p->total >= 0) p->size = p->total;  // and agree with the size its first reply gave
     for (size_t off = p->spawn_from; off < size; off += part) {
       auto* c = new Transfer();
       c->spec = p->spec;
@@ -655,6 +796,7 @@ struct S3Engine::Impl {
       c->range_start = p->spec.start + int64_t(off);
       c->range_end = c->range_start + int64_t(c->part_len);
       c->if_match = p->etag;
+      c->size = p->size;
       c->first_start = Clock::now();
       c->errbuf[0] = 0;
       p->children.push_back(c);
@@ -680,8 +822,8 @@ struct S3Engine::Impl {
     if (t->paused) {  // never seen in practice (a paused transfer reads nothing), but be exact
       give_back_easy(t);
       t->easy = take_easy();
-      configure(t);
     }
+    configure(t);  // headers again: If-Match may be new, credentials may have been renewed
     reset_attempt(t);
     t->retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
     delayed.push_back(t);
@@ -712,7 +854,7 @@ struct S3Engine::Impl {
     to_spawn.erase(std::remove(to_spawn.begin(), to_spawn.end(), t), to_spawn.end());
     r.tag = t->spec.tag;
     r.head = t->spec.head;
-    r.attempts = t->attempts;
+    r.attempts = std::max(r.attempts, t->attempts);  // a part's own count when a part failed
     join_prefault(t);
     if (r.body.handle && t->charged) {
       r.charged = t->charged;  // held until wait() returns the result
@@ -730,6 +872,28 @@ struct S3Engine::Impl {
     r.status = status;
     r.reason = t->errbuf[0] ? std::string(t->errbuf) : std::string(curl_easy_strerror(rc));
     r.code = curl_easy_strerror(rc);
+    if (t->alloc_failed) r.reason = "no memory for a body of " + std::to_string(t->want) + " bytes";
+    if (rc == CURLE_PARTIAL_FILE || (rc == CURLE_RECV_ERROR && !t->first_write)) {  // cut mid-body
+      curl_off_t cl = -1;
+      curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+      size_t got = t->use_fallback ? t->fallback.size() : t->written;
+      std::string of = cl >= 0 ? " of " + std::to_string(cl) : "";
+      r.reason = "connection closed after " + std::to_string(got) + of + " body bytes" +
+                 (rc == CURLE_PARTIAL_FILE ? "" : " (" + r.reason + ")");
+    }
+    return r;
+  }
+
+  static Result integrity_error(Transfer* t, long status) {
+    Result r;
+    r.kind = ResultKind::IntegrityError;
+    r.status = status;
+    r.code = t->mismatch;
+    r.reason = t->mismatch_reason;
+    r.expected = t->expected;
+    r.got = t->got;
+    r.request_id = t->request_id;
+    r.attempts = t->attempts;
     return r;
   }
 
@@ -755,11 +919,47 @@ struct S3Engine::Impl {
     finish(p, std::move(r));
   }
 
+  // Checks that need the whole reply of a GET (received without a transfer error): the headers of
+  // a reply without body bytes, the length of a body, a 416 against the known size.
+  void check_complete(Transfer* t, long status) {
+    using std::to_string;
+    if (status == 200 || status == 206) {
+      curl_off_t cl = -1;
+      curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+      if (t->first_write && !check_reply(t, status, cl)) return;  // no body byte came: not checked yet
+      const size_t got = t->use_fallback ? t->fallback.size() : t->written;
+      int64_t want = t->dest ? int64_t(t->limit) : -1;  // a chunked body: as long as known
+      if (t->use_fallback) want = status == 206 ? t->cr_last - t->cr_first + 1 : t->size;
+      if (want >= 0 && int64_t(got) != want) {
+        mismatch(t, "SizeMismatch",
+                 status == 206 ? "the body length differs from its Content-Range"
+                               : "the object's length differs from the known size",
+                 to_string(want), to_string(got));
+      } else if (t->sum.algo() != ChecksumAlgo::None) {
+        std::string body_sum = t->sum.base64();
+        if (body_sum != t->sum_value) {
+          const std::string name = checksum_name(t->sum.algo());
+          const std::string why = "the body's " + name + " differs from x-amz-checksum-" + name;
+          mismatch(t, "ChecksumMismatch", why.c_str(), t->sum_value, body_sum);
+        }
+      }
+    } else if (status == 416 && t->size > t->range_start) {  // "past the end" of a larger object
+      mismatch(t, "SizeMismatch", "a 416 reply (range past the end) for a range inside the known size",
+               to_string(t->size), t->total >= 0 ? to_string(t->total) : "416");
+    }
+  }
+
   void on_part_done(Transfer* c, CURLcode rc) {
     Transfer* p = c->parent;
     long status = 0;
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (rc == CURLE_OK && status == 206 && c->written == c->part_len && !c->overflow) {
+    if (rc == CURLE_OK) check_complete(c, status);
+    if (!c->mismatch.empty()) {
+      if (maybe_retry(c)) return;
+      finish(p, integrity_error(c, status));  // a part failed for good: so does the GET
+      return;
+    }
+    if (rc == CURLE_OK && status == 206) {
       detach(c);
       p->children.erase(std::remove(p->children.begin(), p->children.end(), c), p->children.end());
       delete c;
@@ -773,15 +973,9 @@ struct S3Engine::Impl {
       finish(p, std::move(r));  // a part failed for good: so does the GET
       return;
     }
-    if ((status >= 500 || status == 429 || status == 200 || status == 206) && maybe_retry(c)) return;
-    Result r;
-    if (status == 200 || status == 206) {
-      r.kind = ResultKind::ConnectionError;
-      r.reason = "a part of the object came back with the wrong length";
-      r.code = "PartMismatch";
-    } else {
-      r = http_error(c, status);  // e.g. 412: the object changed between parts
-    }
+    if ((status >= 500 || status == 429) && maybe_retry(c)) return;
+    Result r = http_error(c, status);  // e.g. 412: the object changed between parts
+    r.attempts = c->attempts;
     finish(p, std::move(r));  // a part failed for good: so does the GET
   }
 
@@ -792,6 +986,12 @@ struct S3Engine::Impl {
     }
     long status = 0;
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (rc == CURLE_OK && !t->spec.head) check_complete(t, status);
+    if (!t->mismatch.empty()) {
+      if (maybe_retry(t)) return;
+      finish(t, integrity_error(t, status));
+      return;
+    }
     Result r;
     if (t->no_total) {
       r.kind = ResultKind::ConnectionError;
@@ -817,14 +1017,6 @@ struct S3Engine::Impl {
       } else if (status == 416) {
         r.body = alloc->alloc(0);  // range starting past the end: clipped to nothing
       } else if (t->dest) {
-        if (t->written != t->limit || t->overflow) {
-          if (maybe_retry(t)) return;
-          r.kind = ResultKind::ConnectionError;
-          r.reason = "response body shorter than Content-Length";
-          r.code = "PartialBody";
-          finish(t, std::move(r));
-          return;
-        }
         if (t->spawn_from) {  // first part of a split GET: the rest may still be coming
           detach(t);
           t->own_done = true;
@@ -838,10 +1030,6 @@ struct S3Engine::Impl {
       } else if (t->use_fallback) {
         r.has_fallback = true;
         r.fallback = std::move(t->fallback);
-      } else if (t->overflow) {  // e.g. a retried first part that no longer matches
-        r.kind = ResultKind::ConnectionError;
-        r.reason = "the object changed while it was read";
-        r.code = "PartMismatch";
       } else {
         r.body = alloc->alloc(0);  // empty object: no write callback happened
       }

@@ -37,6 +37,9 @@ struct EngineOptions {
   // A GET to the end of an object, or of a range over twice this, asks for this much first; the
   // reply tells the size and the rest is fetched in parts this big, in parallel. 0: one request.
   size_t part_size = size_t(8) << 20;
+  // Check bodies against the full-object checksum S3 sends back to a GET of a whole object (which
+  // always asks for it). false: not checked (the benchmark's baseline: the same requests).
+  bool verify_checksums = true;
 };
 
 // Where response bodies go. alloc() may be called from inside libcurl callbacks on the
@@ -68,10 +71,15 @@ struct RequestSpec {
   std::string key;
   int64_t start = 0;     // half-open range [start, end); end < 0: to the end of the object
   int64_t end = -1;
+  // The object's size if the caller knows it (listing, HEAD), else -1. A reply that contradicts
+  // it is retried, then reported as IntegrityError "SizeMismatch".
+  int64_t size = -1;
   bool head = false;
 };
 
-enum class ResultKind { Ok, HttpError, ConnectionError, Cancelled };
+// IntegrityError: the server answered, but the reply contradicted what was asked or is known
+// (code "SizeMismatch", "RangeMismatch" or "ChecksumMismatch"; `expected`, `got` say how).
+enum class ResultKind { Ok, HttpError, ConnectionError, IntegrityError, Cancelled };
 
 struct Result {
   int64_t tag = 0;
@@ -91,7 +99,8 @@ struct Result {
   // errors
   long status = 0;
   std::string code, message, request_id, region;
-  std::string reason;  // libcurl's error text for connection errors
+  std::string reason;  // libcurl's error text for connection errors; what an integrity check saw
+  std::string expected, got;  // IntegrityError: the value known or asked for, and the reply's
   int attempts = 0;
   size_t charged = 0;  // bytes of the in-flight budget this result holds until wait() returns it
 };

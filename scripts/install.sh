@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything awsio needs on a fresh Debian/Ubuntu machine (idempotent):
-#   1. libcurl development files (for the native reader), from apt, if missing;
+#   1. libcurl, zlib and libssl development files (for the native reader and its checksums), from
+#      apt, if missing;
 #   2. torch==2.13.0 (first, so that nothing later pulls a second, CUDA-sized torch);
 #   3. awsio itself, editable, with the test and harness extras (this builds awsio._native).
 # Environment: AWSIO_EXTRAS (default "test,harness"), PYTHON (default python3), TORCH_SPEC.
@@ -11,23 +12,24 @@ EXTRAS=${AWSIO_EXTRAS:-test,harness}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 say() { echo "[install] $*"; }
 
-have_curl_headers() {
+have_native_headers() {
   local inc
   inc=$(curl-config --prefix 2>/dev/null)/include
-  [ -f "$inc/curl/curl.h" ] || [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ]
+  { [ -f "$inc/curl/curl.h" ] || [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ]; } \
+    && [ -f /usr/include/zlib.h ] && [ -f /usr/include/openssl/evp.h ]
 }
-if ! have_curl_headers; then
+if ! have_native_headers; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   if command -v apt-get >/dev/null 2>&1; then
-    say "installing libcurl4-openssl-dev (native reader build dependency)"
+    say "installing libcurl4-openssl-dev zlib1g-dev libssl-dev (native reader build dependencies)"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libcurl4-openssl-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libcurl4-openssl-dev zlib1g-dev libssl-dev >/dev/null
   else
     say "WARNING: no apt-get; without libcurl headers awsio falls back to its Python backend"
   fi
 else
-  say "libcurl headers present ($(curl-config --version))"
+  say "libcurl, zlib and libssl headers present ($(curl-config --version))"
 fi
 
 want_torch=${TORCH_SPEC#torch==}

@@ -15,6 +15,7 @@ Credentials travel in the environment (and, for curl, in a ``-K`` config file), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -55,6 +56,26 @@ def _boto3_client(threads: int) -> Any:
         config=Config(max_pool_connections=max(threads, 10), s3={"addressing_style": "path"},
                       retries={"max_attempts": 5, "mode": "standard"}),
     )
+
+
+@contextlib.contextmanager
+def local_server(data_dir: str | None = None) -> Iterator[None]:
+    """A local SeaweedFS for the run (its ``AWS_*`` put in ``os.environ``), unless
+    ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) names a server already."""
+    if _env_endpoint():
+        yield
+        return
+    from awsio.testing.local_s3 import LocalS3
+
+    tmp = tempfile.mkdtemp(prefix="awsio-bench-")
+    server = LocalS3(data_dir or tmp).start()
+    os.environ.update(server.env())
+    print(f"started local SeaweedFS at {server.endpoint}", flush=True)
+    try:
+        yield
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _upload(bucket: str, keys: list[str], size: int) -> None:
@@ -350,16 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
 
-    server = None
-    tmp = None
-    if not _env_endpoint():
-        from awsio.testing.local_s3 import LocalS3
-
-        tmp = tempfile.mkdtemp(prefix="awsio-bench-")
-        server = LocalS3(args.data_dir or tmp).start()
-        os.environ.update(server.env())
-        print(f"started local SeaweedFS at {server.endpoint}", flush=True)
-    try:
+    with local_server(args.data_dir):
         sets = [("small", args.small_count, args.small_size), ("large", args.large_count, args.large_size)]
         for kind, count, size in sets:
             if count:
@@ -420,11 +432,6 @@ def main(argv: list[str] | None = None) -> int:
                 w.writeheader()
                 w.writerows(rows)
             print(f"\nwrote {args.csv}")
-    finally:
-        if server is not None:
-            server.stop()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -8,20 +8,31 @@ Errors are reported as the same :mod:`awsio.errors` exceptions as the Python bac
 with :func:`awsio.errors.s3_error` / :class:`EndpointConnectionError`. Listing is not a hot path
 and is delegated to the Python backend's listing code.
 
+Every reply is checked as the Python backend checks it (:mod:`awsio.s3.integrity`): a 206 must
+be for the range asked (``RangeMismatch``), lengths and ``Content-Range`` totals must agree with
+each other and with the size the caller knows (``SizeMismatch``), and a GET of a whole object
+asks for the stored checksum (``x-amz-checksum-mode``) and checks the body against it, computed
+as the bytes arrive (``ChecksumMismatch``). Each is retried, then raised as IntegrityError. S3
+sends no checksum for a ranged GET, so ranges, and the parts of a large GET split into parts
+(``part_size``), are not checksummed; a whole GET whose known ``size`` fits in two parts is sent
+as one plain GET, and is.
+
 Each native client is used by one call at a time (a small pool serves concurrent threads and
 nested calls). A forked child abandons the parent's clients without touching their sockets.
 """
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401 - registers its exit hook before ours (see below)
 import logging
 import os
+import sys
 import threading
 import weakref
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from awsio.config import Credentials, S3Config, credentials_provider
-from awsio.errors import EndpointConnectionError, S3Error, s3_error
+from awsio.errors import EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.s3.backend import ObjectInfo, Request
 
 __all__ = ["NativeBackend", "native_available"]
@@ -35,6 +46,50 @@ except ImportError:  # built without libcurl headers: S3Client falls back to the
 
 # Longest a native wait runs before Python gets control back (so Ctrl-C is seen promptly).
 _TICK = 0.5
+
+# At interpreter exit, a GET waiting in another thread must neither hold the exit up (a body
+# stalled mid-transfer, retried for minutes) nor come back from the engine in a daemon thread
+# once the interpreter is finalizing (taking the GIL back then ends the thread inside C++ frames:
+# std::terminate, the process aborts). threading runs this hook when the main thread is done,
+# before it joins threads; hooks run in the reverse order of registration, so this one runs
+# before concurrent.futures joins its workers. GETs in daemon threads (Python never waits for
+# them) are abandoned at every exit; after Ctrl-C (the main thread ended in KeyboardInterrupt),
+# GETs in every thread are.
+_exit_mode: Optional[str] = None  # None: running; "daemon" or "all": which threads' GETs are abandoned
+_daemon_waits = 0  # daemon threads inside a native wait
+_waits_cond = threading.Condition()
+
+
+def _abandon_waits_at_exit() -> None:
+    global _exit_mode
+    with _waits_cond:
+        _exit_mode = "all" if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt) else "daemon"
+        _waits_cond.wait_for(lambda: _daemon_waits == 0, timeout=4 * _TICK)
+
+
+_register_atexit = getattr(threading, "_register_atexit", None)
+if _register_atexit is not None:
+    _register_atexit(_abandon_waits_at_exit)
+
+
+def _wait(client: Any, url: str) -> Any:
+    """One tick of ``client.wait``; RuntimeError once the interpreter exits (see above)."""
+    global _daemon_waits
+    if not threading.current_thread().daemon:
+        if _exit_mode == "all":
+            raise RuntimeError(f"the interpreter is exiting after Ctrl-C: GET of {url} abandoned")
+        return client.wait(_TICK)
+    with _waits_cond:
+        if _exit_mode is not None:
+            raise RuntimeError(f"the interpreter is exiting: GET of {url} in a daemon thread abandoned")
+        _daemon_waits += 1
+    try:
+        return client.wait(_TICK)
+    finally:
+        with _waits_cond:
+            _daemon_waits -= 1
+            _waits_cond.notify_all()
+
 
 _LIVE: "weakref.WeakSet[NativeBackend]" = weakref.WeakSet()
 
@@ -52,6 +107,11 @@ def _forget_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _number(value: Optional[str]) -> Any:
+    """A size the engine reports as text, as an int (as the Python backend reports it)."""
+    return int(value) if value is not None and value.isdigit() else value
 
 
 class _Handle:
@@ -146,6 +206,10 @@ class NativeBackend:
         if kind == "http":
             status, code, message, request_id, region, _attempts = info
             return s3_error(url, status, code, message, request_id, region)
+        if kind == "integrity":  # the same message and fields as awsio.s3.integrity's
+            status, code, reason, request_id, expected, got, _attempts = info
+            return IntegrityError(reason, url=url, status=status, code=code, request_id=request_id,
+                                  expected=_number(expected), got=_number(got))
         _status, _curl_code, reason, attempts = info
         endpoint = self._config.endpoint
         return EndpointConnectionError(
@@ -160,14 +224,15 @@ class NativeBackend:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
 
-    def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool) -> Any:
+    def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool,
+             size: Optional[int] = None) -> Any:
         self._check_range(bucket, key, start, end)
         handle = self._acquire()
         try:
             client = handle.client
-            client.submit(0, bucket, key, start, -1 if end is None else end, head)
+            client.submit(0, bucket, key, start, -1 if end is None else end, head, -1 if size is None else size)
             while True:
-                results = client.wait(_TICK)
+                results = _wait(client, f"s3://{bucket}/{key}")
                 for _tag, kind, payload in results:
                     if kind in ("ok", "head"):
                         return payload
@@ -184,8 +249,12 @@ class NativeBackend:
 
     def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
             size: Optional[int] = None) -> bytes:
-        """One object or one half-open range of it, as ``bytes``."""
-        return self._one(bucket, key, start, end, head=False)  # type: ignore[no-any-return]
+        """One object or one half-open range of it, as ``bytes``.
+
+        Raises the :mod:`awsio.errors` exception of the failure after the last attempt;
+        :class:`IntegrityError` when every reply contradicted the range, ``size`` or checksum.
+        """
+        return self._one(bucket, key, start, end, head=False, size=size)  # type: ignore[no-any-return]
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and Last-Modified; NoSuchKeyError if the object is absent."""
@@ -212,12 +281,13 @@ class NativeBackend:
                 while (not exhausted and inflight < window
                        and (not ordered or next_submit - next_yield < span)):
                     try:
-                        bucket, key, start, end, _size = Request(*next(it))
+                        bucket, key, start, end, size = Request(*next(it))
                     except StopIteration:
                         exhausted = True
                         break
                     self._check_range(bucket, key, start, end)
-                    client.submit(next_submit, bucket, key, start, -1 if end is None else end, False)
+                    client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
+                                  -1 if size is None else size)
                     names[next_submit] = (bucket, key, start, end)
                     next_submit += 1
                     inflight += 1
@@ -231,7 +301,7 @@ class NativeBackend:
                     if exhausted and not parked:
                         return
                     continue
-                for tag, kind, payload in client.wait(_TICK):
+                for tag, kind, payload in _wait(client, "a batch"):
                     inflight -= 1
                     bucket, key, start, end = names.pop(tag)
                     if kind == "whole":  # the server ignored Range: cut the range out here

@@ -1,4 +1,4 @@
-"""Smoke test of the reader benchmark program (tiny sizes; checks it runs and prints figures)."""
+"""Smoke tests of the benchmark programs (tiny sizes; checks they run and print figures)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ def test_bench_reader_runs(s3_server, tmp_path):
     rows = out_csv.read_text().splitlines()
     assert rows[0].startswith("set,method,")
     assert {r.split(",")[1] for r in rows[1:]} >= {"awsio-native", "boto3-8"}
+
+
+def test_bench_checksums_runs(s3_server):
+    pytest.importorskip("awsio._native", reason="awsio._native is not built")
+    env = dict(os.environ, **s3_server.env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "awsio.bench.checksums", "--count", "2", "--size", str(1 << 20), "--rounds", "1",
+         "--algorithm", "crc32c", "--bucket", "awsio-bench-checksums-smoke"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "throughput crc32c / unchecked: median" in proc.stdout and "CPU added" in proc.stdout
+    assert "crc64nvme" in proc.stdout.splitlines()[-1]  # the in-memory speeds of every algorithm

@@ -33,7 +33,7 @@ def make(stub, **kw) -> NativeBackend:
 
 
 def test_request_is_signed_ranged_and_key_encoded(stub):
-    stub.script = lambda n, seen: Reply(206, b"0123")
+    stub.script = lambda n, seen: Reply(206, b"0123", {"Content-Range": "bytes 10-13/100"})
     b = make(stub, static_credentials=("AKIDTEST", "sk", "SESSIONTOKEN"))
     assert b.get("bkt", KEY, 10, 14) == b"0123"
     seen = stub.seen[0]
@@ -51,7 +51,7 @@ def test_request_is_signed_ranged_and_key_encoded(stub):
 
 
 def test_open_ended_range_and_empty_range(stub):
-    stub.script = lambda n, seen: Reply(206, b"tail")
+    stub.script = lambda n, seen: Reply(206, b"tail", {"Content-Range": "bytes 5-8/9"})
     b = make(stub, part_size=0)  # one request per GET: the range goes out as asked
     assert b.get("bkt", "k", 5, None) == b"tail"
     assert stub.seen[0].headers["range"] == "bytes=5-"
@@ -347,7 +347,7 @@ def test_reused_connection_handles_carry_nothing_between_requests(stub):
         if seen.path.endswith("/missing"):
             return Reply(404, error_xml("NoSuchKey", "gone"))
         if "range" in seen.headers:
-            return Reply(206, body[10:20])
+            return Reply(206, body[10:20], {"Content-Range": f"bytes 10-19/{len(body)}"})
         return Reply(200, body, {"ETag": '"e"'})
 
     stub.script = script

@@ -228,6 +228,8 @@ struct Transfer {
   curl_slist* headers = nullptr;
   int attempts = 0;
   Clock::time_point first_start;
+  Clock::time_point last_data;  // when this attempt last received a byte (headers or body)
+  bool stalled = false;         // aborted for no data during read_timeout
   Clock::time_point retry_at;
   // What this request asks for: [range_start, range_end), range_end < 0 to the end.
   int64_t range_start = 0;
@@ -321,6 +323,7 @@ struct S3Engine::Impl {
   static size_t on_header(char* data, size_t size, size_t n, void* ud) {
     auto* t = static_cast<Transfer*>(ud);
     size_t len = size * n;
+    t->last_data = Clock::now();
     if (len >= 5 && std::strncmp(data, "HTTP/", 5) == 0) {  // a new response (e.g. after 100)
       t->request_id.clear();
       t->bucket_region.clear();
@@ -414,6 +417,7 @@ struct S3Engine::Impl {
       if (held != 0 && held + t->want > opts.max_inflight_bytes) break;
       charge(t, t->want);
       t->paused = false;
+      t->last_data = Clock::now();  // waiting for budget is not a stall
     }
     std::vector<Transfer*> go(paused.begin(), paused.begin() + i);
     paused.erase(paused.begin(), paused.begin() + i);
@@ -574,6 +578,7 @@ struct S3Engine::Impl {
   }
 
   size_t write_body(Transfer* t, const char* data, size_t len) {
+    t->last_data = Clock::now();
     if (t->first_write) {
       bool stop = false;
       size_t rv = start_body(t, &stop);
@@ -600,6 +605,20 @@ struct S3Engine::Impl {
   static size_t on_write(char* data, size_t size, size_t n, void* ud) {
     auto* t = static_cast<Transfer*>(ud);
     return static_cast<Impl*>(t->owner)->write_body(t, data, size * n);
+  }
+
+  // libcurl's own low-speed check averages over several seconds, so a stall right after a burst
+  // of data went unnoticed for longer than read_timeout; this aborts exactly at read_timeout.
+  static int on_progress(void* ud, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    auto* t = static_cast<Transfer*>(ud);
+    if (t == nullptr || t->paused) return 0;
+    auto* impl = static_cast<Impl*>(t->owner);
+    double idle = std::chrono::duration<double>(Clock::now() - t->last_data).count();
+    if (idle > double(impl->opts.read_timeout_s)) {
+      t->stalled = true;
+      return 1;  // CURLE_ABORTED_BY_CALLBACK
+    }
+    return 0;
   }
 
   static void join_prefault(Transfer* t) {
@@ -660,8 +679,8 @@ struct S3Engine::Impl {
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "awsio-native/0.1");
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, opts.connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, std::max(1L, opts.read_timeout_s));
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, opts.verify ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, opts.verify ? 2L : 0L);
@@ -686,6 +705,7 @@ struct S3Engine::Impl {
       curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, static_cast<char*>(nullptr));
       curl_easy_setopt(t->easy, CURLOPT_PRIVATE, static_cast<void*>(nullptr));
       curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, static_cast<void*>(nullptr));
+      curl_easy_setopt(t->easy, CURLOPT_XFERINFODATA, static_cast<void*>(nullptr));
       curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, static_cast<void*>(nullptr));
       idle_easy.push_back(t->easy);
       t->easy = nullptr;
@@ -703,6 +723,7 @@ struct S3Engine::Impl {
     curl_easy_setopt(e, CURLOPT_URL, url.c_str());
     curl_easy_setopt(e, CURLOPT_PRIVATE, static_cast<void*>(t));
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     if (s.head) {
@@ -736,6 +757,8 @@ struct S3Engine::Impl {
   void start(Transfer* t) {
     reset_attempt(t);
     t->attempts += 1;
+    t->last_data = Clock::now();
+    t->stalled = false;
     CURLMcode mc = curl_multi_add_handle(multi, t->easy);
     if (mc != CURLM_OK) throw std::runtime_error(curl_multi_strerror(mc));
     active.insert(t);
@@ -873,6 +896,14 @@ struct S3Engine::Impl {
     r.reason = t->errbuf[0] ? std::string(t->errbuf) : std::string(curl_easy_strerror(rc));
     r.code = curl_easy_strerror(rc);
     if (t->alloc_failed) r.reason = "no memory for a body of " + std::to_string(t->want) + " bytes";
+    if (rc == CURLE_ABORTED_BY_CALLBACK && t->stalled) {
+      curl_off_t cl = -1;
+      curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+      size_t got = t->use_fallback ? t->fallback.size() : t->written;
+      std::string of = cl >= 0 ? " of " + std::to_string(cl) : "";
+      r.reason = "read timed out after " + std::to_string(got) + of + " body bytes";
+      r.code = "ReadTimeout";
+    }
     if (rc == CURLE_PARTIAL_FILE || (rc == CURLE_RECV_ERROR && !t->first_write)) {  // cut mid-body
       curl_off_t cl = -1;
       curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
@@ -967,7 +998,7 @@ struct S3Engine::Impl {
       return;
     }
     if (rc != CURLE_OK) {
-      if (retryable_curl_error(rc) && maybe_retry(c)) return;
+      if ((retryable_curl_error(rc) || c->stalled) && maybe_retry(c)) return;
       Result r = connection_error(c, status, rc);
       r.attempts = c->attempts;
       finish(p, std::move(r));  // a part failed for good: so does the GET
@@ -1001,7 +1032,7 @@ struct S3Engine::Impl {
       return;
     }
     if (rc != CURLE_OK) {
-      if (retryable_curl_error(rc) && maybe_retry(t)) return;
+      if ((retryable_curl_error(rc) || t->stalled) && maybe_retry(t)) return;
       finish(t, connection_error(t, status, rc));
       return;
     }

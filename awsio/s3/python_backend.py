@@ -29,7 +29,7 @@ from awsio.config import S3Config
 from awsio.errors import AccessDeniedError, EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.logsafe import redact_aws_logs
 from awsio.s3.backend import ObjectInfo, Request
-from awsio.s3.integrity import check_reply
+from awsio.s3.integrity import check_reply, parse_content_range
 from awsio.s3.threads import DaemonPool
 
 __all__ = ["PythonBackend", "drop_expect_for_empty_body", "make_botocore_client", "translate_botocore_error"]
@@ -316,7 +316,18 @@ class PythonBackend:
             kwargs["Range"] = rng
 
         def attempt() -> bytes:
-            resp = self._client.get_object(**kwargs)
+            try:
+                resp = self._client.get_object(**kwargs)
+            except Exception as exc:  # a 416 for a range inside the known size: the object shrank
+                status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status == 416 and size is not None and size > start:
+                    total = parse_content_range(exc.response.get("ResponseMetadata", {})  # type: ignore[attr-defined]
+                                                .get("HTTPHeaders", {}).get("content-range"))
+                    raise IntegrityError("a 416 reply (range past the end) for a range inside the known size",
+                                         url=url, status=416, code="SizeMismatch", request_id=None,
+                                         expected=size, got=total.total if total and total.total is not None
+                                         else 416) from exc
+                raise
             body = resp["Body"]
             try:
                 if cancel is not None:
@@ -330,7 +341,7 @@ class PythonBackend:
         try:
             return self._retrying(url, attempt, cancel)
         except S3Error as exc:
-            if exc.status == 416:  # range starts past the end: S3 semantics say "nothing there"
+            if exc.status == 416 and not isinstance(exc, IntegrityError):  # past the end: "nothing there"
                 return b""
             raise
 

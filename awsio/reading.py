@@ -54,13 +54,15 @@ class Shard:
 @dataclass
 class _Fetch:
     """Samples ``first..stop-1`` of one shard: a request through the shared stream (``request``
-    set), or work done in place (zip members, tar.gz samples). ``ends``: the units whose last
-    sample is in it (they are complete once it is read)."""
+    set), or work done in place (zip members, tar.gz samples). ``units[i]``: the unit that sample
+    ``first + i`` belongs to; ``ends``: the units whose last sample is in it (complete once it is
+    read)."""
 
     shard: int
     first: int          # first sample (within the shard)
     stop: int           # one past the last sample
     request: tuple[str, int, int | None, int | None] | None = None
+    units: Any = None
     ends: list[int] = field(default_factory=list)
 
 
@@ -82,82 +84,81 @@ class ShardReader:
         self._offsets: dict[int, list[int]] = {}
 
     # -- planning -----------------------------------------------------------------------------
-    @staticmethod
-    def _runs(order: Order, positions: np.ndarray) -> Iterator[tuple[int, int, int]]:
-        """``(shard, first, stop)`` for each run of consecutive samples of one shard."""
-        shards = order.shard[positions]
-        samples = order.sample[positions]
-        i, n = 0, len(positions)
-        while i < n:
-            sh, s0 = int(shards[i]), int(samples[i])
-            j = i + 1
-            while j < n and int(shards[j]) == sh and int(samples[j]) == s0 + (j - i):
-                j += 1
-            yield sh, s0, s0 + (j - i)
-            i = j
-
-    def _fetches(self, sh: int, first: int, stop: int, ends: list[tuple[int, int]]) -> list[_Fetch]:
-        """The fetches of samples ``first..stop-1`` of shard ``sh``; ``ends``: ``(unit, last
-        sample)`` of the units ending in the run, attached to the fetch holding that sample."""
+    def _fetches(self, sh: int, first: int, stop: int, units: np.ndarray) -> list[_Fetch]:
+        """The fetches of samples ``first..stop-1`` of shard ``sh`` (``units``: each one's unit)."""
         shard = self.shards[sh]
-        out: list[_Fetch] = []
         if shard.kind is None:
-            out = [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size)) for s in range(first, stop)]
-        elif shard.kind == "tar":
-            index = self.indexes[sh]
-            s = first
-            while s < stop:
-                a = index.byte_range(s, s + 1)[0]
-                e = s + 1
-                while e < stop and index.byte_range(s, e + 1)[1] - a <= self.chunk:
-                    e += 1
-                b = index.byte_range(s, e)[1]
-                if e == index.sample_count and shard.size is not None:
-                    b = shard.size  # to the end: members after the last sample (links) are seen
-                out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size)))
-                s = e
-        else:
-            out = [_Fetch(sh, first, stop)]
-        for unit, last in ends:
-            next(f for f in out if f.first <= last < f.stop).ends.append(unit)
+            return [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size), units[s - first:s - first + 1])
+                    for s in range(first, stop)]
+        if shard.kind != "tar":
+            return [_Fetch(sh, first, stop, None, units)]
+        index = self.indexes[sh]
+        starts = index.sample_starts
+        out: list[_Fetch] = []
+        s = first
+        while s < stop:
+            a = starts[s]
+            # the longest run of whole samples from s within `chunk` bytes (at least one): samples
+            # s..e-1 end where sample e starts (or at the index's end for the shard's last sample)
+            hi = min(stop, len(starts) - 1)
+            e = bisect.bisect_right(starts, a + self.chunk, s + 1, max(hi, s) + 1) - 1
+            if e >= hi and stop == len(starts) and index.end - a <= self.chunk:
+                e = stop
+            e = min(max(e, s + 1), stop)
+            b = index.byte_range(s, e)[1]
+            if e == index.sample_count and shard.size is not None:
+                b = shard.size  # to the end: members after the last sample (links) are seen
+            out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size), units[s - first:e - first]))
+            s = e
         return out
 
-    def _plans(self, order: Order, units: Iterator[np.ndarray],
-               owner: dict[tuple[int, int], int]) -> Iterator[_Fetch]:
-        """Fetches in position order. Consecutive samples of a tar shard are read together up to
-        ``chunk`` bytes, across unit boundaries; ``owner`` learns which unit each sample is in."""
-        run: list[Any] | None = None  # [shard, first, stop, ends]
-        for u, positions in enumerate(units):
-            for sh, first, stop in self._runs(order, positions):
-                for smp in range(first, stop):
-                    owner[(sh, smp)] = u
-                if (run is not None and run[0] == sh and run[2] == first
-                        and self.shards[sh].kind == "tar"
-                        and self.indexes[sh].byte_range(run[1], stop)[1]
-                        - self.indexes[sh].byte_range(run[1], run[1] + 1)[0] <= self.chunk):
-                    run[2] = stop
-                    continue
-                if run is not None:
-                    yield from self._fetches(*run)
-                run = [sh, first, stop, []]
-            if run is None:  # an empty unit, with nothing open: it is complete now
-                yield _Fetch(-1, 0, 0, ends=[u])
-            elif len(positions):
-                run[3].append((u, int(order.sample[positions[-1]])))
-            else:
-                run[3].append((u, run[2] - 1))
-        if run is not None:
-            yield from self._fetches(*run)
+    def _plans(self, order: Order, units: Iterator[np.ndarray], block: int = 2048) -> Iterator[_Fetch]:
+        """Fetches in position order, planned a block of units at a time with array operations.
+        Consecutive samples of a tar shard are read together up to ``chunk`` bytes, across unit
+        boundaries; each fetch knows which unit each of its samples belongs to."""
+        next_unit = 0
+        while True:
+            parts: list[np.ndarray] = []
+            n = 0
+            for positions in units:
+                parts.append(positions)
+                n += len(positions)
+                if n >= block:
+                    break
+            if not parts:
+                return
+            sizes = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+            unit_ids = np.arange(next_unit, next_unit + len(parts), dtype=np.int64)
+            next_unit += len(parts)
+            pos = np.concatenate(parts)
+            owner = np.repeat(unit_ids, sizes)           # the unit of each position
+            last = np.cumsum(sizes) - 1                 # the last position index of each unit
+            sh, sa = order.shard[pos], order.sample[pos]
+            cut = np.flatnonzero((np.diff(sh) != 0) | (np.diff(sa) != 1)) + 1
+            bounds = np.concatenate(([0], cut, [len(pos)])) if len(pos) else np.zeros(1, dtype=np.int64)
+            pending_ends = [int(u) for u, i in zip(unit_ids, last) if i < 0]  # empty units first
+            if pending_ends:
+                yield _Fetch(-1, 0, 0, ends=pending_ends)
+            li = 0
+            for i0, i1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                fetches = self._fetches(int(sh[i0]), int(sa[i0]), int(sa[i0]) + (i1 - i0), owner[i0:i1])
+                at = i0
+                for f in fetches:
+                    hi = at + (f.stop - f.first)
+                    while li < len(last) and last[li] < hi:  # units ending in this fetch
+                        f.ends.append(int(unit_ids[li]))
+                        li += 1
+                    at = hi
+                yield from fetches
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
         """One list of records per unit, in order."""
-        owner: dict[tuple[int, int], int] = {}
         parts: dict[int, list[Record]] = {}
         planned: deque[_Fetch] = deque()  # made by _plans(), not yet consumed, in order
 
         def plans() -> Iterator[_Fetch]:
-            for f in self._plans(order, units, owner):
+            for f in self._plans(order, units):
                 planned.append(f)
                 yield f
 
@@ -171,9 +172,7 @@ class ShardReader:
 
         def complete(f: _Fetch, tagged: list[tuple[int, Record]]) -> Iterator[list[Record]]:
             for smp, record in tagged:
-                parts.setdefault(owner[(f.shard, smp)], []).append(record)
-            for smp in range(f.first, f.stop):  # every sample is in exactly one fetch
-                owner.pop((f.shard, smp), None)
+                parts.setdefault(int(f.units[smp - f.first]), []).append(record)
             for u in f.ends:
                 yield parts.pop(u, [])
 

@@ -12,11 +12,13 @@
     for inputs, targets in loader:           # inputs: N x C x H x W, targets: N int64
         ...
 
-A :class:`Pipeline` is an ``IterableDataset`` made of a *source* (anything with
-``iter_records()`` yielding :class:`awsio.grouping.Record` ``(source, name, data)`` already split
-by rank and worker, and ``set_epoch(n)``; :class:`S3IterableDataset` is one) and an immutable
-tuple of picklable stages. Every method returns a new Pipeline with one more stage, so a
-pipeline can be reused and sent to spawned DataLoader workers.
+A :class:`Pipeline` is an ``IterableDataset`` made of a resumable *source*
+(:mod:`awsio.source`: it yields this rank's and worker's *units*, the records of a batch's worth
+of samples; :class:`S3IterableDataset` is one) and an immutable tuple of picklable, torch-free
+stages (:mod:`awsio.stages`). It runs the stages over one unit at a time and batches each unit
+into one batch (:mod:`awsio.batching`), so its state is the source's (:meth:`Pipeline.state_dict`).
+Every method returns a new Pipeline with one more stage, so a pipeline can be reused and sent to
+spawned DataLoader workers.
 
 **Grouping** (always first): consecutive records sharing a key (:func:`awsio.grouping.sample_key`:
 the name up to the first dot of the basename) and a source become one sample dict
@@ -37,14 +39,13 @@ is the explicit form and yields exactly the fields named. After either, samples 
 
 **Batching**: ``dataproc(batch_size=N)`` batches *inside the dataset, at the end of the
 pipeline* wherever it appears (``batched(n)`` instead batches at its own position), with
-``torch.utils.data.default_collate`` (tuples of stacked tensors). The best DataLoader for such a
-pipeline is ``DataLoader(dataset, batch_size=None, num_workers=...)``. The snippet above leaves
-the DataLoader's default ``batch_size=1``, which would normally add a leading dimension of 1 to
-every batch. It does not here: the pipeline's batches are :class:`Batch` (a tuple) or
-:class:`BatchDict` objects, and importing this module registers them in torch's
-``default_collate_fn_map`` so that the DataLoader's collation *concatenates* pipeline batches
-along the first dimension instead of stacking them. With ``batch_size=1`` a batch passes
-through unchanged; with ``batch_size=k`` the loader yields ``k`` pipeline batches joined.
+``torch.utils.data.default_collate`` (tuples of stacked tensors), one batch per unit. The best
+DataLoader for such a pipeline is ``DataLoader(dataset, batch_size=None, num_workers=...)``. The
+snippet above leaves the DataLoader's default ``batch_size=1``, which would normally add a
+leading dimension of 1 to every batch. It does not here: the pipeline's batches are
+:class:`~awsio.batching.Batch` (a tuple) or :class:`~awsio.batching.BatchDict` objects, which a
+pipeline that batches registers in torch's ``default_collate_fn_map`` (when it is built or
+iterated, never at import) so that the DataLoader's collation *concatenates* pipeline batches.
 
 **Errors**: every stage that can fail takes ``handler=`` (:mod:`awsio.handlers`): ``"raise"``
 (default: the source's own ``handler`` if it has one), ``"warn"``, ``"skip"`` or a callable.
@@ -54,11 +55,11 @@ DataLoader workers each log their summary when their iteration ends. What the so
 (shards or objects it could not read) is merged in under the source's stage name (``"read"``
 for :class:`~awsio.dataset.S3IterableDataset`).
 
-**Randomness**: ``shuffle`` uses a bounded buffer seeded from ``(seed, epoch, rank, worker)``.
-The epoch advances on every iteration of this object, or is set by ``set_epoch(n)`` (forwarded
-to the source). DataLoader workers iterate copies made from the main process's object at each
-epoch (unless ``persistent_workers=True``, whose copies advance on their own), so call
-``set_epoch`` each epoch when ``num_workers > 0``, as with ``DistributedSampler``.
+**Randomness**: ``dataproc(shuffle=True)`` shuffles the source's global order (shards, then
+samples within windows of shards: :mod:`awsio.epoch`), which resumes exactly. ``.shuffle(n)`` is
+a streaming buffer seeded from ``(seed, epoch, rank, worker)`` that spans batches, so a pipeline
+with one refuses to save a state. The epoch is the source's: ``set_epoch(n)`` sets it, and
+without it each pass still gets a new one (:func:`awsio.world.pass_epoch`).
 """
 
 from __future__ import annotations

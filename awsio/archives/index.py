@@ -164,13 +164,15 @@ def build_index(stream: BinaryIO, *, gzip: bool = False, size: int | None = None
 
 
 def write_index(index: ShardIndex, dest: str, *, client: Any = None) -> None:
-    """Write ``index`` as JSON to a local path, or to an ``s3://`` URL through ``client.put``."""
+    """Write ``index`` as JSON to ``dest``: through ``client.put`` (an S3Client, or the harness's
+    Storage for local paths and ``s3://`` alike) when given, else to a local path (or an ``s3://``
+    URL with a default S3Client)."""
     text = index.to_json().encode()
-    if dest.startswith("s3://"):
-        if client is None:
-            from awsio.s3.client import S3Client
+    if client is None and dest.startswith("s3://"):
+        from awsio.s3.client import S3Client
 
-            client = S3Client()
+        client = S3Client()
+    if client is not None:
         client.put(dest, text)
     else:
         with open(dest, "wb") as f:

@@ -132,20 +132,17 @@ def write_index(storage: Storage, shard_url: str, entries: list[dict[str, Any]],
     """Write the per-shard member index next to the shard (``<shard>.idx.json``); returns where.
 
     The format is :class:`awsio.archives.index.ShardIndex`'s (names, header offsets, data sizes),
-    which the datasets read for equal-work splitting and ranged reads inside a shard.
+    which the datasets read to find every sample's byte range; written by
+    :func:`awsio.archives.index.write_index`, the one index writer.
     """
+    from awsio.archives.index import ShardIndex, index_url
+    from awsio.archives.index import write_index as write
+
     end = max((e["data_offset"] + -(-e["size"] // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for e in entries),
               default=0)
-    try:
-        from awsio.archives.index import ShardIndex, index_url
-    except ImportError:  # a partial install: the same information in the form ShardIndex also reads
-        location = shard_url + ".idx.json"
-        text = json.dumps({"version": 1, "kind": "tar", "size": size, "end": end,
-                           "members": [[e["name"], e["offset"], e["size"]] for e in entries]})
-    else:
-        location = index_url(shard_url)
-        text = ShardIndex("tar", size, end, tuple((e["name"], e["offset"], e["size"]) for e in entries)).to_json()
-    storage.put(location, text.encode())
+    location = index_url(shard_url)
+    write(ShardIndex("tar", size, end, tuple((e["name"], e["offset"], e["size"]) for e in entries)), location,
+          client=storage)
     return location
 
 

@@ -246,15 +246,19 @@ class ShardReader:
     def _tar_records(self, f: _Fetch, data: bytes) -> list[tuple[int, Record]]:
         shard, index = self.shards[f.shard], self.indexes[f.shard]
         assert f.request is not None
-        a, b = f.request[1], f.request[2]
-        expected = self._members(f.shard, index, a, int(b))  # type: ignore[arg-type]
+        a, b = f.request[1], int(f.request[2])  # type: ignore[arg-type]
+        if len(data) != b - a:  # only possible when the size was not known: S3 clips the range
+            raise ArchiveError(f"the shard ends {len(data)} bytes into [{a}, {b}): shorter than its index "
+                               "says (rewritten since it was indexed?)", url=shard.url, member=None, offset=a)
+        expected = self._members(f.shard, index, a, b)
+        links = self.stats.counts[("read", "hardlink")]
         members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=b != shard.size,
                            reread=functools.partial(self.client.get_range, shard.url), skips=self.stats)
         out: list[tuple[int, Record]] = []
         k = 0
         for m in members:
-            # every member read must be the index's next one; index entries are passed over only
-            # where iter_tar counted a link it could not resolve within this range
+            # every member read must be the index's next one; an index entry may be passed over
+            # only for a hardlink that iter_tar could not resolve within this range (and counted)
             while k < len(expected) and expected[k][1] < m.offset:
                 k += 1
             if k >= len(expected) or expected[k] != (m.name, m.offset):
@@ -262,6 +266,10 @@ class ShardReader:
                                    url=shard.url, member=m.name, offset=m.offset)
             k += 1
             out.append((index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data)))
+        passed_over = len(expected) - len(out)
+        if passed_over > self.stats.counts[("read", "hardlink")] - links:  # not all explained by links
+            raise ArchiveError(f"{passed_over} member(s) of the index are missing from the shard "
+                               "(rewritten since it was indexed?)", url=shard.url, member=None, offset=a)
         return out
 
     def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> list[tuple[str, int]]:

@@ -32,7 +32,7 @@ from awsio.archives.tar import walk_tar
 from awsio.errors import ArchiveError
 from awsio.grouping import is_metadata, sample_key
 
-__all__ = ["INDEX_SUFFIX", "RangedStream", "ShardIndex", "build_index", "index_url", "load_index",
+__all__ = ["INDEX_SUFFIX", "ShardIndex", "build_index", "index_url", "load_index",
            "clear_index_cache", "scan_tar", "write_index"]
 
 INDEX_SUFFIX = ".idx.json"
@@ -240,8 +240,11 @@ def _read_sidecar(client: Any, url: str, size: int | None) -> ShardIndex | None:
 
 def scan_tar(client: Any, url: str, size: int, window: int = 8 << 10) -> ShardIndex:
     """Index an uncompressed tar on S3 by reading its headers with ranged GETs (data skipped)."""
-    stream = RangedStream(client, url, 0, size, chunk=window, ahead=1)
-    members, end = _index_members(walk_tar(stream, url=url, skip_data=True, chunk_size=window))
+    stream = client.open(url, size=size, chunk_size=window, prefetch=0)
+    try:
+        members, end = _index_members(walk_tar(stream, url=url, skip_data=True, chunk_size=window))
+    finally:
+        stream.close()
     return ShardIndex("tar", size, end, tuple(members))
 
 
@@ -262,61 +265,3 @@ class _Counting:
         data = self.raw.read(n)
         self.count += len(data)
         return data
-
-
-class RangedStream:
-    """A read-only stream over bytes ``[start, end)`` of an object, fetched in ``chunk``-sized
-    ranged GETs, ``ahead`` at a time through ``client.get_many`` (so memory stays about
-    ``chunk * ahead``). ``skip(n)`` moves forward without fetching (used by header scans).
-
-    ``read`` raises :class:`ArchiveError` when the object ends before ``end`` (an index that
-    points past the shard's end), and the client's errors."""
-
-    def __init__(self, client: Any, url: str, start: int, end: int, *, chunk: int = 4 << 20,
-                 ahead: int = 4) -> None:
-        self._client, self._url = client, url
-        self._pos, self._end = start, end
-        self._chunk, self._ahead = chunk, max(1, ahead)
-        self._pending: list[bytes] = []
-        self._buf = b""
-
-    def _fill(self) -> None:
-        ranges: list[tuple[str, int, int]] = []
-        at = self._pos + len(self._buf)
-        while at < self._end and len(ranges) < self._ahead:
-            ranges.append((self._url, at, min(at + self._chunk, self._end)))
-            at += self._chunk
-        if not ranges:
-            return
-        if len(ranges) == 1:
-            got = [self._client.get_range(*ranges[0])]
-        else:
-            got = [data for _, data in self._client.get_many(ranges, ordered=True)]
-        for (_, lo, hi), data in zip(ranges, got):
-            if len(data) != hi - lo:  # S3 clips a range at the object's end
-                raise ArchiveError(f"shard ends before byte {hi} (got {len(data)} of bytes [{lo}, {hi}))",
-                                   url=self._url, offset=lo + len(data))
-        self._pending = got
-
-    def read(self, n: int = -1) -> bytes:
-        if not self._buf:
-            if not self._pending:
-                self._fill()
-            if not self._pending:
-                return b""
-            self._buf = self._pending.pop(0)
-        if n is None or n < 0 or n >= len(self._buf):
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        self._pos += len(out)
-        return out
-
-    def skip(self, n: int) -> int:
-        n = max(0, min(n, self._end - self._pos))
-        if n <= len(self._buf):
-            self._buf = self._buf[n:]
-        else:
-            self._buf, self._pending = b"", []
-        self._pos += n
-        return n

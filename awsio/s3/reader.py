@@ -13,6 +13,8 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Optional
 
+from awsio.errors import IntegrityError
+
 from awsio.s3.threads import DaemonPool
 
 __all__ = ["S3Reader"]
@@ -57,7 +59,7 @@ class S3Reader(io.RawIOBase):
         self._pos = start  # offset of the next byte handed to the caller
         self._chunk_size = chunk_size
         self._prefetch = prefetch
-        self._pending: deque[Future[bytes]] = deque()
+        self._pending: deque[tuple[int, int, Future[bytes]]] = deque()  # (lo, hi, its bytes)
         self._buf = memoryview(b"")
         self._pool = DaemonPool(prefetch, "awsio-readahead") if prefetch else None
 
@@ -84,7 +86,7 @@ class S3Reader(io.RawIOBase):
                 fut.set_result(self._backend.get(*args))
             else:
                 fut = self._pool.submit(self._backend.get, *args)
-            self._pending.append(fut)
+            self._pending.append((lo, hi, fut))
             if self._pool is None:
                 return
 
@@ -96,7 +98,12 @@ class S3Reader(io.RawIOBase):
         self._schedule()
         if not self._pending:
             return False
-        data = self._pending.popleft().result()
+        lo, hi, fut = self._pending.popleft()
+        data = fut.result()
+        if len(data) != hi - lo:  # the object ends before the range this reader was opened for
+            raise IntegrityError(f"the object ended {len(data)} bytes into [{lo}, {hi}) of the range "
+                                 f"being read (it is shorter than the caller said)", url=self.url,
+                                 status=None, code="SizeMismatch", request_id=None, expected=hi, got=lo + len(data))
         if self._pool is not None:  # refill the window while the caller works on this chunk
             self._schedule()
         self._buf = memoryview(data)
@@ -137,9 +144,28 @@ class S3Reader(io.RawIOBase):
                 return b"".join(parts)
             parts.append(chunk)
 
+    def skip(self, n: int) -> int:
+        """Move ``n`` bytes forward without handing them over; returns how many were skipped.
+
+        Chunks that lie wholly in the skipped span are not fetched: read-ahead is dropped and
+        restarts at the new offset (header scans jump over member data this way)."""
+        if self.closed:
+            raise ValueError(f"I/O operation on a closed S3Reader ({self.url})")
+        n = max(0, min(n, self._end - self._pos))
+        if n <= len(self._buf):
+            self._buf = self._buf[n:]
+        else:
+            for _, _, fut in self._pending:
+                fut.cancel()
+            self._pending.clear()
+            self._buf = memoryview(b"")
+            self._next_fetch = self._pos + n
+        self._pos += n
+        return n
+
     def close(self) -> None:
         if not self.closed:
-            for fut in self._pending:
+            for _, _, fut in self._pending:
                 fut.cancel()
             self._pending.clear()
             if self._pool is not None:

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_archives import MemoryClient, make_tar, make_zip, samples
 
-from awsio.archives.index import RangedStream, build_index, index_url, load_index
+from awsio.archives.index import build_index, index_url, load_index
 from awsio.archives.tar import iter_tar, walk_tar
 from awsio.archives.zip import iter_zip
 from awsio.dataset import S3IterableDataset
-from awsio.errors import ArchiveError
+from awsio.errors import ArchiveError, IntegrityError
 from awsio.handlers import SkipStats
 
 URL = "s3://b/shard.tar"
@@ -464,15 +464,16 @@ def test_index_pointing_past_the_shard_end_fails_when_read() -> None:
     raw = make_tar(samples(4))
     stale = build_index(io.BytesIO(raw))
     client = MemoryClient({URL: raw[:stale.members[4][1]]})  # cut at a member boundary
-    with pytest.raises(ArchiveError) as err:
-        list(iter_tar(RangedStream(client, URL, 0, stale.end, chunk=1024), url=URL, partial=True))
-    assert err.value.url == URL and err.value.offset is not None
+    with pytest.raises(IntegrityError) as err:  # the range reader finds the object short
+        list(iter_tar(client.open(URL, start=0, end=stale.end, chunk_size=1024, prefetch=0), url=URL, partial=True))
+    assert err.value.url == URL and err.value.code == "SizeMismatch"
     # replaced by a shorter, whole tar: the range of samples 2..3 holds its end-of-archive blocks
     client = MemoryClient({URL: make_tar(samples(2))})
     a, b = stale.byte_range(2, 4)
     assert b <= len(client.objects[URL])
     with pytest.raises(ArchiveError, match="stale index") as err:
-        list(iter_tar(RangedStream(client, URL, a, b, chunk=1024), url=URL, start_offset=a, partial=True))
+        list(iter_tar(client.open(URL, start=a, end=b, chunk_size=1024, prefetch=0), url=URL, start_offset=a,
+                      partial=True))
     assert err.value.offset == a
 
 

@@ -225,3 +225,18 @@ def test_archive_override_index_len_and_sidecars_hidden(monkeypatch: pytest.Monk
     renamed = {f"{B}x/a.shard": objs[first]}
     custom = S3IterableDataset(f"{B}x/", client=MemoryClient(renamed), archives={".shard": "tar"})
     assert [n for n, _ in custom][:2] == ["sh0/d/s0000.cls", "sh0/d/s0000.jpg"]
+
+
+def test_a_shard_shorter_than_its_index_is_an_error_not_fewer_samples() -> None:
+    """Not listed (a brace pattern: no size known), a shard rewritten shorter than its sidecar
+    index says must fail when read, never yield fewer samples without a word."""
+    from awsio.archives.index import build_index, index_url, write_index
+
+    members = [(f"k{i}.bin", bytes([i]) * 3000) for i in range(8)]
+    full = make_tar(members)
+    url = f"{B}short/only.tar"
+    client = MemoryClient({url: make_tar(members[:4])})
+    write_index(build_index(io.BytesIO(full)), index_url(url), client=client)
+    with pytest.raises(ArchiveError) as err:
+        list(S3IterableDataset(f"{B}short/{{only.tar}}", client=client))
+    assert err.value.url == url

@@ -9,9 +9,11 @@ No I/O, no torch.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Hashable, Iterable, Iterator, NamedTuple, TypeVar
 
-__all__ = ["Record", "group_keys", "is_metadata", "sample_key"]
+__all__ = ["Record", "group_keys", "is_metadata", "sample_key", "sample_runs"]
+
+T = TypeVar("T")
 
 
 class Record(NamedTuple):
@@ -61,3 +63,21 @@ def group_keys(names: Iterable[str]) -> Iterator[tuple[str, int]]:
         count += 1
     if current is not None:
         yield current, count
+
+
+def sample_runs(items: Iterable[T], name: Callable[[T], str],
+                scope: Callable[[T], Hashable] = lambda _: None) -> Iterator[list[T]]:
+    """The samples of ``items``: runs of consecutive items whose ``name`` has the same key (and
+    the same ``scope``, e.g. the shard, so a key never spans two shards). The one place where
+    members become samples: indexes, zip directories and in-memory sources all use it."""
+    run: list[T] = []
+    last: tuple[Hashable, str] | None = None
+    for item in items:
+        key = (scope(item), sample_key(name(item))[0])
+        if key != last and run:
+            yield run
+            run = []
+        last = key
+        run.append(item)
+    if run:
+        yield run

@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from torch.utils.data import IterableDataset
 
@@ -299,25 +299,20 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         if final is not None or self.unit > 1:
             register_collation()  # also in a spawned DataLoader worker, where collation runs
         units = self.source.iter_units(self.unit)
+
+        def run(records: Iterable[Any]) -> Iterator[Any]:
+            items: Iterator[Any] = group(iter(records), ctx)
+            for stage in self.stages:
+                items = stage(items, ctx)
+            return final(items, ctx) if final is not None else items
+
+        # one unit at a time (one batch per unit), unless a stream-wide shuffle buffer spans them
+        streams = (((r for _, recs in units for r in recs),) if self._spans_units()
+                   else (recs for _, recs in units))
         count = 0
         try:
-            if self._spans_units():  # a stream-wide shuffle buffer: run the stages over the stream
-                items: Iterator[Any] = group((r for _, recs in units for r in recs), ctx)
-                for stage in self.stages:
-                    items = stage(items, ctx)
-                if final is not None:
-                    items = final(items, ctx)
-                for item in items:
-                    count += 1
-                    yield item
-                return
-            for _, records in units:  # one unit at a time: one batch per unit
-                items = group(iter(records), ctx)
-                for stage in self.stages:
-                    items = stage(items, ctx)
-                if final is not None:
-                    items = final(items, ctx)
-                for item in items:
+            for records in streams:
+                for item in run(records):
                     count += 1
                     yield item
         finally:

@@ -35,7 +35,7 @@ from awsio.archives.tar import TarMember, iter_tar
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.epoch import Order
 from awsio.errors import ArchiveError, AwsioError
-from awsio.grouping import Record, sample_key
+from awsio.grouping import Record, sample_key, sample_runs
 from awsio.handlers import Handler, SkipStats
 
 __all__ = ["Shard", "ShardReader", "ZipIndex", "zip_index"]
@@ -319,7 +319,7 @@ def zip_index(client: Any, url: str, size: int | None, *, every_entry: bool = Fa
     if size is None:
         size = client.head(url).size
     entries = [e for e in read_zip_directory(client, url, size) if e.is_file or every_entry]
-    return ZipIndex(tuple(tuple(g) for _, g in itertools.groupby(entries, key=lambda e: sample_key(e.name)[0])))
+    return ZipIndex(tuple(tuple(run) for run in sample_runs(entries, name=lambda e: e.name)))
 
 
 class _TgzCursor:

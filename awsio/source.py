@@ -37,7 +37,7 @@ import numpy as np
 
 from awsio.epoch import EQUAL_WORK, Intervals, Order, advance, global_order, intervals_total, split
 from awsio.errors import ConfigError, StateError
-from awsio.grouping import Record, sample_key
+from awsio.grouping import Record, sample_runs
 from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
 from awsio.world import World, current_world, pass_epoch
 
@@ -325,14 +325,8 @@ class MemorySource(IndexedSource):
                          handler=handler)
         self.records = [Record(*r) for r in records]
         shards: dict[str, list[list[Record]]] = {}
-        last: tuple[str, str] | None = None
-        for r in self.records:
-            key = (r.source, sample_key(r.name)[0])
-            samples = shards.setdefault(r.source, [])
-            if key != last:
-                samples.append([])
-                last = key
-            samples[-1].append(r)
+        for run in sample_runs(self.records, name=lambda r: r.name, scope=lambda r: r.source):
+            shards.setdefault(run[0].source, []).append(run)
         self._shards = list(shards.values())
         self._names = list(shards)
 

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Iterator
 
 from awsio.archives.tar import walk_tar
 from awsio.errors import ArchiveError
-from awsio.grouping import is_metadata, sample_key
+from awsio.grouping import is_metadata, sample_runs
 
 __all__ = ["INDEX_SUFFIX", "ShardIndex", "build_index", "index_url", "load_index",
            "clear_index_cache", "scan_tar", "write_index"]
@@ -52,14 +52,8 @@ class ShardIndex:
     sample_starts: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        starts: list[int] = []
-        last: str | None = None
-        for name, offset, _ in self.members:
-            key = sample_key(name)[0]
-            if key != last:
-                starts.append(offset)
-                last = key
-        object.__setattr__(self, "sample_starts", tuple(starts))
+        runs = sample_runs(self.members, name=lambda m: m[0])
+        object.__setattr__(self, "sample_starts", tuple(run[0][1] for run in runs))
 
     @property
     def sample_count(self) -> int:

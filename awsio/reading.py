@@ -337,8 +337,8 @@ class _TgzCursor:
 
     def _next(self) -> tuple[int, TarMember] | None:
         if self.held is not None:
-            m, self.held = self.held, None
-            return self.sample, m
+            held, self.held = self.held, None
+            return self.sample, held
         m = next(self.members, None)
         if m is None:
             return None

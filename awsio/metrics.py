@@ -23,12 +23,17 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import threading
+import time
+import uuid
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["CAUSES", "OPS", "Metrics", "Snapshot", "Spool", "all_ranks", "merge", "request_cost"]
+__all__ = ["CAUSES", "OPS", "DatasetMetrics", "Metrics", "Snapshot", "Spool", "all_ranks", "merge", "request_cost"]
 
 log = logging.getLogger(__name__)
 
@@ -225,3 +230,95 @@ class Spool:
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("unreadable metrics file %s: %s", name, exc)
         return out
+
+
+def _remove_dir(path: str, owner: int) -> None:
+    if os.getpid() == owner:  # a forked worker's copy going away must not remove the parent's
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class DatasetMetrics:
+    """The counters of one dataset: its samples and skips, plus its client's, summed over the
+    process that made it and its DataLoader workers.
+
+    Workers are separate processes: each publishes its cumulative counters to a :class:`Spool`
+    (a temporary directory named when the dataset is made, removed with it) at most once a
+    second while it reads and at the end of each pass; :meth:`snapshot` in the main process adds
+    them. A worker also publishes when it exits (a loop that stopped early, a map-style dataset),
+    unless it is killed.
+    """
+
+    PUBLISH_EVERY_S = 1.0
+
+    def __init__(self) -> None:
+        self.spool = Spool(os.path.join(tempfile.gettempdir(), f"awsio-metrics-{uuid.uuid4().hex}"))
+        weakref.finalize(self, _remove_dir, self.spool.path, os.getpid())
+        self._reset()
+
+    def _reset(self) -> None:
+        self._local = Metrics()
+        self._pid = os.getpid()
+        self._published = 0.0
+        self._client: Any = None
+        self._at_exit = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spool": self.spool}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.spool = state["spool"]
+        self._reset()
+
+    def _counters(self) -> Metrics:
+        if self._pid != os.getpid():  # a forked worker starts from zero (see S3Client.metrics)
+            self._reset()
+        return self._local
+
+    def count(self, client: Any, samples: int = 0, skips: int = 0, final: bool = False) -> None:
+        """Count ``samples`` delivered and ``skips``; in a DataLoader worker, publish now and then
+        (``final``: at the end of a pass, always)."""
+        m = self._counters()
+        if samples:
+            m.add("samples", samples)
+        if skips:
+            m.add("skips", skips)
+        if _in_worker():
+            self._client = client
+            if not self._at_exit:  # multiprocessing runs these when the worker exits normally
+                import multiprocessing.util
+
+                multiprocessing.util.Finalize(None, self._publish, exitpriority=10)
+                self._at_exit = True
+            now = time.monotonic()
+            if final or now - self._published >= self.PUBLISH_EVERY_S:
+                self._published = now
+                self._publish()
+
+    def _publish(self) -> None:
+        from awsio.world import current_world
+
+        world = current_world()
+        own = self._local.snapshot() + _client_metrics(self._client)
+        self.spool.publish(f"r{world.rank}-w{world.worker}-{os.getpid()}", own)
+
+    def snapshot(self, client: Any, ranks: bool = False) -> Snapshot:
+        """This process's counters and its client's, plus (outside a worker) what the workers
+        published; ``ranks=True`` sums over ``torch.distributed`` ranks (every rank must call)."""
+        own = self._counters().snapshot() + _client_metrics(client)
+        if not _in_worker():
+            own = own + self.spool.collect()
+        return all_ranks(own) if ranks else own
+
+
+def _client_metrics(client: Any) -> Snapshot:
+    """The counters of ``client`` (none for a client that keeps none, e.g. a test double)."""
+    metrics = getattr(client, "metrics", None)
+    return metrics() if metrics is not None else Snapshot()
+
+
+def _in_worker() -> bool:
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:  # pragma: no cover - torch is a dependency of the datasets
+        return False
+    return get_worker_info() is not None

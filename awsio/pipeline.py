@@ -282,6 +282,17 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         w = current_world()
         return -(-int(self.source.rank_size(w.world_size, w.rank)) // self.unit)
 
+    def metrics(self, ranks: bool = False) -> Any:
+        """The source's counters (:meth:`awsio.dataset.S3IterableDataset.metrics`): requests,
+        bytes, retries, TTFB, samples grouped and skipped, over DataLoader workers and, with
+        ``ranks=True``, over ranks; empty counters for a source that keeps none."""
+        metrics = getattr(self.source, "metrics", None)
+        if metrics is None:
+            from awsio.metrics import Snapshot
+
+            return Snapshot()
+        return metrics(ranks=ranks)
+
     # -- running --------------------------------------------------------------------------
     def _spans_units(self) -> bool:
         return any(isinstance(s, Shuffle) for s in self.stages)
@@ -299,9 +310,17 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
             register_collation()  # also in a spawned DataLoader worker, where collation runs
         units = self.source.iter_units(self.unit)
         count = 0
+        note = getattr(self.source, "note_samples", None)  # the source's counters, when it keeps them
+        samples = [0]
+
+        def counted(grouped: Iterator[Any]) -> Iterator[Any]:
+            for sample in grouped:
+                samples[0] += 1
+                yield sample
+
         try:
             if self._spans_units():  # a stream-wide shuffle buffer: run the stages over the stream
-                items: Iterator[Any] = group((r for _, recs in units for r in recs), ctx)
+                items: Iterator[Any] = counted(group((r for _, recs in units for r in recs), ctx))
                 for stage in self.stages:
                     items = stage(items, ctx)
                 if final is not None:
@@ -311,7 +330,10 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
                     yield item
                 return
             for _, records in units:  # one unit at a time: one batch per unit
-                items = group(iter(records), ctx)
+                if note is not None and samples[0]:
+                    note(samples[0])  # (publishes from a DataLoader worker now and then)
+                    samples[0] = 0
+                items = counted(group(iter(records), ctx))
                 for stage in self.stages:
                     items = stage(items, ctx)
                 if final is not None:
@@ -321,6 +343,8 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
                     yield item
         finally:
             stats.merge(self.source.stats)
+            if note is not None:
+                note(samples[0], stats.total, final=True)
             level = logging.WARNING if stats.total else logging.INFO
             log.log(level, "pipeline epoch %d rank %d worker %d/%d: %d items, %s", epoch,
                     world.rank, world.worker, world.num_workers, count, stats.summary())

@@ -298,17 +298,19 @@ class PythonBackend:
         attempts = 0
         while True:
             attempts += 1
-            sent_at = self._limiter.reserve()
-            self._pause(sent_at - time.monotonic(), cancel)
+            send_at, generation = self._limiter.reserve()
+            self._pause(send_at - time.monotonic(), cancel)
             self.metrics.request(op)
             try:
-                return attempt()
+                result = attempt()
+                self._limiter.succeeded()
+                return result
             except (bex.BotoCoreError, bex.ClientError, _TransferError, IntegrityError) as exc:
                 if cancel is not None and cancel.event.is_set():
                     raise _Cancelled() from None
                 err, cause = self._classify(exc, url)
                 if cause == "throttle":
-                    self._limiter.throttled(sent_at)
+                    self._limiter.throttled(generation)
                 delay = self._rng.uniform(0.0, min(5.0, 0.05 * 2 ** (attempts - 1)))
                 if (cause is None or attempts >= self._config.max_attempts
                         or time.monotonic() - started + delay > self._deadline):
@@ -351,7 +353,8 @@ class PythonBackend:
             finally:
                 body.close()
             meta = resp["ResponseMetadata"]
-            checked = check_reply(url, meta["HTTPStatusCode"], meta.get("HTTPHeaders", {}), data, start, end, size)
+            checked = check_reply(url, meta["HTTPStatusCode"], meta.get("HTTPHeaders", {}), data, start, end, size,
+                                  bool(self._config.verify_checksums))
             self.metrics.add("get_bytes", len(checked))
             return checked
 

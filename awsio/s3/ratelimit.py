@@ -2,11 +2,12 @@
 turning into a retry storm.
 
 The limiter is off until the first throttled reply. Then it paces every attempt (first tries and
-retries alike) at a rate that was cut to ``BETA`` times the rate at which the throttling came,
+retries alike) at a rate that was cut to ``BETA`` times the rate at which the throttling came
+(the first time: the rate of successful replies just before, what the server let through),
 climbs back to that rate linearly within ``RECOVER_S`` seconds, then probes above it by ``PROBE``
 of it per second (additive increase) until the next throttled reply cuts it again
-(multiplicative decrease). A throttled reply to a request sent before the last cut is the same
-congestion that cut answered, and cuts nothing. Once the rate has grown to ``RELEASE`` times the
+(multiplicative decrease). A throttled reply to a request paced before the last cut (at the old
+rate, whenever it was sent) is the same congestion that cut answered, and cuts nothing. Once the rate has grown to ``RELEASE`` times the
 last cut's without more throttling, pacing stops.
 
 The native engine implements the same rule in C++ (``csrc/s3_core.cpp``, ``RateLimiter``) with
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 __all__ = ["BETA", "MIN_RATE", "PROBE", "RECOVER_S", "RELEASE", "RateLimiter"]
 
@@ -29,6 +30,27 @@ MIN_RATE = 1.0      # requests per second, the floor
 _WINDOW_S = 0.25    # the unpaced send rate is measured over two windows of this length
 
 
+class _Window:
+    """Events per second over the current and the previous window of ``_WINDOW_S``."""
+
+    def __init__(self, now: float) -> None:
+        self.start, self.count, self.prev = now, 0, 0
+
+    def _roll(self, now: float) -> None:
+        if now - self.start >= _WINDOW_S:
+            self.prev = 0 if now - self.start >= 2 * _WINDOW_S else self.count
+            self.start, self.count = now, 0
+
+    def add(self, now: float) -> None:
+        self._roll(now)
+        self.count += 1
+
+    def per_s(self, now: float) -> float:
+        self._roll(now)
+        span = now - self.start + (_WINDOW_S if self.prev else 0.0)
+        return (self.count + self.prev) / max(span, 1e-3)
+
+
 class RateLimiter:
     """Paces request attempts of one client; thread-safe. Times are ``time.monotonic()`` seconds."""
 
@@ -38,10 +60,10 @@ class RateLimiter:
         self._limited = False
         self._peak = 0.0       # the rate when the last cut happened
         self._cut_at = float("-inf")
+        self._generation = 0   # cuts so far
         self._next_free = 0.0
-        self._win_start = clock()
-        self._win_count = 0
-        self._prev_count = 0
+        self._sent = _Window(clock())
+        self._ok = _Window(clock())
 
     def _rate(self, now: float) -> float:
         dt = now - self._cut_at
@@ -50,44 +72,47 @@ class RateLimiter:
             return max(MIN_RATE, low + (self._peak - low) * dt / RECOVER_S)
         return max(MIN_RATE, self._peak * (1.0 + PROBE * (dt - RECOVER_S)))
 
-    def _measured(self, now: float) -> float:
-        span = now - self._win_start + (_WINDOW_S if self._prev_count else 0.0)
-        return (self._win_count + self._prev_count) / max(span, 1e-3)
-
     @property
     def rate(self) -> Optional[float]:
         """The paced rate (requests per second) now, or None while not pacing."""
         with self._lock:
             return self._rate(self._clock()) if self._limited else None
 
-    def reserve(self) -> float:
-        """A slot for one attempt: the time it may be sent (now, unless pacing asks to wait)."""
+    def reserve(self) -> Tuple[float, int]:
+        """A slot for one attempt: the time it may be sent (now, unless pacing asks to wait), and
+        the pacing generation to hand to :meth:`throttled` if its reply is throttled."""
         with self._lock:
             now = self._clock()
             if not self._limited:
-                if now - self._win_start >= _WINDOW_S:
-                    fresh = now - self._win_start >= 2 * _WINDOW_S
-                    self._prev_count = 0 if fresh else self._win_count
-                    self._win_start, self._win_count = now, 0
-                self._win_count += 1
-                return now
+                self._sent.add(now)
+                return now, self._generation
             rate = self._rate(now)
             if rate >= RELEASE * self._peak:
                 self._limited = False
-                return now
+                return now, self._generation
             self._next_free = max(self._next_free, now - 1.0 / rate)  # no saved-up burst
             when = self._next_free
             self._next_free += 1.0 / rate
-            return when
+            return when, self._generation
 
-    def throttled(self, sent_at: float) -> None:
-        """A throttled reply to an attempt sent at ``sent_at`` (from :meth:`reserve`)."""
+    def throttled(self, generation: int) -> None:
+        """A throttled reply to an attempt paced in ``generation`` (from :meth:`reserve`)."""
         with self._lock:
             now = self._clock()
-            if sent_at < self._cut_at:
+            if generation != self._generation:
                 return
-            current = self._rate(now) if self._limited else self._measured(now)
+            if self._limited:
+                current = self._rate(now)
+            else:  # what the server let through, else what was sent
+                current = self._ok.per_s(now) or self._sent.per_s(now)
             self._peak = max(MIN_RATE, current)
             self._cut_at = now
+            self._generation += 1
             self._limited = True
             self._next_free = max(self._next_free, now)
+
+    def succeeded(self) -> None:
+        """A reply that was not throttled (measures what the server lets through)."""
+        with self._lock:
+            if not self._limited:
+                self._ok.add(self._clock())

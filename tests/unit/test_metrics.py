@@ -120,3 +120,32 @@ def test_a_spool_sums_what_workers_published(tmp_path):
         spool.publish(f"w{i}", m.snapshot())
     spool.publish("w0", Snapshot({"get_requests": 5}))  # replaced, not added
     assert spool.collect()["get_requests"] == 7
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_dataset_sums_its_counters_over_dataloader_workers(stub, workers):
+    import torch.utils.data
+
+    from awsio.dataset import S3Dataset, S3IterableDataset
+
+    stub.script = lambda n, seen: Reply(503, error_xml("SlowDown")) if n == 3 else object_reply(BODY, seen)
+    config = S3Config(endpoint_url=stub.endpoint, backend="python", static_credentials=("a", "b", None))
+    urls = [f"s3://bkt/o{i}.bin" for i in range(12)]
+    ds = S3IterableDataset(urls, config=config)
+    for epoch in range(2):
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+        assert sum(1 for _ in loader) == 12
+        m = ds.metrics()
+        assert (m["samples"], m["get_requests"], m["get_bytes"]) == (12 * (epoch + 1), 12 * (epoch + 1) + 1,
+                                                                      12 * (epoch + 1) * len(BODY))
+        assert m["retries_throttle"] == 1 and sum(m.ttfb) == 12 * (epoch + 1)
+    pipe = ds.to_tuple("bin") if hasattr(ds, "to_tuple") else None
+    if pipe is not None:
+        assert sum(1 for _ in torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=workers)) == 12
+        assert pipe.metrics()["samples"] == 36 and pipe.metrics()["get_requests"] == 37
+
+    mapped = S3Dataset(urls, config=config)
+    loader = torch.utils.data.DataLoader(mapped, batch_size=4, num_workers=workers, collate_fn=list)
+    assert sum(len(b) for b in loader) == 12  # the workers publish as they exit, at the end
+    m = mapped.metrics()
+    assert (m["samples"], m["get_requests"]) == (12, 12)

@@ -72,7 +72,8 @@ class _HasClient:
 
     def _listing(self, urls: Any, suffixes: Mapping[str, str],
                  allow_empty: bool) -> list[tuple[str, int | None, str | None]]:
-        """The ``[(url, size, etag)]`` the dataset reads (see :func:`_resolve`).
+        """The ``[(url, size, etag)]`` the dataset reads (see :func:`_resolve`), through the
+        listing cache (:mod:`awsio.listing_cache`) when ``_listing_cache`` names one.
 
         When ``torch.distributed`` is initialised, rank 0 lists and broadcasts the result (or
         its error, raised on every rank): a job lists once, not once per rank. Every rank must
@@ -80,12 +81,25 @@ class _HasClient:
         """
         import torch.distributed as dist
 
+        raw = [urls] if isinstance(urls, (str, S3URL)) else list(urls)
+        cache: str | None = getattr(self, "_listing_cache", None)
+
+        def resolve() -> list[tuple[str, int | None, str | None]]:
+            if cache is None:
+                return _resolve(raw, self.client, suffixes, allow_empty)
+            from awsio.listing_cache import cached_listing
+
+            return cached_listing(cache, [str(u) for u in raw],
+                                  {"suffixes": dict(suffixes), "allow_empty": allow_empty}, self.client,
+                                  lambda: _resolve(raw, self.client, suffixes, allow_empty),
+                                  bool(getattr(self, "_refresh_listing", False)))
+
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return _resolve(urls, self.client, suffixes, allow_empty)
+            return resolve()
         box: list[Any] = [None]
         if dist.get_rank() == 0:
             try:
-                box[0] = _resolve(urls, self.client, suffixes, allow_empty)
+                box[0] = resolve()
             except Exception as exc:  # every rank raises it, rather than the others waiting forever
                 box[0] = exc
         dist.broadcast_object_list(box, src=0)
@@ -154,6 +168,8 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         chunk_size: largest ranged GET of consecutive tar samples (tar.gz: streaming read size).
         prefetch: read-ahead depth of tar.gz streams.
         allow_empty: accept URLs that list no objects (default: :class:`EmptyPrefixError`).
+        listing_cache: a folder or ``s3://`` prefix keeping the listing between runs, keyed by
+            the URL list (:mod:`awsio.listing_cache`); ``refresh_listing=True`` lists again.
 
     Zip shards yield their files; directory entries and ``__...__`` metadata are skipped (the
     original plugin's import path yields every entry, see ``awsio.python.lib.io.s3.s3dataset``).
@@ -177,7 +193,8 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
                  seed: int = 0, config: S3Config | None = None, client: Any = None,
                  archives: Mapping[str, str] | None = None, equal_work: str | None = None,
                  handler: HandlerSpec = "raise", window: int = 8, chunk_size: int = 8 << 20,
-                 prefetch: int = 2, allow_empty: bool = False) -> None:
+                 prefetch: int = 2, allow_empty: bool = False, listing_cache: str | None = None,
+                 refresh_listing: bool = False) -> None:
         try:
             resolve_handler(handler)
         except ValueError as exc:
@@ -191,6 +208,7 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         self._suffixes = dict(ARCHIVE_SUFFIXES if archives is None else archives)
         self._client = client
         self._metrics = DatasetMetrics()
+        self._listing_cache, self._refresh_listing = listing_cache, refresh_listing
         self._items = self._listing(urls, self._suffixes, allow_empty)
         self._shards = [Shard(u, archive_kind(u, self._suffixes), size, etag) for u, size, etag in self._items]
         self._index_skips = SkipStats()

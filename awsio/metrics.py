@@ -42,6 +42,9 @@ CAUSES = ("throttle", "5xx", "reset", "timeout", "integrity")
 # AWS list prices in us-east-1 (S3 Standard), USD per request.
 PRICES = {"get": 0.0004 / 1000, "head": 0.0004 / 1000, "list": 0.005 / 1000, "put": 0.005 / 1000}
 
+COUNTERS = (*(f"{op}_requests" for op in OPS), "get_bytes", "put_bytes", *(f"retries_{c}" for c in CAUSES),
+            "errors", "samples", "skips")
+
 _PER_DECADE = 16
 _LOW = 1e-5  # seconds: the first bucket's upper edge
 _BUCKETS = 8 * _PER_DECADE  # up to 1000 s
@@ -104,8 +107,9 @@ class Snapshot:
         return request_cost(self.counts)
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat JSON-able values: every counter, ``ttfb_p50_ms``, ``ttfb_p99_ms``, ``request_cost_usd``."""
-        out: dict[str, Any] = {n: self[n] for n in sorted(self.counts)}
+        """Flat JSON-able values: every counter (the standard ones always, 0 when nothing was
+        counted), ``ttfb_p50_ms``, ``ttfb_p99_ms`` (None without answers), ``request_cost_usd``."""
+        out: dict[str, Any] = {n: self[n] for n in sorted(set(self.counts) | set(COUNTERS))}
         for q, name in ((0.5, "ttfb_p50_ms"), (0.99, "ttfb_p99_ms")):
             v = self.ttfb_quantile(q)
             out[name] = None if v is None else round(v * 1000, 3)

@@ -1,5 +1,6 @@
 """One listing per job: with torch.distributed initialised, rank 0 lists and the other ranks
-receive the result (a 2-rank gloo job makes one LIST request, not two)."""
+receive the result (a 2-rank gloo job makes one LIST request, not two); a listing cache keeps it
+across runs."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def _listing_xml() -> bytes:
             f"<MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{items}</ListBucketResult>").encode()
 
 
+def _script(n: int, seen: Seen) -> Reply:
+    """S3 with the KEYS under data/: ListObjectsV2 in one page, every object 3 bytes."""
+    if "list-type=2" in seen.path:
+        return Reply(200, _listing_xml(), {"Content-Type": "application/xml"})
+    return object_reply(b"abc", seen)
+
+
 def _rank(rank: int, world: int, init: str, endpoint: str, out: str) -> None:
     from awsio.config import S3Config
     from awsio.dataset import S3IterableDataset
@@ -40,12 +48,7 @@ def _rank(rank: int, world: int, init: str, endpoint: str, out: str) -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="spawns gloo ranks")
 def test_a_two_rank_job_lists_once(stub, tmp_path):
-    def script(n: int, seen: Seen) -> Reply:
-        if "list-type=2" in seen.path:
-            return Reply(200, _listing_xml(), {"Content-Type": "application/xml"})
-        return object_reply(b"abc", seen)
-
-    stub.script = script
+    stub.script = _script
     init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
     out = str(tmp_path / "rank")
     mp.spawn(_rank, args=(2, init, stub.endpoint, out), nprocs=2, join=True)
@@ -55,3 +58,23 @@ def test_a_two_rank_job_lists_once(stub, tmp_path):
     assert results[0][0] == results[1][0] == ",".join(f"s3://bkt/{k}" for k in KEYS)
     assert [int(r[1]) for r in results] == [1, 0]  # rank 0's client made the request
     assert not os.path.exists(f"{out}.2")
+
+
+def test_a_listing_cache_lists_once_across_runs(stub, tmp_path):
+    from awsio.config import S3Config
+    from awsio.dataset import S3IterableDataset
+
+    stub.script = _script
+    config = S3Config(endpoint_url=stub.endpoint, backend="python", static_credentials=("a", "b", None))
+    cache = str(tmp_path / "listings")
+    made = [S3IterableDataset("s3://bkt/data/", config=config, listing_cache=cache) for _ in range(2)]
+    assert made[0].urls == made[1].urls == [f"s3://bkt/{k}" for k in KEYS]
+    assert sum("list-type=2" in s.path for s in stub.seen) == 1  # the second run read the cache
+    assert [m.metrics()["list_requests"] for m in made] == [1, 0]
+    S3IterableDataset("s3://bkt/data/", config=config, listing_cache=cache, refresh_listing=True)
+    assert sum("list-type=2" in s.path for s in stub.seen) == 2
+    other = S3IterableDataset(["s3://bkt/data/"], config=config, listing_cache=cache, shuffle_urls=True)
+    assert other.urls == made[0].urls and sum("list-type=2" in s.path for s in stub.seen) == 2
+    (next((tmp_path / "listings").iterdir())).write_text("{not json")
+    assert S3IterableDataset("s3://bkt/data/", config=config, listing_cache=cache).urls == made[0].urls
+    assert sum("list-type=2" in s.path for s in stub.seen) == 3  # an unreadable entry: listed again

@@ -1,19 +1,13 @@
 """Configuration: :class:`S3Config`, a frozen dataclass validated on construction.
 
-Every field left as ``None`` is filled from the standard AWS environment when the config is made:
-
-=================  =====================================================================
-endpoint_url       ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, ``S3_ENDPOINT_URL`` (the
-                   original S3 plugin's variable; ``S3_USE_HTTPS=0`` turns a bare host into http)
-region             ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile's region, else us-east-1
-profile            ``AWS_PROFILE``
-verify             ``S3_VERIFY_SSL`` (0/false disables TLS verification; on by default)
-ca_bundle          ``AWS_CA_BUNDLE``
-backend            ``AWSIO_BACKEND``: auto | native | python
-max_inflight_bytes ``AWSIO_MAX_INFLIGHT_BYTES`` (default 128 MiB)
-buffer_pool_bytes  ``AWSIO_BUFFER_POOL_BYTES`` (default twice max_inflight_bytes; 0 turns it off)
-part_size          ``AWSIO_PART_SIZE`` (default 8 MiB on AWS, 0 with a custom endpoint_url)
-=================  =====================================================================
+Each setting is defined once, as a field of :class:`S3Config` whose metadata holds its
+documentation (``doc``), the environment variables that fill it when it is left as ``None``
+(``env``) and whether the native engine takes it (``native``: copied by name into
+``awsio._native.Options``, whose C++ side is one line of ``AWSIO_ENGINE_OPTIONS`` in
+``csrc/s3_core.hpp``). The README's settings table, the Hydra jobs' list of known ``s3.*``
+settings and the native options all come from these fields (:func:`settings_table`,
+:func:`setting_names`), so a new setting is a field here and, if the native engine needs it, a
+line in ``csrc/s3_core.hpp``.
 
 ``max_inflight_bytes`` bounds the response bodies the native reader holds at once (being
 received, or received and not yet handed to the caller): a response that would go over waits,
@@ -42,7 +36,7 @@ from urllib.parse import urlsplit
 
 from awsio.errors import ConfigError
 
-__all__ = ["Credentials", "S3Config", "credentials_provider"]
+__all__ = ["Credentials", "S3Config", "credentials_provider", "setting_names", "settings_table"]
 
 _BACKENDS = ("auto", "native", "python")
 _FALSE = {"0", "false", "no", "off"}
@@ -56,14 +50,27 @@ def _env(*names: str) -> str | None:
     return None
 
 
-def _env_int(name: str, default: int) -> Any:
-    value = _env(name)
+def _from_env(names: tuple[str, ...], fallback: Any) -> Any:
+    """The first of ``names`` set in the environment, as the type of ``fallback``, else ``fallback``."""
+    value = _env(*names)
     if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        return value  # reported by _validate with the field's name
+        return fallback
+    if isinstance(fallback, bool):
+        return value.lower() not in _FALSE
+    if isinstance(fallback, int):
+        try:
+            return int(value)
+        except ValueError:
+            return value  # reported by _validate with the field's name
+    return value
+
+
+def _setting(default: Any, *, doc: str, env: tuple[str, ...] = (), native: bool = False,
+             **fallback: Any) -> Any:
+    """A field of S3Config: its default, documentation, environment variables (tried in order when
+    the value is None; ``fallback=`` gives the default when none is set, otherwise __post_init__
+    works it out) and whether the native engine takes it (by the same name)."""
+    return field(default=default, metadata={"doc": doc, "env": env, "native": native, **fallback})
 
 
 @dataclass(frozen=True)
@@ -73,21 +80,46 @@ class S3Config:
     Raises :class:`awsio.errors.ConfigError` (a ``ValueError``) naming the field for invalid values.
     """
 
-    endpoint_url: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    path_style: bool | None = None
-    unsigned: bool = False
-    verify: bool | None = None
-    ca_bundle: str | None = None
-    max_connections: int = 32
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    max_attempts: int = 5
-    backend: str | None = None
-    max_inflight_bytes: int | None = None
-    buffer_pool_bytes: int | None = None
-    part_size: int | None = None
+    endpoint_url: str | None = _setting(
+        None, env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "S3_ENDPOINT_URL"),
+        doc="a custom endpoint, http(s)://host[:port] (`S3_USE_HTTPS=0` makes a bare host http); "
+            "default: the regional AWS endpoint")
+    region: str | None = _setting(
+        None, env=("AWS_REGION", "AWS_DEFAULT_REGION"), native=True,
+        doc="the profile's region, else `us-east-1`, when no variable is set")
+    profile: str | None = _setting(None, env=("AWS_PROFILE",), fallback=None,
+                                   doc="the shared-config profile for credentials and region")
+    path_style: bool | None = _setting(None, native=True,
+                                       doc="path-style URLs; on by default for a custom endpoint, off for AWS")
+    unsigned: bool = _setting(False, native=True, doc="`True` reads public buckets without credentials")
+    verify: bool | None = _setting(None, env=("S3_VERIFY_SSL",), fallback=True, native=True,
+                                   doc="TLS certificate verification (`0` disables it)")
+    ca_bundle: str | None = _setting(None, env=("AWS_CA_BUNDLE",), fallback=None, native=True,
+                                     doc="a CA bundle file for TLS verification")
+    max_connections: int = _setting(32, native=True, doc="requests in flight at once (1-1024)")
+    connect_timeout: float = _setting(10.0, native=True, doc="seconds to connect")
+    read_timeout: float = _setting(60.0, native=True,
+                                   doc="seconds without a byte before a transfer is retried")
+    max_attempts: int = _setting(5, native=True, doc="attempts per request, the first included")
+    backend: str | None = _setting(None, env=("AWSIO_BACKEND",), fallback="auto",
+                                   doc="`auto` (native if built) / `native` / `python`")
+    max_inflight_bytes: int | None = _setting(
+        None, env=("AWSIO_MAX_INFLIGHT_BYTES",), fallback=128 << 20, native=True,
+        doc="default 128 MiB: response bodies the native reader holds at once; a reply that would go "
+            "over waits, paused in its socket, until earlier results are taken (one larger body is read alone)")
+    buffer_pool_bytes: int | None = _setting(
+        None, env=("AWSIO_BUFFER_POOL_BYTES",),
+        doc="default twice `max_inflight_bytes`, `0` off: freed bodies of 1 MiB or more that the native "
+            "reader keeps and fills again instead of asking the kernel for fresh, zeroed pages")
+    part_size: int | None = _setting(
+        None, env=("AWSIO_PART_SIZE",), native=True,
+        doc="8 MiB on AWS, where each connection is capped (about 100 MB/s) and a large object needs "
+            "parallel ranged GETs; 0 (one request per object) for a custom endpoint, where one stream "
+            "runs at full speed and parts only cost CPU")
+    verify_checksums: bool | None = _setting(
+        None, env=("AWSIO_VERIFY_CHECKSUMS",), fallback=True, native=True,
+        doc="check a whole-object GET's body against the full-object checksum S3 sends "
+            "(`x-amz-checksum-*`); `0` skips the check (the same requests are sent)")
     # Not a user knob: lets tests inject credentials without touching the environment.
     static_credentials: tuple[str, str, str | None] | None = field(default=None, repr=False)
 
@@ -106,26 +138,21 @@ class S3Config:
                 raise ConfigError("endpoint_url must look like http(s)://host[:port]",
                                   field="endpoint_url", value=endpoint)
         set_("endpoint_url", endpoint)
-        if self.profile is None:
-            set_("profile", _env("AWS_PROFILE"))
+        for f in fields(self):  # the plain ones: the environment, else a fixed default
+            if getattr(self, f.name) is None and "fallback" in f.metadata:
+                set_(f.name, _from_env(f.metadata["env"], f.metadata["fallback"]))
         if self.region is None:
             set_("region", _env("AWS_REGION", "AWS_DEFAULT_REGION") or self._profile_region() or "us-east-1")
         if self.path_style is None:
             # Custom endpoints (MinIO, SeaweedFS, Ceph...) rarely serve virtual-hosted buckets.
             set_("path_style", endpoint is not None)
-        if self.verify is None:
-            set_("verify", os.environ.get("S3_VERIFY_SSL", "1").lower() not in _FALSE)
-        if self.ca_bundle is None:
-            set_("ca_bundle", _env("AWS_CA_BUNDLE"))
-        if self.backend is None:
-            set_("backend", (_env("AWSIO_BACKEND") or "auto").lower())
-        if self.max_inflight_bytes is None:
-            set_("max_inflight_bytes", _env_int("AWSIO_MAX_INFLIGHT_BYTES", 128 << 20))
+        if isinstance(self.backend, str):
+            set_("backend", self.backend.lower())
         if self.buffer_pool_bytes is None:
             default = 2 * self.max_inflight_bytes if isinstance(self.max_inflight_bytes, int) else 0
-            set_("buffer_pool_bytes", _env_int("AWSIO_BUFFER_POOL_BYTES", default))
+            set_("buffer_pool_bytes", _from_env(("AWSIO_BUFFER_POOL_BYTES",), default))
         if self.part_size is None:
-            set_("part_size", _env_int("AWSIO_PART_SIZE", 0 if endpoint is not None else 8 << 20))
+            set_("part_size", _from_env(("AWSIO_PART_SIZE",), 0 if endpoint is not None else 8 << 20))
         self._validate()
 
     def _validate(self) -> None:
@@ -150,7 +177,7 @@ class S3Config:
             raise ConfigError("region must be a non-empty string", field="region", value=self.region)
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise ConfigError("ca_bundle file does not exist", field="ca_bundle", value=self.ca_bundle)
-        for name in ("unsigned", "path_style", "verify"):
+        for name in ("unsigned", "path_style", "verify", "verify_checksums"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool", field=name, value=getattr(self, name))
 
@@ -177,7 +204,28 @@ class S3Config:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain values (no credentials), for logs and result tables."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "static_credentials"}
+        return {name: getattr(self, name) for name in setting_names()}
+
+    def native_options(self) -> dict[str, Any]:
+        """The settings the native engine takes (fields marked ``native``), by name; None left out."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.metadata.get("native") and getattr(self, f.name) is not None}
+
+
+def setting_names() -> list[str]:
+    """Every user setting of :class:`S3Config`, in declaration order."""
+    return [f.name for f in fields(S3Config) if "doc" in f.metadata]
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown), made from the fields' metadata."""
+    rows = ["| setting | environment | meaning |", "| --- | --- | --- |"]
+    for f in fields(S3Config):
+        if "doc" not in f.metadata:
+            continue
+        env = ", ".join(f"`{e}`" for e in f.metadata["env"]) or "-"
+        rows.append(f"| `{f.name}` | {env} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from awsio.epoch import Order
 from awsio.errors import AwsioError, ConfigError, EmptyPrefixError
 from awsio.grouping import Record
 from awsio.handlers import Handler, HandlerSpec, SkipStats, resolve_handler
+from awsio.metrics import DatasetMetrics, Snapshot
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
 from awsio.reading import Shard, ShardReader, ZipIndex, zip_index
 from awsio.s3.url import S3URL, ObjectURL, expand_urls
@@ -55,11 +56,56 @@ log = logging.getLogger(__name__)
 class _HasClient:
     config: S3Config | None
     _client: Any
+    _metrics: DatasetMetrics
+
+    def metrics(self, ranks: bool = False) -> Snapshot:
+        """Counters of this dataset (see :mod:`awsio.metrics`): its client's requests, bytes,
+        retries and TTFB, and the samples delivered and skipped, in this process and its
+        DataLoader workers; ``ranks=True`` sums them over ``torch.distributed`` ranks (a
+        collective: every rank must call it). Cumulative: subtract an earlier snapshot for a span."""
+        return self._metrics.snapshot(self._client, ranks)
+
+    def note_samples(self, samples: int = 0, skips: int = 0, final: bool = False) -> None:
+        """Count samples delivered (and skipped) by a pipeline over this dataset; ``final`` at the
+        end of a pass (a DataLoader worker then publishes its counters to the main process)."""
+        self._metrics.count(self._client, samples, skips, final)
 
     def _listing(self, urls: Any, suffixes: Mapping[str, str],
                  allow_empty: bool) -> list[tuple[str, int | None, str | None]]:
-        """The ``[(url, size, etag)]`` the dataset reads (see :func:`_resolve`)."""
-        return _resolve(urls, self.client, suffixes, allow_empty)
+        """The ``[(url, size, etag)]`` the dataset reads (see :func:`_resolve`), through the
+        listing cache (:mod:`awsio.listing_cache`) when ``_listing_cache`` names one.
+
+        When ``torch.distributed`` is initialised, rank 0 lists and broadcasts the result (or
+        its error, raised on every rank): a job lists once, not once per rank. Every rank must
+        then build the dataset, as every rank already does in data-parallel training.
+        """
+        import torch.distributed as dist
+
+        raw = [urls] if isinstance(urls, (str, S3URL)) else list(urls)
+        cache: str | None = getattr(self, "_listing_cache", None)
+
+        def resolve() -> list[tuple[str, int | None, str | None]]:
+            if cache is None:
+                return _resolve(raw, self.client, suffixes, allow_empty)
+            from awsio.listing_cache import cached_listing
+
+            return cached_listing(cache, [str(u) for u in raw],
+                                  {"suffixes": dict(suffixes), "allow_empty": allow_empty}, self.client,
+                                  lambda: _resolve(raw, self.client, suffixes, allow_empty),
+                                  bool(getattr(self, "_refresh_listing", False)))
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return resolve()
+        box: list[Any] = [None]
+        if dist.get_rank() == 0:
+            try:
+                box[0] = resolve()
+            except Exception as exc:  # every rank raises it, rather than the others waiting forever
+                box[0] = exc
+        dist.broadcast_object_list(box, src=0)
+        if isinstance(box[0], Exception):
+            raise box[0]
+        return box[0]  # type: ignore[no-any-return]
 
     @property
     def client(self) -> Any:
@@ -122,6 +168,8 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         chunk_size: largest ranged GET of consecutive tar samples (tar.gz: streaming read size).
         prefetch: read-ahead depth of tar.gz streams.
         allow_empty: accept URLs that list no objects (default: :class:`EmptyPrefixError`).
+        listing_cache: a folder or ``s3://`` prefix keeping the listing between runs, keyed by
+            the URL list (:mod:`awsio.listing_cache`); ``refresh_listing=True`` lists again.
 
     Zip shards yield their files; directory entries and ``__...__`` metadata are skipped (the
     original plugin's import path yields every entry, see ``awsio.python.lib.io.s3.s3dataset``).
@@ -145,7 +193,8 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
                  seed: int = 0, config: S3Config | None = None, client: Any = None,
                  archives: Mapping[str, str] | None = None, equal_work: str | None = None,
                  handler: HandlerSpec = "raise", window: int = 8, chunk_size: int = 8 << 20,
-                 prefetch: int = 2, allow_empty: bool = False) -> None:
+                 prefetch: int = 2, allow_empty: bool = False, listing_cache: str | None = None,
+                 refresh_listing: bool = False) -> None:
         try:
             resolve_handler(handler)
         except ValueError as exc:
@@ -158,6 +207,8 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         self.prefetch = prefetch
         self._suffixes = dict(ARCHIVE_SUFFIXES if archives is None else archives)
         self._client = client
+        self._metrics = DatasetMetrics()
+        self._listing_cache, self._refresh_listing = listing_cache, refresh_listing
         self._items = self._listing(urls, self._suffixes, allow_empty)
         self._shards = [Shard(u, archive_kind(u, self._suffixes), size, etag) for u, size, etag in self._items]
         self._index_skips = SkipStats()
@@ -187,8 +238,13 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
             yield from records
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
-        for record in self.iter_records():
-            yield record.name, record.data
+        n = 0
+        try:
+            for record in self.iter_records():
+                n += 1
+                yield record.name, record.data
+        finally:
+            self.note_samples(n, self.stats.total, final=True)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -256,6 +312,7 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
                  client: Any = None, allow_empty: bool = False) -> None:
         self.config = config
         self._client = client
+        self._metrics = DatasetMetrics()
         self._items = self._listing(urls, {}, allow_empty)
         self._urls = [x[0] for x in self._items]
 
@@ -268,12 +325,16 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
 
     def __getitem__(self, index: int) -> tuple[str, bytes]:
         url, size, _ = self._items[index]
-        return url, self.client.get(url, size=size)
+        data = self.client.get(url, size=size)
+        self.note_samples(1)
+        return url, data
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[str, bytes]]:
         items = [self._items[i] for i in indices]
         got = self.client.get_many(((u, 0, None, size) for u, size, _ in items), ordered=True)
-        return [(u, data) for (u, _, _), (_, data) in zip(items, got)]
+        out = [(u, data) for (u, _, _), (_, data) in zip(items, got)]
+        self.note_samples(len(out))
+        return out
 
 
 class ShuffleDataset(IterableDataset):  # type: ignore[type-arg]

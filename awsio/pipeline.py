@@ -283,6 +283,12 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         w = current_world()
         return -(-int(self.source.rank_size(w.world_size, w.rank)) // self.unit)
 
+    def metrics(self, ranks: bool = False) -> Any:
+        """The source's counters (:meth:`awsio.dataset.S3IterableDataset.metrics`): requests,
+        bytes, retries, TTFB, samples grouped and skipped, over DataLoader workers and, with
+        ``ranks=True``, over ranks; empty counters for a source that keeps none."""
+        return self.source.metrics(ranks=ranks)
+
     # -- running --------------------------------------------------------------------------
     def _spans_units(self) -> bool:
         return any(isinstance(s, Shuffle) for s in self.stages)
@@ -299,9 +305,15 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         if final is not None or self.unit > 1:
             register_collation()  # also in a spawned DataLoader worker, where collation runs
         units = self.source.iter_units(self.unit)
+        samples = [0]  # grouped samples not yet reported to the source's counters
 
         def run(records: Iterable[Any]) -> Iterator[Any]:
-            items: Iterator[Any] = group(iter(records), ctx)
+            def counted(grouped: Iterator[Any]) -> Iterator[Any]:
+                for sample in grouped:
+                    samples[0] += 1
+                    yield sample
+
+            items: Iterator[Any] = counted(group(iter(records), ctx))
             for stage in self.stages:
                 items = stage(items, ctx)
             return final(items, ctx) if final is not None else items
@@ -312,11 +324,15 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         count = 0
         try:
             for records in streams:
+                if samples[0]:
+                    self.source.note_samples(samples[0])  # (a DataLoader worker publishes now and then)
+                    samples[0] = 0
                 for item in run(records):
                     count += 1
                     yield item
         finally:
             stats.merge(self.source.stats)
+            self.source.note_samples(samples[0], stats.total, final=True)
             level = logging.WARNING if stats.total else logging.INFO
             log.log(level, "pipeline epoch %d rank %d worker %d/%d: %d items, %s", epoch,
                     world.rank, world.worker, world.num_workers, count, stats.summary())

@@ -158,6 +158,16 @@ class IndexedSource:
         total = sum(self._shard_counts())
         return split([(0, total)], world_size, self.equal_work, total)[rank].size
 
+    def metrics(self, ranks: bool = False) -> Any:
+        """Counters of this source (:mod:`awsio.metrics`); empty for a source that keeps none."""
+        from awsio.metrics import Snapshot
+
+        return Snapshot()
+
+    def note_samples(self, samples: int = 0, skips: int = 0, final: bool = False) -> None:
+        """Count samples delivered (and skipped) by a pipeline over this source; ``final`` at the
+        end of a pass. Sources that keep counters (S3IterableDataset) record them; others ignore it."""
+
     def __len__(self) -> int:
         """Samples this rank yields in a whole epoch (objects, or samples of archive shards)."""
         w = current_world()

@@ -167,27 +167,10 @@ class PyBytesAllocator : public awsio::BufferAllocator {
 
 class Client {
  public:
-  Client(const std::string& endpoint, const std::string& region, bool path_style, bool unsigned_requests,
-         bool verify, const std::string& ca_bundle, int max_connections, double connect_timeout_s,
-         double read_timeout_s, int max_attempts, double deadline_s, size_t max_inflight_bytes, size_t part_size,
-         std::shared_ptr<BufferPool> pool, bool verify_checksums)
+  Client(const awsio::EngineOptions& options, std::shared_ptr<BufferPool> pool,
+         std::shared_ptr<awsio::RateLimiter> limiter)
       : alloc_(std::move(pool)) {
-    awsio::EngineOptions o;
-    o.endpoint = endpoint;
-    o.region = region;
-    o.path_style = path_style;
-    o.unsigned_requests = unsigned_requests;
-    o.verify = verify;
-    o.ca_bundle = ca_bundle;
-    o.max_connections = max_connections;
-    o.connect_timeout_ms = long(connect_timeout_s * 1000);
-    o.read_timeout_s = long(read_timeout_s + 0.999);
-    o.max_attempts = max_attempts;
-    o.deadline_s = deadline_s;
-    o.max_inflight_bytes = max_inflight_bytes;
-    o.part_size = part_size;
-    o.verify_checksums = verify_checksums;
-    engine_.reset(new awsio::S3Engine(o, &alloc_));
+    engine_.reset(new awsio::S3Engine(options, &alloc_, std::move(limiter)));
   }
 
   ~Client() {
@@ -264,7 +247,20 @@ class Client {
   }
 
  private:
+  // (requests, (retries by awsio::Cause...), ttfb seconds or None)
+  static py::tuple tally(const awsio::Result& r) {
+    const awsio::Tally& t = r.tally;
+    py::tuple retries(awsio::kCauses);
+    for (int i = 0; i < awsio::kCauses; ++i) retries[i] = py::int_(t.retries[i]);
+    return py::make_tuple(t.requests, retries, t.ttfb_s < 0 ? py::object(py::none()) : py::object(py::float_(t.ttfb_s)));
+  }
+
   static py::tuple convert(awsio::Result& r) {
+    py::tuple out = convert_payload(r);
+    return py::make_tuple(out[0], out[1], out[2], tally(r));
+  }
+
+  static py::tuple convert_payload(awsio::Result& r) {
     using K = awsio::ResultKind;
     if (r.kind == K::Ok && r.head) {
       py::object lm = r.last_modified < 0 ? py::object(py::none()) : py::object(py::int_(r.last_modified));
@@ -325,14 +321,21 @@ PYBIND11_MODULE(_native, m) {
       .def("clear", &BufferPool::clear)
       .def_readonly_static("min_size", &BufferPool::kMinSize)
       .def_static("capacity_for", &BufferPool::capacity_for, py::arg("size"));
+  py::class_<awsio::EngineOptions> options(m, "Options");
+  options.def(py::init<>());
+#define AWSIO_OPTION_BINDING(type, name, def, py) options.def_readwrite(py, &awsio::EngineOptions::name);
+  AWSIO_ENGINE_OPTIONS(AWSIO_OPTION_BINDING)
+#undef AWSIO_OPTION_BINDING
+  py::class_<awsio::RateLimiter, std::shared_ptr<awsio::RateLimiter>>(m, "RateLimiter")
+      .def(py::init<>())
+      .def_property_readonly("rate", [](awsio::RateLimiter& l) {
+        double r = l.rate();
+        return r < 0 ? py::object(py::none()) : py::object(py::float_(r));
+      });
   py::class_<Client>(m, "Client")
-      .def(py::init<const std::string&, const std::string&, bool, bool, bool, const std::string&, int, double,
-                    double, int, double, size_t, size_t, std::shared_ptr<BufferPool>, bool>(),
-           py::arg("endpoint"), py::arg("region"), py::arg("path_style"), py::arg("unsigned"), py::arg("verify"),
-           py::arg("ca_bundle"), py::arg("max_connections"), py::arg("connect_timeout"), py::arg("read_timeout"),
-           py::arg("max_attempts"), py::arg("deadline"), py::arg("max_inflight_bytes") = 0,
-           py::arg("part_size") = size_t(8) << 20,
-           py::arg("pool") = std::shared_ptr<BufferPool>(), py::arg("verify_checksums") = true)
+      .def(py::init<const awsio::EngineOptions&, std::shared_ptr<BufferPool>, std::shared_ptr<awsio::RateLimiter>>(),
+           py::arg("options"), py::arg("pool") = std::shared_ptr<BufferPool>(),
+           py::arg("limiter") = std::shared_ptr<awsio::RateLimiter>())
       .def("set_credentials", &Client::set_credentials)
       .def("object_url", &Client::object_url)
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,

@@ -231,6 +231,9 @@ struct Transfer {
   Clock::time_point last_data;  // when this attempt last received a byte (headers or body)
   bool stalled = false;         // aborted for no data during read_timeout
   Clock::time_point retry_at;
+  Tally tally;                  // requests and retries so far (a parent's includes its parts')
+  int64_t generation = 0;       // RateLimiter pacing generation of this attempt
+  bool slot = false;            // waiting in `delayed` for the slot the limiter gave it
   // What this request asks for: [range_start, range_end), range_end < 0 to the end.
   int64_t range_start = 0;
   int64_t range_end = -1;
@@ -281,6 +284,7 @@ struct Transfer {
 struct S3Engine::Impl {
   EngineOptions opts;
   BufferAllocator* alloc;
+  std::shared_ptr<RateLimiter> limiter;   // null: no pacing
   CURLM* multi = nullptr;
   Credentials creds;
   std::vector<CURL*> idle_easy;
@@ -294,7 +298,8 @@ struct S3Engine::Impl {
   std::mt19937_64 rng{std::random_device{}()};
   std::string scheme, host;               // split endpoint for virtual-hosted URLs
 
-  Impl(EngineOptions o, BufferAllocator* a) : opts(std::move(o)), alloc(a) {
+  Impl(EngineOptions o, BufferAllocator* a, std::shared_ptr<RateLimiter> l)
+      : opts(std::move(o)), alloc(a), limiter(std::move(l)) {
     ensure_global_init();
     multi = curl_multi_init();
     if (!multi) throw std::runtime_error("curl_multi_init failed");
@@ -614,7 +619,7 @@ struct S3Engine::Impl {
     if (t == nullptr || t->paused) return 0;
     auto* impl = static_cast<Impl*>(t->owner);
     double idle = std::chrono::duration<double>(Clock::now() - t->last_data).count();
-    if (idle > double(impl->opts.read_timeout_s)) {
+    if (idle > impl->opts.read_timeout) {
       t->stalled = true;
       return 1;  // CURLE_ABORTED_BY_CALLBACK
     }
@@ -678,7 +683,7 @@ struct S3Engine::Impl {
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "awsio-native/0.1");
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, opts.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, long(opts.connect_timeout * 1000));
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -755,8 +760,19 @@ struct S3Engine::Impl {
   }
 
   void start(Transfer* t) {
+    if (limiter && !t->slot) {  // wait for the limiter's slot in `delayed` (a retry's timer)
+      const double wait_s = limiter->reserve(&t->generation) - RateLimiter::now();
+      if (wait_s > 0.0005) {
+        t->slot = true;
+        t->retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait_s));
+        delayed.push_back(t);
+        return;
+      }
+    }
+    t->slot = false;
     reset_attempt(t);
     t->attempts += 1;
+    t->tally.requests += 1;
     t->last_data = Clock::now();
     t->stalled = false;
     CURLMcode mc = curl_multi_add_handle(multi, t->easy);
@@ -836,7 +852,8 @@ struct S3Engine::Impl {
   }
 
   // Either schedules another attempt (true) or lets the caller report the failure (false).
-  bool maybe_retry(Transfer* t) {
+  bool maybe_retry(Transfer* t, Cause cause) {
+    if (cause == Cause::Throttle && limiter) limiter->throttled(t->generation);
     if (t->attempts >= opts.max_attempts) return false;
     double delay = backoff(t->attempts - 1);
     if (opts.deadline_s > 0 && seconds_since(t->first_start) + delay > opts.deadline_s) return false;
@@ -846,10 +863,10 @@ struct S3Engine::Impl {
       give_back_easy(t);
       t->easy = take_easy();
     }
-    configure(t);  // headers again: If-Match may be new, credentials may have been renewed
-    reset_attempt(t);
+    reset_attempt(t);  // (promote_due_retries configures it again when it is due)
     t->retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
     delayed.push_back(t);
+    t->tally.retries[int(cause)] += 1;
     return true;
   }
 
@@ -865,6 +882,7 @@ struct S3Engine::Impl {
   // Drop a parent's parts (finished or failed parent).
   void drop_children(Transfer* p) {
     for (Transfer* c : p->children) {
+      p->tally.add(c->tally);
       detach(c);
       delete c;
     }
@@ -878,6 +896,8 @@ struct S3Engine::Impl {
     r.tag = t->spec.tag;
     r.head = t->spec.head;
     r.attempts = std::max(r.attempts, t->attempts);  // a part's own count when a part failed
+    r.tally = t->tally;
+    if (limiter && r.kind == ResultKind::Ok) limiter->succeeded();
     join_prefault(t);
     if (r.body.handle && t->charged) {
       r.charged = t->charged;  // held until wait() returns the result
@@ -980,17 +1000,26 @@ struct S3Engine::Impl {
     }
   }
 
+  static Cause status_cause(long status) {
+    return status == 503 || status == 429 ? Cause::Throttle : Cause::ServerError;
+  }
+
+  static Cause transfer_cause(const Transfer* t, CURLcode rc) {
+    return t->stalled || rc == CURLE_OPERATION_TIMEDOUT ? Cause::Timeout : Cause::Reset;
+  }
+
   void on_part_done(Transfer* c, CURLcode rc) {
     Transfer* p = c->parent;
     long status = 0;
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
     if (rc == CURLE_OK) check_complete(c, status);
     if (!c->mismatch.empty()) {
-      if (maybe_retry(c)) return;
+      if (maybe_retry(c, Cause::Integrity)) return;
       finish(p, integrity_error(c, status));  // a part failed for good: so does the GET
       return;
     }
     if (rc == CURLE_OK && status == 206) {
+      p->tally.add(c->tally);
       detach(c);
       p->children.erase(std::remove(p->children.begin(), p->children.end(), c), p->children.end());
       delete c;
@@ -998,13 +1027,13 @@ struct S3Engine::Impl {
       return;
     }
     if (rc != CURLE_OK) {
-      if ((retryable_curl_error(rc) || c->stalled) && maybe_retry(c)) return;
+      if ((retryable_curl_error(rc) || c->stalled) && maybe_retry(c, transfer_cause(c, rc))) return;
       Result r = connection_error(c, status, rc);
       r.attempts = c->attempts;
       finish(p, std::move(r));  // a part failed for good: so does the GET
       return;
     }
-    if ((status >= 500 || status == 429) && maybe_retry(c)) return;
+    if ((status >= 500 || status == 429) && maybe_retry(c, status_cause(status))) return;
     Result r = http_error(c, status);  // e.g. 412: the object changed between parts
     r.attempts = c->attempts;
     finish(p, std::move(r));  // a part failed for good: so does the GET
@@ -1019,7 +1048,7 @@ struct S3Engine::Impl {
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     if (rc == CURLE_OK && !t->spec.head) check_complete(t, status);
     if (!t->mismatch.empty()) {
-      if (maybe_retry(t)) return;
+      if (maybe_retry(t, Cause::Integrity)) return;
       finish(t, integrity_error(t, status));
       return;
     }
@@ -1032,11 +1061,14 @@ struct S3Engine::Impl {
       return;
     }
     if (rc != CURLE_OK) {
-      if ((retryable_curl_error(rc) || t->stalled) && maybe_retry(t)) return;
+      if ((retryable_curl_error(rc) || t->stalled) && maybe_retry(t, transfer_cause(t, rc))) return;
       finish(t, connection_error(t, status, rc));
       return;
     }
     if (status == 200 || status == 206 || (status == 416 && !t->spec.head)) {
+      curl_off_t ttfb_us = -1;
+      curl_easy_getinfo(t->easy, CURLINFO_STARTTRANSFER_TIME_T, &ttfb_us);
+      t->tally.ttfb_s = ttfb_us < 0 ? -1.0 : double(ttfb_us) / 1e6;
       r.kind = ResultKind::Ok;
       r.whole_object = status == 200 && !t->spec.head && (t->spec.start > 0 || t->spec.end >= 0);
       if (t->spec.head) {
@@ -1068,7 +1100,7 @@ struct S3Engine::Impl {
       return;
     }
     bool retry_status = status >= 500 || status == 429;
-    if (retry_status && maybe_retry(t)) return;
+    if (retry_status && maybe_retry(t, status_cause(status))) return;
     finish(t, http_error(t, status));
   }
 
@@ -1078,6 +1110,7 @@ struct S3Engine::Impl {
       Transfer* t = *it;
       if (t->retry_at <= now) {
         it = delayed.erase(it);
+        configure(t);  // signed now: the credentials may have been renewed while it waited
         start(t);
       } else {
         ++it;
@@ -1160,8 +1193,77 @@ struct S3Engine::Impl {
   }
 };
 
-S3Engine::S3Engine(EngineOptions opts, BufferAllocator* allocator)
-    : impl_(new Impl(std::move(opts), allocator)) {}
+S3Engine::S3Engine(EngineOptions opts, BufferAllocator* allocator, std::shared_ptr<RateLimiter> limiter)
+    : impl_(new Impl(std::move(opts), allocator, std::move(limiter))) {}
+
+double RateLimiter::now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+double RateLimiter::rate_at(double t) const {
+  const double dt = t - cut_at_, low = kBeta * peak_;
+  if (dt < kRecoverS) return std::max(kMinRate, low + (peak_ - low) * dt / kRecoverS);
+  return std::max(kMinRate, peak_ * (1.0 + kProbe * (dt - kRecoverS)));
+}
+
+void RateLimiter::Window::roll(double t) {
+  if (t - start >= kWindowS) {
+    prev = t - start >= 2 * kWindowS ? 0 : count;
+    start = t;
+    count = 0;
+  }
+}
+
+void RateLimiter::Window::add(double t) {
+  roll(t);
+  count += 1;
+}
+
+double RateLimiter::Window::per_s(double t) {
+  roll(t);
+  const double span = t - start + (prev ? kWindowS : 0.0);
+  return double(count + prev) / std::max(span, 1e-3);
+}
+
+double RateLimiter::reserve(int64_t* generation) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const double t = now();
+  *generation = generation_;
+  if (!limited_) {
+    sent_.add(t);
+    return t;
+  }
+  const double r = rate_at(t);
+  if (r >= kRelease * peak_) {
+    limited_ = false;
+    return t;
+  }
+  next_free_ = std::max(next_free_, t - 1.0 / r);  // no saved-up burst
+  const double when = next_free_;
+  next_free_ += 1.0 / r;
+  return when;
+}
+
+void RateLimiter::throttled(int64_t generation) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const double t = now();
+  if (generation != generation_) return;
+  double current = limited_ ? rate_at(t) : ok_.per_s(t);  // what the server let through,
+  if (current <= 0) current = sent_.per_s(t);              // else what was sent
+  peak_ = std::max(kMinRate, current);
+  cut_at_ = t;
+  generation_ += 1;
+  limited_ = true;
+  next_free_ = std::max(next_free_, t);
+}
+
+void RateLimiter::succeeded() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!limited_) ok_.add(now());
+}
+
+double RateLimiter::rate() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return limited_ ? rate_at(now()) : -1.0;
+}
 
 S3Engine::~S3Engine() = default;
 

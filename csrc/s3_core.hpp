@@ -11,35 +11,99 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 namespace awsio {
 
+// The engine's settings. Each is set from Python by its name (the second column, the same name
+// as the S3Config field it comes from: awsio/s3/native_backend.py copies every S3Config field
+// marked native=True), so a new setting is one line here and one field in S3Config.
+//   X(type, member, default, python name)
+#define AWSIO_ENGINE_OPTIONS(X)                                                                 \
+  X(std::string, endpoint, "", "endpoint")     /* scheme://host[:port], no trailing slash */    \
+  X(std::string, region, "us-east-1", "region")                                                 \
+  X(bool, path_style, true, "path_style")                                                       \
+  X(bool, unsigned_requests, false, "unsigned")                                                 \
+  X(bool, verify, true, "verify")                                                               \
+  X(std::string, ca_bundle, "", "ca_bundle")   /* empty: libcurl's default */                   \
+  X(int, max_connections, 32, "max_connections")                                                \
+  X(double, connect_timeout, 10.0, "connect_timeout")  /* seconds */                            \
+  /* abort a transfer that receives nothing for this many seconds */                            \
+  X(double, read_timeout, 60.0, "read_timeout")                                                 \
+  X(int, max_attempts, 5, "max_attempts")                                                       \
+  X(double, deadline_s, 0.0, "deadline")       /* per request, across retries; 0: none */       \
+  X(double, backoff_base_s, 0.05, "backoff_base")                                               \
+  X(double, backoff_cap_s, 5.0, "backoff_cap")                                                  \
+  /* Bytes of response bodies held at once (being received, or finished and not yet returned  \
+     by wait()). A response that would go over waits, paused, until enough is returned; a body \
+     larger than the whole budget proceeds alone. 0: no limit. */                               \
+  X(size_t, max_inflight_bytes, 0, "max_inflight_bytes")                                        \
+  /* A GET to the end of an object, or of a range over twice this, asks for this much first;   \
+     the reply tells the size and the rest is fetched in parts this big, in parallel. 0: one   \
+     request. */                                                                                \
+  X(size_t, part_size, size_t(8) << 20, "part_size")                                            \
+  /* Check bodies against the full-object checksum S3 sends back to a GET of a whole object. */ \
+  X(bool, verify_checksums, true, "verify_checksums")
+
 struct EngineOptions {
-  std::string endpoint;       // scheme://host[:port], no trailing slash
-  std::string region = "us-east-1";
-  bool path_style = true;
-  bool unsigned_requests = false;
-  bool verify = true;
-  std::string ca_bundle;      // empty: libcurl's default
-  int max_connections = 32;
-  long connect_timeout_ms = 10000;
-  long read_timeout_s = 60;   // abort a transfer slower than 1 byte/s for this long
-  int max_attempts = 5;
-  double deadline_s = 0;      // per request, across retries; 0: no deadline
-  double backoff_base_s = 0.05;
-  double backoff_cap_s = 5.0;
-  // Bytes of response bodies held at once (being received, or finished and not yet returned by
-  // wait()). A response that would go over waits, paused, until enough is returned; a body
-  // larger than the whole budget proceeds alone. 0: no limit.
-  size_t max_inflight_bytes = 0;
-  // A GET to the end of an object, or of a range over twice this, asks for this much first; the
-  // reply tells the size and the rest is fetched in parts this big, in parallel. 0: one request.
-  size_t part_size = size_t(8) << 20;
-  // Check bodies against the full-object checksum S3 sends back to a GET of a whole object (which
-  // always asks for it). false: not checked (the benchmark's baseline: the same requests).
-  bool verify_checksums = true;
+#define AWSIO_OPTION_MEMBER(type, name, def, py) type name = def;
+  AWSIO_ENGINE_OPTIONS(AWSIO_OPTION_MEMBER)
+#undef AWSIO_OPTION_MEMBER
+};
+
+// Paces request attempts after throttling (503, 429): off until the first throttled reply, then
+// multiplicative decrease and additive increase (awsio/s3/ratelimit.py is the Python backend's,
+// with the same rule and constants). Shared by every engine of one client; thread-safe. Times
+// are steady-clock seconds.
+class RateLimiter {
+ public:
+  static constexpr double kBeta = 0.7, kRecoverS = 1.0, kProbe = 0.05, kRelease = 4.0, kMinRate = 1.0;
+  // The time one attempt may be sent (now, unless pacing asks to wait); *generation: the pacing
+  // generation to hand to throttled() if its reply is throttled.
+  double reserve(int64_t* generation);
+  // A throttled reply to an attempt paced in `generation`: cuts the rate unless a cut came since
+  // (an attempt paced at the old rate is the congestion that cut answered).
+  void throttled(int64_t generation);
+  // A reply that was not throttled (measures what the server lets through).
+  void succeeded();
+  // The paced rate in requests per second, or -1 while not pacing.
+  double rate();
+  static double now();
+
+ private:
+  // Events per second over the current and the previous window of kWindowS.
+  struct Window {
+    static constexpr double kWindowS = 0.25;
+    double start = RateLimiter::now();
+    int64_t count = 0, prev = 0;
+    void roll(double t);
+    void add(double t);
+    double per_s(double t);
+  };
+  double rate_at(double now) const;
+  std::mutex mu_;
+  bool limited_ = false;
+  double peak_ = 0, cut_at_ = -1e300, next_free_ = 0;
+  int64_t generation_ = 0;
+  Window sent_, ok_;
+};
+
+// Why a failed attempt was tried again (counted per result, see Tally).
+enum class Cause { Throttle = 0, ServerError = 1, Reset = 2, Timeout = 3, Integrity = 4 };
+constexpr int kCauses = 5;
+
+// What one request cost: HTTP attempts (a split GET's parts and every retry included), retries
+// by Cause, and the time to the first byte of the reply that was used (-1: none).
+struct Tally {
+  int requests = 0;
+  int retries[kCauses] = {0, 0, 0, 0, 0};
+  double ttfb_s = -1;
+  void add(const Tally& o) {
+    requests += o.requests;
+    for (int i = 0; i < kCauses; ++i) retries[i] += o.retries[i];
+  }
 };
 
 // Where response bodies go. alloc() may be called from inside libcurl callbacks on the
@@ -102,6 +166,7 @@ struct Result {
   std::string reason;  // libcurl's error text for connection errors; what an integrity check saw
   std::string expected, got;  // IntegrityError: the value known or asked for, and the reply's
   int attempts = 0;
+  Tally tally;
   size_t charged = 0;  // bytes of the in-flight budget this result holds until wait() returns it
 };
 
@@ -120,7 +185,8 @@ std::string xml_field(const std::string& body, const std::string& tag);
 
 class S3Engine {
  public:
-  S3Engine(EngineOptions opts, BufferAllocator* allocator);
+  // `limiter` (may be null: no pacing) is shared with the other engines of the same client.
+  S3Engine(EngineOptions opts, BufferAllocator* allocator, std::shared_ptr<RateLimiter> limiter = nullptr);
   ~S3Engine();
   S3Engine(const S3Engine&) = delete;
   S3Engine& operator=(const S3Engine&) = delete;

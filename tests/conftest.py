@@ -6,7 +6,8 @@
 * ``s3_bucket``: a fresh bucket per test; ``s3_config``: an S3Config for the server.
 * ``moto_server``/``moto_bucket``/``moto_config``: moto's threaded server (no signature checks,
   slow ranges: never benchmark against it).
-* ``backend``: parametrises a test over "python" and "native" (native skipped when not built).
+* ``backend``: parametrises a test over "python" and "native" (native skipped when not built, and
+  a failure when it should have been: see :func:`native_expected`).
 * ``stub``/``tls_stub``: a scriptable HTTP server playing S3 and its faults (``tests/http_stub.py``).
 """
 
@@ -69,13 +70,31 @@ def s3_config(s3_server: Any) -> S3Config:
     return s3_server.config()  # type: ignore[no-any-return]
 
 
+def native_expected() -> bool:
+    """Whether ``awsio._native`` should have been built: libcurl's development headers are here
+    (``AWSIO_REQUIRE_NATIVE=1``/``0`` says so explicitly). Then native tests fail, not skip."""
+    explicit = os.environ.get("AWSIO_REQUIRE_NATIVE")
+    if explicit is not None:
+        return explicit.strip().lower() not in ("", "0", "false", "no")
+    return any(os.path.exists(os.path.join(d, "curl", "curl.h"))
+               for d in ("/usr/include", "/usr/local/include", "/opt/homebrew/include"))
+
+
+def skip_or_fail_without_native() -> None:
+    """Skip a native test when the reader could not be built; fail it when it should have been."""
+    if native_expected():
+        pytest.fail("awsio._native is not built although libcurl's headers are installed "
+                    "(reinstall awsio; AWSIO_REQUIRE_NATIVE=0 skips the native tests)")
+    pytest.skip("awsio._native is not built (no libcurl development headers)")
+
+
 @pytest.fixture(params=["python", "native"])
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "native":
         from awsio.s3.native_backend import native_available
 
         if not native_available():
-            pytest.skip("awsio._native is not built")
+            skip_or_fail_without_native()
     return request.param  # type: ignore[no-any-return]
 
 

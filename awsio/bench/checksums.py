@@ -63,15 +63,10 @@ def _native_client(connections: int, verify: bool) -> Any:
     """A native client as NativeBackend makes one (S3Config's defaults), one GET per object."""
     from awsio import _native
     from awsio.config import S3Config, credentials_provider
+    from awsio.s3.native_backend import native_client
 
-    c = S3Config(max_connections=connections)
-    client = _native.Client(
-        endpoint=c.endpoint, region=c.region, path_style=bool(c.path_style), unsigned=c.unsigned,
-        verify=bool(c.verify), ca_bundle=c.ca_bundle or "", max_connections=connections,
-        connect_timeout=float(c.connect_timeout), read_timeout=float(c.read_timeout), max_attempts=c.max_attempts,
-        deadline=60.0, max_inflight_bytes=c.max_inflight_bytes, part_size=0,
-        pool=_native.BufferPool(c.buffer_pool_bytes), verify_checksums=verify,
-    )
+    c = S3Config(max_connections=connections, part_size=0, verify_checksums=verify)
+    client = native_client(c, pool=_native.BufferPool(c.buffer_pool_bytes), deadline=60.0)
     creds = credentials_provider(c)()
     if creds is not None:
         client.set_credentials(creds.access_key, creds.secret_key, creds.token or "")
@@ -86,7 +81,7 @@ def _read_pass(client: Any, bucket: str, keys: list[str], size: int) -> tuple[fl
         client.submit(i, bucket, key, 0, -1, False, size)
     total = done = 0
     while done < len(keys):
-        for _tag, kind, payload in client.wait(1.0):
+        for _tag, kind, payload, _tally in client.wait(1.0):
             if kind != "ok":
                 raise RuntimeError(f"GET failed: {kind} {payload}")
             total += len(payload)

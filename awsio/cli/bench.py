@@ -12,7 +12,9 @@ Figures: ``samples_per_s`` is the median over the epochs after the first (the fi
 worker start-up and connections; it is kept as ``first_epoch_s``), ``mib_per_s`` the shard bytes
 over the mean warm epoch time, ``ratio_vs_boto3`` the samples/s ratio to the boto3 baseline of
 the same run. Loaders run one after the other on a possibly shared machine: compare ratios from
-one run, and repeat runs (``--multirun``) before trusting small differences.
+one run, and repeat runs (``--multirun``) before trusting small differences. awsio's rows also
+carry its S3 counters over the whole run (``get_requests``, ``list_requests``, ``retries``,
+``errors``, ``ttfb_p50_ms``, ``ttfb_p99_ms``, ``request_cost_usd`` at us-east-1 list prices).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ log = logging.getLogger("awsio.bench")
 
 FIELDS = ["loader", "status", "num_workers", "batch_size", "decode", "epochs", "samples_per_s", "mib_per_s",
           "samples", "seconds", "first_epoch_s", "ratio_vs_boto3", "objects", "object_mib_mean",
-          "cores", "server", "backend", "versions", "reason"]
+          "cores", "server", "backend", "versions", "get_requests", "list_requests", "retries", "errors",
+          "ttfb_p50_ms", "ttfb_p99_ms", "request_cost_usd", "reason"]
 
 
 def _expand(urls: Sequence[str], config: S3Config) -> list[tuple[str, int]]:
@@ -121,10 +124,26 @@ def _measure(ds: Any, cfg: DictConfig, total_bytes: int) -> dict[str, Any]:
     samples = per_epoch[0][0]
     full = not max_samples
     secs = statistics.mean(s for _, s in warm)
-    return {"samples_per_s": round(statistics.median(rates), 1) if rates else 0.0,
+    return {**_request_counters(ds),"samples_per_s": round(statistics.median(rates), 1) if rates else 0.0,
             "mib_per_s": round(total_bytes / (1 << 20) / secs, 2) if full and secs > 0 else None,
             "samples": samples, "seconds": round(secs, 3), "first_epoch_s": round(per_epoch[0][1], 3),
             "epoch_samples": [n for n, _ in per_epoch]}
+
+
+def _request_counters(ds: Any) -> dict[str, Any]:
+    """awsio's S3 counters of the whole run (every epoch, workers included; see awsio.metrics):
+    requests, retries, errors, time to first byte and the request cost at us-east-1 list prices.
+    Empty for loaders that keep none (the peers)."""
+    metrics = getattr(ds, "metrics", None)
+    if metrics is None:
+        return {}
+    from awsio.metrics import CAUSES
+
+    d = metrics().as_dict()
+    return {"get_requests": d.get("get_requests", 0), "list_requests": d.get("list_requests", 0),
+            "retries": sum(d.get(f"retries_{c}", 0) for c in CAUSES), "errors": d.get("errors", 0),
+            "ttfb_p50_ms": d["ttfb_p50_ms"], "ttfb_p99_ms": d["ttfb_p99_ms"],
+            "request_cost_usd": d["request_cost_usd"]}
 
 
 def validate(cfg: DictConfig) -> list[str]:

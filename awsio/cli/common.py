@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from awsio.config import S3Config
+from awsio.config import S3Config, setting_names
 
 __all__ = ["CONF_DIR", "ConfigValueError", "ImageToTensor", "build_image_dataset", "check", "image_pipeline",
            "as_pipeline", "die", "s3_config", "url_list"]
@@ -72,12 +72,11 @@ def url_list(urls: Any) -> list[str]:
 def s3_config(section: Any) -> S3Config:
     """An :class:`S3Config` from the ``s3`` config group (None values fall back to the environment)."""
     values = {k: v for k, v in dict(section or {}).items() if v is not None and v != ""}
-    try:
-        return S3Config(**values)
-    except TypeError as e:
-        raise ConfigValueError(f"s3: unknown setting ({e}); known: endpoint_url, region, profile, "
-                               "path_style, unsigned, verify, ca_bundle, max_connections, "
-                               "connect_timeout, read_timeout, max_attempts, backend") from None
+    known = setting_names()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigValueError(f"s3: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return S3Config(**values)
 
 
 class ImageToTensor:

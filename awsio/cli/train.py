@@ -23,7 +23,9 @@ checkpoint, run_dir) and ``s3`` (endpoint profiles: local, aws, minio).
 Each epoch every rank takes the same number of steps: the dataset's equal-work mode gives every
 rank the same number of samples, and a per-step all-reduce (MIN of "I still have a batch") stops
 all ranks together if one runs dry anyway, so collectives never hang. Per epoch it records loss,
-accuracy, samples/s and the fraction of step time spent waiting for data in
+accuracy, samples/s, the fraction of step time spent waiting for data and the data's S3 counters
+(``s3``: requests, bytes, retries by cause, TTFB, samples, skips, request cost; see
+:mod:`awsio.metrics`, summed over ranks and DataLoader workers) in
 ``<run_dir>/metrics.jsonl``; rank 0 saves a checkpoint (model, optimizer, epoch) to
 ``trainer.checkpoint`` (a local path or ``s3://``, streamed upload; a torn upload never replaces
 a good checkpoint) and ``trainer.resume=true`` continues from it. With
@@ -54,6 +56,7 @@ from omegaconf import DictConfig, OmegaConf
 from awsio.cli.common import (CONF_DIR, ConfigValueError, build_image_dataset, check, check_positive_int,
                               die, s3_config, url_list)
 from awsio.epoch import advance, intervals_total
+from awsio.metrics import Snapshot, all_ranks
 from awsio.errors import AwsioError
 from awsio.tools.storage import Storage
 
@@ -269,6 +272,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         os.remove(metrics_path)
 
     budget = int(cfg.trainer.get("max_steps", 0) or 0)  # steps this run may take in all (0: no limit)
+    io_seen = Snapshot()  # the data's S3 counters so far (epoch 0 also gets the listing and indexes)
     for epoch in range(start_epoch, int(cfg.trainer.epochs)):
         if epoch != start_epoch or not cfg.trainer.resume:
             dataset.set_epoch(epoch)  # (a resumed epoch keeps what load_state_dict set)
@@ -310,11 +314,16 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             "data_wait_fraction": (tot_wait / tot_elapsed) if tot_elapsed > 0 else 0.0,
             "world_size": world,
         }
+        io_now = dataset.metrics()
+        io = all_ranks(io_now - io_seen)  # every rank's requests this epoch (a collective)
+        io_seen = io_now
+        m["s3"] = io.as_dict()
         history.append(m)
         if rank == 0:
             print(f"epoch {epoch}: loss {m['loss']:.4f}  acc {m['accuracy']:.3f}  "
                   f"{m['samples']} samples in {steps} steps/rank  {m['samples_per_s']:.0f} samples/s  "
                   f"data wait {100 * m['data_wait_fraction']:.0f}%", flush=True)
+            print(f"epoch {epoch} S3: {io.summary()}", flush=True)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
             if stopped:  # trainer.max_steps ran out inside the epoch: save where the data is

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Optional, Tuple, Union
 
 from awsio.config import S3Config
 from awsio.errors import ConfigError, NoSuchBucketError, NoSuchKeyError
+from awsio.metrics import Metrics, Snapshot
 from awsio.s3.backend import Backend, ObjectInfo, Request
 from awsio.s3.reader import S3Reader
 from awsio.s3.url import S3URL, ObjectURL, parse_url
@@ -42,14 +43,14 @@ _warn_lock = threading.Lock()
 _PART_SIZE = 16 << 20
 
 
-def _make_backend(config: S3Config) -> Backend:
+def _make_backend(config: S3Config, metrics: Metrics) -> Backend:
     global _warned_fallback
     choice = config.backend
     if choice in ("auto", "native"):
         from awsio.s3.native_backend import NativeBackend, native_available
 
         if native_available():
-            return NativeBackend(config)
+            return NativeBackend(config, metrics)
         if choice == "native":
             raise ConfigError(
                 "backend='native' but awsio._native is not built (install libcurl development files, "
@@ -66,7 +67,7 @@ def _make_backend(config: S3Config) -> Backend:
                 )
     from awsio.s3.python_backend import PythonBackend
 
-    return PythonBackend(config)
+    return PythonBackend(config, metrics)
 
 
 class S3Client:
@@ -89,6 +90,8 @@ class S3Client:
         self._pid = -1
         self._uploader: Optional[Tuple[int, Any]] = None  # (pid, botocore client)
         self._lock = threading.Lock()
+        self._metrics = Metrics()
+        self._metrics_pid = os.getpid()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,9 +113,23 @@ class S3Client:
                 if self._backend is None or self._pid != pid:
                     # After fork the parent's backend is abandoned, never closed: its sockets
                     # and threads belong to the parent.
-                    self._backend = _make_backend(self.config)
+                    self._backend = _make_backend(self.config, self._process_metrics())
                     self._pid = pid
         return self._backend
+
+    def _process_metrics(self) -> Metrics:
+        # A forked child starts from zero: the parent's counts are the parent's, and summing
+        # workers and the main process must not count them twice.
+        if self._metrics_pid != os.getpid():
+            self._metrics = Metrics()
+            self._metrics_pid = os.getpid()
+        return self._metrics
+
+    def metrics(self) -> Snapshot:
+        """This process's counters of this client: requests by kind, bytes, retries by cause,
+        time to first byte (see :mod:`awsio.metrics`). :func:`awsio.metrics.all_ranks` sums
+        snapshots over ranks."""
+        return self._process_metrics().snapshot()
 
     @property
     def backend_name(self) -> str:
@@ -252,9 +269,12 @@ class S3Client:
         try:
             first = stream.read(part_size)
             nxt = stream.read(part_size) if len(first) == part_size else b""
+            metrics = self._process_metrics()
             if not nxt:
+                metrics.request("put", len(first))
                 s3.put_object(Bucket=u.bucket, Key=u.key, Body=first)
                 return
+            metrics.request("put")
             upload_id = s3.create_multipart_upload(Bucket=u.bucket, Key=u.key)["UploadId"]
         except (bex.BotoCoreError, bex.ClientError) as exc:
             raise translate_botocore_error(exc, str(u), endpoint) from exc
@@ -262,11 +282,13 @@ class S3Client:
         try:
             number, chunk = 1, first
             while chunk:
+                metrics.request("put", len(chunk))
                 resp = s3.upload_part(Bucket=u.bucket, Key=u.key, UploadId=upload_id,
                                       PartNumber=number, Body=chunk)
                 parts.append({"ETag": resp["ETag"], "PartNumber": number})
                 number += 1
                 chunk, nxt = nxt, (stream.read(part_size) if nxt else b"")
+            metrics.request("put")
             s3.complete_multipart_upload(Bucket=u.bucket, Key=u.key, UploadId=upload_id,
                                          MultipartUpload={"Parts": parts})
         except BaseException as exc:

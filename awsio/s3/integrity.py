@@ -89,7 +89,7 @@ def full_object_checksum(headers: Mapping[str, str]) -> Optional[tuple[str, str]
 
 
 def check_reply(url: str, status: int, headers: Mapping[str, str], body: bytes, start: int,
-                end: Optional[int], size: Optional[int]) -> bytes:
+                end: Optional[int], size: Optional[int], verify_checksums: bool = True) -> bytes:
     """The bytes ``[start, end)`` (clipped by the object's end) that a GET reply holds.
 
     ``status`` is 200 or 206, ``headers`` has lower-case names, ``body`` is the whole body (its
@@ -97,7 +97,8 @@ def check_reply(url: str, status: int, headers: Mapping[str, str], body: bytes, 
     A 206 must be for ``start`` and the clipped end, its body as long as its Content-Range, its
     total equal to ``size``. A 200 is the whole object (a server that ignored Range): its length
     must equal ``size``; its checksum, when S3 sent a full-object one, must match; the asked
-    range is cut out of it.
+    range is cut out of it. ``verify_checksums=False`` (``S3Config.verify_checksums``) skips the
+    checksum; lengths and ranges are always checked.
 
     Raises:
         IntegrityError: ``RangeMismatch``, ``SizeMismatch`` or ``ChecksumMismatch``.
@@ -127,7 +128,7 @@ def check_reply(url: str, status: int, headers: Mapping[str, str], body: bytes, 
         return body
     if size is not None and len(body) != size:
         raise fail("SizeMismatch", "the object's length differs from the known size", size, len(body))
-    checksum = full_object_checksum(headers)
+    checksum = full_object_checksum(headers) if verify_checksums else None
     if checksum is not None:
         algorithm, expected = checksum
         got = checksum_b64(algorithm, body)

@@ -33,9 +33,10 @@ from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from awsio.config import Credentials, S3Config, credentials_provider
 from awsio.errors import EndpointConnectionError, IntegrityError, S3Error, s3_error
+from awsio.metrics import CAUSES, Metrics
 from awsio.s3.backend import ObjectInfo, Request
 
-__all__ = ["NativeBackend", "native_available"]
+__all__ = ["NativeBackend", "native_available", "native_client"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,20 @@ def native_available() -> bool:
     return _native is not None
 
 
+def native_client(config: S3Config, *, pool: Any = None, limiter: Any = None, **options: Any) -> Any:
+    """An ``awsio._native.Client`` for ``config``: its native settings (``S3Config`` fields marked
+    ``native``) and ``endpoint`` go into one ``_native.Options`` by name, then ``options`` (engine
+    names, e.g. ``deadline``, ``part_size``). ``pool``: a ``BufferPool``; ``limiter``: a
+    ``RateLimiter`` shared with other clients (None: no pacing). Raises AttributeError for a name
+    the engine does not know."""
+    opts = _native.Options()
+    for name, value in {**config.native_options(), "endpoint": config.endpoint, **options}.items():
+        if not hasattr(opts, name):
+            raise AttributeError(f"the native engine has no option {name!r}")
+        setattr(opts, name, value)
+    return _native.Client(opts, pool, limiter)
+
+
 def _forget_after_fork() -> None:
     # The child shares the parent's sockets (and TLS state): never close or reuse them here.
     for backend in list(_LIVE):
@@ -129,10 +144,11 @@ class NativeBackend:
 
     name = "native"
 
-    def __init__(self, config: S3Config) -> None:
+    def __init__(self, config: S3Config, metrics: Optional[Metrics] = None) -> None:
         if _native is None:
             raise ImportError("awsio._native is not built (libcurl development files were missing)")
         self._config = config
+        self.metrics = metrics if metrics is not None else Metrics()
         self._creds = credentials_provider(config)
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -145,6 +161,8 @@ class NativeBackend:
         self._deadline = max(30.0, 2.0 * (config.connect_timeout + config.read_timeout))
         # Freed large bodies kept for reuse, shared by this backend's clients (see S3Config).
         self._pool = _native.BufferPool(config.buffer_pool_bytes)
+        # Paces every attempt of this backend's clients once S3 throttles (awsio.s3.ratelimit).
+        self._limiter = _native.RateLimiter()
         _LIVE.add(self)
 
     def __reduce__(self) -> Tuple[Any, ...]:
@@ -153,14 +171,7 @@ class NativeBackend:
     # -- client pool -------------------------------------------------------------------------
 
     def _new_client(self) -> Any:
-        c = self._config
-        return _native.Client(
-            endpoint=c.endpoint, region=c.region, path_style=bool(c.path_style), unsigned=c.unsigned,
-            verify=bool(c.verify), ca_bundle=c.ca_bundle or "", max_connections=c.max_connections,
-            connect_timeout=float(c.connect_timeout), read_timeout=float(c.read_timeout),
-            max_attempts=c.max_attempts, deadline=self._deadline,
-            max_inflight_bytes=c.max_inflight_bytes, part_size=c.part_size, pool=self._pool,
-        )
+        return native_client(self._config, pool=self._pool, limiter=self._limiter, deadline=self._deadline)
 
     def _acquire(self) -> _Handle:
         if self._closed:
@@ -172,11 +183,17 @@ class NativeBackend:
         if handle is None:
             handle = _Handle(self._new_client())
             self._handles.add(handle)
+        self._refresh(handle)
+        return handle
+
+    def _refresh(self, handle: _Handle) -> None:
+        """Push the current credentials to the engine when they changed. Called before every wait
+        tick of a long read, so requests submitted (or retried) later are signed with keys that
+        botocore renewed before they expired."""
         creds = self._creds()  # refreshable credentials are renewed here by botocore
         if creds is not None and creds != handle.creds:
             handle.client.set_credentials(creds.access_key, creds.secret_key, creds.token or "")
             handle.creds = creds
-        return handle
 
     def _check_same_process(self) -> None:
         if os.getpid() != self._pid:
@@ -199,7 +216,21 @@ class NativeBackend:
         self._lister = None
         self._pid = os.getpid()
 
-    # -- errors ------------------------------------------------------------------------------
+    # -- results -----------------------------------------------------------------------------
+
+    def _count(self, op: str, kind: str, payload: Any, tally: Tuple[int, Tuple[int, ...], Optional[float]]) -> None:
+        """Feed one result's requests, retries by cause and TTFB into ``metrics``."""
+        requests, retries, ttfb = tally
+        m = self.metrics
+        m.request(op, len(payload) if kind == "ok" else 0, n=requests)
+        for cause, n in zip(CAUSES, retries):
+            if n:
+                m.retry(cause, n)
+        if ttfb is not None and kind in ("ok", "head"):
+            m.ttfb(ttfb)
+        if kind not in ("ok", "head"):
+            m.add("errors")
+
 
     def _error(self, bucket: str, key: str, kind: str, info: Tuple[Any, ...]) -> S3Error:
         url = f"s3://{bucket}/{key}"
@@ -232,12 +263,14 @@ class NativeBackend:
             client = handle.client
             client.submit(0, bucket, key, start, -1 if end is None else end, head, -1 if size is None else size)
             while True:
+                self._refresh(handle)
                 results = _wait(client, f"s3://{bucket}/{key}")
-                for _tag, kind, payload in results:
+                for _tag, kind, payload, tally in results:
+                    if kind == "whole":  # the server ignored Range: cut the range out here
+                        payload, kind = payload[start:end], "ok"
+                    self._count("head" if head else "get", kind, payload, tally)
                     if kind in ("ok", "head"):
                         return payload
-                    if kind == "whole":  # the server ignored Range: cut the range out here
-                        return payload[start:end]
                     raise self._error(bucket, key, kind, payload)
                 if not results and not client.pending():  # pragma: no cover - a bug guard
                     raise RuntimeError("native client lost a request")
@@ -301,11 +334,13 @@ class NativeBackend:
                     if exhausted and not parked:
                         return
                     continue
-                for tag, kind, payload in _wait(client, "a batch"):
+                self._refresh(handle)
+                for tag, kind, payload, tally in _wait(client, "a batch"):
                     inflight -= 1
                     bucket, key, start, end = names.pop(tag)
                     if kind == "whole":  # the server ignored Range: cut the range out here
                         payload, kind = payload[start:end], "ok"
+                    self._count("get", kind, payload, tally)
                     if kind != "ok":
                         raise self._error(bucket, key, kind, payload)
                     if ordered:
@@ -324,7 +359,7 @@ class NativeBackend:
         if self._lister is None:
             from awsio.s3.python_backend import PythonBackend
 
-            self._lister = PythonBackend(self._config)
+            self._lister = PythonBackend(self._config, self.metrics)
         return self._lister.list(bucket, prefix)  # type: ignore[no-any-return]
 
     def close(self) -> None:

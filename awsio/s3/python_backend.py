@@ -28,8 +28,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Tuple, TypeVar
 from awsio.config import S3Config
 from awsio.errors import AccessDeniedError, EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.logsafe import redact_aws_logs
+from awsio.metrics import Metrics
 from awsio.s3.backend import ObjectInfo, Request
 from awsio.s3.integrity import check_reply, parse_content_range
+from awsio.s3.ratelimit import RateLimiter
 from awsio.s3.threads import DaemonPool
 
 __all__ = ["PythonBackend", "drop_expect_for_empty_body", "make_botocore_client", "translate_botocore_error"]
@@ -230,10 +232,12 @@ class PythonBackend:
 
     name = "python"
 
-    def __init__(self, config: S3Config) -> None:
+    def __init__(self, config: S3Config, metrics: Optional[Metrics] = None) -> None:
         self._config = config
         self._pid = os.getpid()
         self._client = make_botocore_client(config, retries=False)
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._limiter = RateLimiter()
         # Retries may start until this many seconds after a request began (as in the native engine).
         self._deadline = max(30.0, 2.0 * (config.connect_timeout + config.read_timeout))
         self._rng = random.Random()
@@ -250,27 +254,43 @@ class PythonBackend:
 
     # -- one retry loop for every request ----------------------------------------------------
 
-    def _classify(self, exc: Exception, url: str) -> Tuple[BaseException, bool]:
-        """The awsio error for a failed attempt, and whether another attempt may fix it."""
+    def _classify(self, exc: Exception, url: str) -> Tuple[BaseException, Optional[str]]:
+        """The awsio error for a failed attempt, and the retry cause (one of
+        :data:`awsio.metrics.CAUSES`) when another attempt may fix it, else None."""
         from botocore import exceptions as bex
 
         endpoint = self._config.endpoint
         if isinstance(exc, IntegrityError):
-            return exc, True
+            return exc, "integrity"
         if isinstance(exc, _TransferError):
-            return _connection_error(url, endpoint, str(exc)), True
+            cause = "timeout" if isinstance(exc.__cause__, bex.ReadTimeoutError) else "reset"
+            return _connection_error(url, endpoint, str(exc)), cause
         err = translate_botocore_error(exc, url, endpoint)
         if isinstance(err, EndpointConnectionError):
-            return err, not isinstance(exc, bex.SSLError)  # a bad certificate stays bad
+            if isinstance(exc, bex.SSLError):
+                return err, None  # a bad certificate stays bad
+            return err, "timeout" if isinstance(exc, (bex.ConnectTimeoutError, bex.ReadTimeoutError)) else "reset"
         if isinstance(err, S3Error) and err.status is not None:
-            return err, err.status >= 500 or err.status == 429
-        return err, False
+            if err.status in (429, 503):
+                return err, "throttle"
+            return err, "5xx" if err.status >= 500 else None
+        return err, None
 
-    def _retrying(self, url: str, attempt: Callable[[], T], cancel: Optional[_Cancel] = None) -> T:
+    def _pause(self, seconds: float, cancel: Optional[_Cancel]) -> None:
+        if cancel is None:
+            if seconds > 0:
+                time.sleep(seconds)
+        elif cancel.event.wait(max(0.0, seconds)):
+            raise _Cancelled()
+
+    def _retrying(self, url: str, op: str, attempt: Callable[[], T], cancel: Optional[_Cancel] = None) -> T:
         """``attempt()`` until it succeeds, fails for good, or ``max_attempts`` / the deadline run out.
 
-        Raises the :mod:`awsio.errors` exception of the last attempt (EndpointConnectionError
-        names the number of attempts), or ``_Cancelled`` once ``cancel`` is set.
+        Every attempt waits for its slot from the client's :class:`RateLimiter` (which a
+        throttled reply slows down) and is counted in ``metrics`` as a request of ``op``, every
+        retry by its cause. Raises the :mod:`awsio.errors` exception of the last attempt
+        (EndpointConnectionError names the number of attempts), or ``_Cancelled`` once ``cancel``
+        is set.
         """
         from botocore import exceptions as bex
 
@@ -278,23 +298,29 @@ class PythonBackend:
         attempts = 0
         while True:
             attempts += 1
+            send_at, generation = self._limiter.reserve()
+            self._pause(send_at - time.monotonic(), cancel)
+            self.metrics.request(op)
             try:
-                return attempt()
+                result = attempt()
+                self._limiter.succeeded()
+                return result
             except (bex.BotoCoreError, bex.ClientError, _TransferError, IntegrityError) as exc:
                 if cancel is not None and cancel.event.is_set():
                     raise _Cancelled() from None
-                err, retry = self._classify(exc, url)
+                err, cause = self._classify(exc, url)
+                if cause == "throttle":
+                    self._limiter.throttled(generation)
                 delay = self._rng.uniform(0.0, min(5.0, 0.05 * 2 ** (attempts - 1)))
-                if (not retry or attempts >= self._config.max_attempts
+                if (cause is None or attempts >= self._config.max_attempts
                         or time.monotonic() - started + delay > self._deadline):
+                    self.metrics.add("errors")
                     if isinstance(err, EndpointConnectionError):
                         err = _connection_error(url, self._config.endpoint, getattr(err, "reason", ""), attempts)
                     raise err from exc
+                self.metrics.retry(cause)
                 log.debug("retrying %s in %.3f s after attempt %d: %s", url, delay, attempts, err)
-            if cancel is None:
-                time.sleep(delay)
-            elif cancel.event.wait(delay):
-                raise _Cancelled()
+            self._pause(delay, cancel)
 
     # -- Backend protocol --------------------------------------------------------------------
 
@@ -316,6 +342,7 @@ class PythonBackend:
             kwargs["Range"] = rng
 
         def attempt() -> bytes:
+            sent = time.monotonic()
             try:
                 resp = self._client.get_object(**kwargs)
             except Exception as exc:  # a 416 for a range inside the known size: the object shrank
@@ -328,6 +355,7 @@ class PythonBackend:
                                          expected=size, got=total.total if total and total.total is not None
                                          else 416) from exc
                 raise
+            self.metrics.ttfb(time.monotonic() - sent)
             body = resp["Body"]
             try:
                 if cancel is not None:
@@ -336,10 +364,13 @@ class PythonBackend:
             finally:
                 body.close()
             meta = resp["ResponseMetadata"]
-            return check_reply(url, meta["HTTPStatusCode"], meta.get("HTTPHeaders", {}), data, start, end, size)
+            checked = check_reply(url, meta["HTTPStatusCode"], meta.get("HTTPHeaders", {}), data, start, end, size,
+                                  bool(self._config.verify_checksums))
+            self.metrics.add("get_bytes", len(checked))
+            return checked
 
         try:
-            return self._retrying(url, attempt, cancel)
+            return self._retrying(url, "get", attempt, cancel)
         except S3Error as exc:
             if exc.status == 416 and not isinstance(exc, IntegrityError):  # past the end: "nothing there"
                 return b""
@@ -398,7 +429,13 @@ class PythonBackend:
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and Last-Modified of one object."""
         url = self._url(bucket, key)
-        resp = self._retrying(url, lambda: self._client.head_object(Bucket=bucket, Key=key))
+        def attempt() -> Any:
+            sent = time.monotonic()
+            resp = self._client.head_object(Bucket=bucket, Key=key)
+            self.metrics.ttfb(time.monotonic() - sent)
+            return resp
+
+        resp = self._retrying(url, "head", attempt)
         lm = resp.get("LastModified")
         return ObjectInfo(url, int(resp["ContentLength"]), resp.get("ETag"),
                           lm.timestamp() if lm is not None else None)
@@ -411,7 +448,7 @@ class PythonBackend:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
-            page = self._retrying(url, lambda: self._client.list_objects_v2(**kwargs))
+            page = self._retrying(url, "list", lambda: self._client.list_objects_v2(**kwargs))
             for obj in page.get("Contents", ()) or ():
                 lm = obj.get("LastModified")
                 yield ObjectInfo(self._url(bucket, obj["Key"]), int(obj["Size"]), obj.get("ETag"),

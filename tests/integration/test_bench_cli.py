@@ -43,6 +43,9 @@ def test_bench_writes_table_and_chart(tmp_path, s3_server, shards):
     assert all(x["status"] in ("ok", "skipped") for x in rows), [x["reason"] for x in rows]
     assert all(int(x["samples"]) == 60 and float(x["samples_per_s"]) > 0 for x in ok)  # same data everywhere
     assert all(x["objects"] == "3" and x["cores"] and "torch=" in x["versions"] for x in rows)
+    ours = rows[0]  # awsio's request counters (3 shards: their index reads and bodies, no retries)
+    assert int(ours["get_requests"]) >= 3 and ours["retries"] == "0" and float(ours["ttfb_p50_ms"]) > 0
+    assert float(ours["request_cost_usd"]) > 0 and rows[1]["get_requests"] == ""  # peers keep none
     assert json.load(open(tmp_path / "results.json"))[0]["loader"] == "awsio_python"
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -41,6 +41,10 @@ def test_two_rank_epoch_then_resume_from_s3(tmp_path, s3_server, s3_bucket, s3_c
     assert len(rows) == 1 and rows[0]["world_size"] == 2 and rows[0]["epoch"] == 0
     assert rows[0]["samples"] == 100 and rows[0]["steps"] == 5  # 50 per rank, batches of 10
     assert 0 <= rows[0]["data_wait_fraction"] <= 1 and rows[0]["samples_per_s"] > 0
+    io0 = rows[0]["s3"]  # both ranks' S3 counters of the epoch
+    assert io0["samples"] == 100 and io0["get_requests"] >= 5 and io0["errors"] == 0 and io0["skips"] == 0
+    assert io0["ttfb_p50_ms"] > 0 and io0["request_cost_usd"] > 0
+    assert "epoch 0 S3: GET " in r.stdout and "at us-east-1 list prices" in r.stdout
     assert Storage(s3_config).exists(ckpt)
 
     # Resume in a single process (no torchrun) from the S3 checkpoint: only epoch 1 runs.

@@ -15,7 +15,7 @@ import pytest
 
 from awsio.config import S3Config
 from awsio.errors import S3Error
-from awsio.s3.native_backend import NativeBackend
+from awsio.s3.native_backend import NativeBackend, native_client
 
 from .conftest import Reply, native, object_reply
 
@@ -137,10 +137,10 @@ def test_get_many_mixes_split_and_whole_objects_in_order(stub):
 
 
 def _client(stub, budget: int, pool_limit: int = 0, part_size: int = 0):
-    c = native.Client(endpoint=stub.endpoint, region="us-east-1", path_style=True, unsigned=True, verify=True,
-                      ca_bundle="", max_connections=16, connect_timeout=5.0, read_timeout=10.0, max_attempts=2,
-                      deadline=30.0, max_inflight_bytes=budget, part_size=part_size,
-                      pool=native.BufferPool(pool_limit))
+    c = native_client(S3Config(endpoint_url=stub.endpoint, unsigned=True, max_connections=16, connect_timeout=5.0,
+                               read_timeout=10.0, max_attempts=2, max_inflight_bytes=max(budget, 1),
+                               part_size=part_size),
+                      pool=native.BufferPool(pool_limit), deadline=30.0, max_inflight_bytes=budget)
     return c
 
 
@@ -156,7 +156,7 @@ def test_bodies_held_never_exceed_the_budget(stub, part_size):
     got: dict[int, bytes] = {}
     max_held = max_paused = 0
     while len(got) < len(objs):
-        for tag, kind, payload in c.wait(5.0):
+        for tag, kind, payload, _tally in c.wait(5.0):
             assert kind == "ok", payload
             got[tag] = payload
         held, paused = c.budget()

@@ -261,9 +261,10 @@ def test_refreshed_credentials_are_pushed(stub):
 
     stub.script = lambda n, seen: Reply(200, b"ok")
     b = make(stub)
-    keys = iter(["AKIDFIRST", "AKIDFIRST", "AKIDSECOND"])
-    b._creds = lambda: Credentials(next(keys), "sk", None)  # a provider that rotates once
-    for _ in range(3):
+    key = ["AKIDFIRST"]
+    b._creds = lambda: Credentials(key[0], "sk", None)  # a provider that rotates once
+    for i in range(3):
+        key[0] = "AKIDSECOND" if i == 2 else "AKIDFIRST"
         assert b.get("bkt", "k") == b"ok"
     used = [s.headers["authorization"].split("Credential=")[1].split("/")[0] for s in stub.seen]
     assert used == ["AKIDFIRST", "AKIDFIRST", "AKIDSECOND"]

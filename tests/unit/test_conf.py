@@ -89,3 +89,29 @@ def test_cli_unreachable_endpoint_is_one_clear_line(tmp_path):
     assert r.returncode == 1
     assert "train: error: EndpointConnectionError" in r.stderr and "127.0.0.1:9" in r.stderr
     assert "Traceback" not in r.stderr and "test-secret" not in r.stderr + r.stdout
+
+
+def test_settings_are_defined_once():
+    """The S3Config fields drive the README table, the known s3.* settings and the native options."""
+    from dataclasses import fields
+
+    from awsio.config import S3Config, setting_names, settings_table
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert settings_table() in f.read(), "regenerate the README table with awsio.config.settings_table()"
+    names = setting_names()
+    for profile in ("aws", "local", "minio"):
+        assert set(OmegaConf.load(os.path.join(CONF_DIR, "s3", f"{profile}.yaml"))) <= set(names)
+    with pytest.raises(ConfigValueError, match=r"unknown setting\(s\) max_conections; known: endpoint_url.*"
+                                               r"verify_checksums"):
+        s3_config({"max_conections": 3})
+    assert s3_config({"verify_checksums": False}).verify_checksums is False
+    native = [f.name for f in fields(S3Config) if f.metadata.get("native")]
+    assert "verify_checksums" in native and "backend" not in native
+    try:
+        from awsio import _native
+    except ImportError:
+        return
+    engine = {n for n in dir(_native.Options()) if not n.startswith("_")}
+    assert set(native) <= engine  # every native setting reaches the engine by its name
+    assert engine - set(native) == {"endpoint", "deadline", "backoff_base", "backoff_cap"}  # derived or fixed

@@ -340,3 +340,18 @@ def test_a_416_inside_the_known_size_is_a_size_mismatch(stub, backend):
     with pytest.raises(IntegrityError) as info:
         get(client, N - 50, N, N)
     assert info.value.code == "SizeMismatch" and info.value.expected == N
+
+
+@pytest.mark.parametrize("how", ["field", "env"])
+def test_verify_checksums_off_skips_only_the_checksum(stub, backend, how, monkeypatch):
+    stub.script = _with_checksum("crc32", checksum_b64("crc32", BODY[::-1]))  # wrong on purpose
+    if how == "env":
+        monkeypatch.setenv("AWSIO_VERIFY_CHECKSUMS", "0")
+        client = make(stub, backend)
+    else:
+        client = make(stub, backend, verify_checksums=False)
+    assert client.config.verify_checksums is False
+    assert get(client) == BODY
+    assert len(stub.seen) == 1 and stub.seen[0].headers.get("x-amz-checksum-mode") == "ENABLED"
+    with pytest.raises(IntegrityError, match="SizeMismatch|known size"):  # lengths are still checked
+        get(client, size=N + 1)

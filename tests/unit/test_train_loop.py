@@ -75,6 +75,7 @@ def test_train_records_metrics_and_learns(tmp_path, fake_data):
     assert all(0.0 <= m["data_wait_fraction"] <= 1.0 and m["samples_per_s"] > 0 for m in history)
     lines = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
     assert [x["epoch"] for x in lines] == [0, 1, 2]
+    assert all(x["s3"]["request_cost_usd"] == 0 for x in lines)  # the synthetic source reads nothing
     state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
     assert state["epoch"] == 3 and set(state) >= {"model", "optimizer", "config", "metrics"}
 

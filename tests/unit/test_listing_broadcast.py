@@ -1,0 +1,80 @@
+"""One listing per job: with torch.distributed initialised, rank 0 lists and the other ranks
+receive the result (a 2-rank gloo job makes one LIST request, not two); a listing cache keeps it
+across runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from http_stub import Reply, Seen, object_reply
+
+KEYS = [f"data/o{i}.bin" for i in range(5)]
+
+
+def _listing_xml() -> bytes:
+    items = "".join(f"<Contents><Key>{k}</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"
+                    f"<ETag>&quot;e1&quot;</ETag><Size>3</Size><StorageClass>STANDARD</StorageClass></Contents>"
+                    for k in KEYS)
+    return (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/'
+            f'2006-03-01/"><Name>bkt</Name><Prefix>data/</Prefix><KeyCount>{len(KEYS)}</KeyCount>'
+            f"<MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{items}</ListBucketResult>").encode()
+
+
+def _script(n: int, seen: Seen) -> Reply:
+    """S3 with the KEYS under data/: ListObjectsV2 in one page, every object 3 bytes."""
+    if "list-type=2" in seen.path:
+        return Reply(200, _listing_xml(), {"Content-Type": "application/xml"})
+    return object_reply(b"abc", seen)
+
+
+def _rank(rank: int, world: int, init: str, endpoint: str, out: str) -> None:
+    from awsio.config import S3Config
+    from awsio.dataset import S3IterableDataset
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ds = S3IterableDataset("s3://bkt/data/", config=S3Config(
+            endpoint_url=endpoint, backend="python", static_credentials=("a", "b", None)))
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(",".join(ds.urls) + f"\n{ds.metrics()['list_requests']}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="spawns gloo ranks")
+def test_a_two_rank_job_lists_once(stub, tmp_path):
+    stub.script = _script
+    init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
+    out = str(tmp_path / "rank")
+    mp.spawn(_rank, args=(2, init, stub.endpoint, out), nprocs=2, join=True)
+    lists = [s for s in stub.seen if "list-type=2" in s.path]
+    assert len(lists) == 1
+    results = [open(f"{out}.{r}").read().split("\n") for r in range(2)]
+    assert results[0][0] == results[1][0] == ",".join(f"s3://bkt/{k}" for k in KEYS)
+    assert [int(r[1]) for r in results] == [1, 0]  # rank 0's client made the request
+    assert not os.path.exists(f"{out}.2")
+
+
+def test_a_listing_cache_lists_once_across_runs(stub, tmp_path):
+    from awsio.config import S3Config
+    from awsio.dataset import S3IterableDataset
+
+    stub.script = _script
+    config = S3Config(endpoint_url=stub.endpoint, backend="python", static_credentials=("a", "b", None))
+    cache = str(tmp_path / "listings")
+    made = [S3IterableDataset("s3://bkt/data/", config=config, listing_cache=cache) for _ in range(2)]
+    assert made[0].urls == made[1].urls == [f"s3://bkt/{k}" for k in KEYS]
+    assert sum("list-type=2" in s.path for s in stub.seen) == 1  # the second run read the cache
+    assert [m.metrics()["list_requests"] for m in made] == [1, 0]
+    S3IterableDataset("s3://bkt/data/", config=config, listing_cache=cache, refresh_listing=True)
+    assert sum("list-type=2" in s.path for s in stub.seen) == 2
+    other = S3IterableDataset(["s3://bkt/data/"], config=config, listing_cache=cache, shuffle_urls=True)
+    assert other.urls == made[0].urls and sum("list-type=2" in s.path for s in stub.seen) == 2
+    (next((tmp_path / "listings").iterdir())).write_text("{not json")
+    assert S3IterableDataset("s3://bkt/data/", config=config, listing_cache=cache).urls == made[0].urls
+    assert sum("list-type=2" in s.path for s in stub.seen) == 3  # an unreadable entry: listed again

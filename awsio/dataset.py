@@ -188,6 +188,9 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
     """
 
     _every_zip_entry = False  # True: zip directory entries and metadata too (the original's zipdata)
+    # the counters of the client and the dataset (IndexedSource's defaults keep none)
+    metrics = _HasClient.metrics
+    note_samples = _HasClient.note_samples
 
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, shuffle_urls: bool = False,
                  seed: int = 0, config: S3Config | None = None, client: Any = None,

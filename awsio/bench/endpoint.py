@@ -78,6 +78,26 @@ class Endpoint:
             return None
 
 
+def _local_server(url: str) -> tuple[int | None, str]:
+    """The pid and a name of the process serving ``url`` when it listens on this machine (so that
+    its CPU time can be measured), else (None, "")."""
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not parts.port:
+        return None, ""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == parts.port and conn.pid:
+                name = psutil.Process(conn.pid).name()
+                return conn.pid, _weed_version() if name == "weed" else name
+    except (psutil.Error, OSError):
+        pass
+    return None, ""
+
+
 def _weed_version() -> str:
     import importlib.metadata as md
 
@@ -98,7 +118,10 @@ def open_endpoint(url: str | None = None, data_dir: str | None = None) -> Iterat
     url = url or env_endpoint()
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     if url:
-        yield Endpoint(url=url, region=region, env={"AWS_ENDPOINT_URL": url}, label=url.split("://", 1)[-1])
+        pid, name = _local_server(url)
+        where = url.split("://", 1)[-1]
+        yield Endpoint(url=url, region=region, env={"AWS_ENDPOINT_URL": url}, server_pid=pid,
+                       label=f"{name} on {where}" if name else where)
         return
     from awsio.testing.local_s3 import REGION, LocalS3
 

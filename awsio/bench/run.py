@@ -82,6 +82,8 @@ def measure(args: argparse.Namespace, workloads: Sequence[Workload], *, program:
     """Run every workload on one endpoint; print, check goals, write ``<out>/<program>-<name>.*``.
     Returns the rows of every table."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for noisy in ("urllib3", "botocore", "litdata", "streaming"):  # conversions' pool-size chatter
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     say = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     everything: list[dict[str, Any]] = []
     with open_endpoint(args.endpoint, args.data_dir) as endpoint:

@@ -61,10 +61,13 @@ def paired_ratios(rates: Sequence[float | None], reference: Sequence[float | Non
     return [a / b for a, b in zip(rates, reference) if a is not None and b is not None and b > 0]
 
 
-def rank_with_ties(medians: dict[str, float], ratio_spreads: dict[tuple[str, str], Summary]) -> list[list[str]]:
+def rank_with_ties(medians: dict[str, float], ratio_spreads: dict[tuple[str, str], Summary],
+                   margin: float = 1.1) -> list[list[str]]:
     """Names grouped by rank, best first: sorted by median, and a name joins the previous group
-    when its paired-ratio range against that group's last member includes 1.0 (the rounds do not
-    agree which is faster, so ranking them apart would flip between runs).
+    when its paired ratios against that group's last member do not separate them: their range
+    includes 1.0 (the rounds disagree which is faster) or their median is under ``margin`` (closer
+    than 10 %, less than this machine's run-to-run noise). Ranking such pairs apart would flip
+    between runs.
 
     ``ratio_spreads[(a, b)]`` is the summary of a's per-round ratios to b, for neighbours in the
     median order (either key order is accepted). A pair without a summary is ranked by median.
@@ -78,7 +81,7 @@ def rank_with_ties(medians: dict[str, float], ratio_spreads: dict[tuple[str, str
             if s is None and (name, prev) in ratio_spreads:
                 r = ratio_spreads[(name, prev)]
                 s = Summary(1 / r.median, 1 / r.hi, 1 / r.lo, r.n)
-            if s is not None and s.n > 1 and s.lo <= 1.0 <= s.hi:
+            if s is not None and ((s.n > 1 and s.lo <= 1.0 <= s.hi) or s.median < margin):
                 groups[-1].append(name)
                 continue
         groups.append([name])

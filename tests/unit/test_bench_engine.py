@@ -46,7 +46,9 @@ def test_rank_with_ties_when_rounds_disagree():
                ("b", "c"): Summary(1.03, 0.95, 1.1, 3),   # rounds disagree: b and c share a rank
                ("c", "slow"): Summary(5.8, 5.0, 6.0, 3)}
     assert rank_with_ties(medians, spreads) == [["fast"], ["b", "c"], ["slow"]]
-    spreads[("b", "c")] = Summary(1.03, 1.01, 1.1, 3)  # every round puts b first
+    spreads[("b", "c")] = Summary(1.03, 1.01, 1.1, 3)  # every round puts b first, but by 3 %: a tie
+    assert rank_with_ties(medians, spreads) == [["fast"], ["b", "c"], ["slow"]]
+    spreads[("b", "c")] = Summary(1.3, 1.2, 1.4, 3)  # every round puts b first, by 20-40 %
     assert rank_with_ties(medians, spreads) == [["fast"], ["b"], ["c"], ["slow"]]
 
 

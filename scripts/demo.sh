@@ -116,7 +116,8 @@ if [[ ${AWSIO_DEMO_BENCH:-1} != 0 ]]; then
     say "loader benchmark: python -m awsio.bench.dataset (tar shards, every installed peer, ${AWSIO_DEMO_ROUNDS:-3} rounds)"
     rm -rf "$OUT/bench"
     $PY -m awsio.bench.dataset --bucket "$BUCKET" --shards "${AWSIO_DEMO_BENCH_SHARDS:-4}" --shard-mib 64 \
-        --member-kib 100 --workers 0 --rounds "${AWSIO_DEMO_ROUNDS:-3}" --out "$OUT/bench" --quiet
+        --member-kib 100 --workers 0 --rounds "${AWSIO_DEMO_ROUNDS:-3}" --out "$OUT/bench" --quiet \
+        --loaders awsio,boto3,s3torchconnector,webdataset,litdata,mosaic
     say "benchmark table: $OUT/bench/dataset-tar_shards.csv   chart: $OUT/bench/dataset-tar_shards.png"
 fi
 say "demo finished in $(( $(date +%s) - T0 )) s"

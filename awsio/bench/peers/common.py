@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tarfile
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
 
@@ -39,10 +40,10 @@ def boto3_client(job: Job, pool: int = 32) -> Any:
 
 
 def my_share(items: Sequence[Any]) -> Sequence[Any]:
-    """This DataLoader worker's share of ``items`` (all of them outside a worker)."""
-    from torch.utils.data import get_worker_info
-
-    info = get_worker_info()
+    """This DataLoader worker's share of ``items`` (all of them outside a worker). torch is not
+    imported for this: a process without it is in no DataLoader worker."""
+    data = sys.modules.get("torch.utils.data")
+    info = data.get_worker_info() if data is not None else None
     return items if info is None else items[info.id::info.num_workers]
 
 

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# awsio demo: synthetic image shards in S3 -> 2-process DDP training on CPU -> loader benchmark.
+# awsio demo: synthetic image shards in S3 -> 2-process DDP training on CPU -> loader benchmark chart.
 #
 #   ./scripts/demo.sh
 #
-# On a fresh machine it installs what is missing (scripts/install.sh; skip with AWSIO_SKIP_INSTALL=1),
-# starts a local SeaweedFS S3 server (python -m awsio.testing.local_s3) unless an endpoint or AWS
-# credentials are configured, writes a synthetic shard set to a bucket, trains for a few epochs with
-# `torchrun --standalone --nproc_per_node=2 -m awsio.cli.train`, prints accuracy and data-loading
-# throughput per epoch, runs a short `python -m awsio.cli.bench` that writes a chart, and stops the
-# server it started. About 2-3 minutes on 2 cores once installed.
+# On a fresh machine it installs what is missing (scripts/install.sh with the test, harness and peers
+# extras; skip with AWSIO_SKIP_INSTALL=1), starts a local SeaweedFS S3 server (python -m
+# awsio.testing.local_s3) unless an endpoint or AWS credentials are configured, writes a synthetic
+# shard set to a bucket, trains for a few epochs with `torchrun --standalone --nproc_per_node=2 -m
+# awsio.cli.train`, prints accuracy and data-loading throughput per epoch, then runs the benchmark
+# engine on 4 x 64 MiB tar shards (python -m awsio.bench.dataset: awsio and every peer that is
+# installed, 3 rounds in alternating order) and writes its chart (PNG, medians with their range, the
+# conditions printed on it). About 4 minutes on 2 idle cores once installed.
 #
 # Knobs (environment):
 #   AWSIO_DEMO_BUCKET  bucket to write to (default awsio-demo; created on the local server only)
 #   AWSIO_DEMO_PREFIX  key prefix (default synthetic)       AWSIO_DEMO_SAMPLES  images (default 4000)
 #   AWSIO_DEMO_EPOCHS  training epochs (default 4)          AWSIO_DEMO_NPROC    processes (default 2)
 #   AWSIO_DEMO_OUT     run folder (default runs/demo)       AWSIO_DEMO_BENCH=0  skip the benchmark
+#   AWSIO_DEMO_BENCH_SHARDS  64 MiB shards benchmarked (default 4)   AWSIO_DEMO_ROUNDS  (default 3)
 #   AWSIO_SKIP_INSTALL=1  do not run scripts/install.sh     AWSIO_BACKEND  auto | native | python
 #
 # Against Amazon S3 (credentials from the usual chain; the bucket must exist and be writable):
@@ -42,7 +45,7 @@ say() { printf '\n== %s\n' "$*"; }
 
 if [[ ${AWSIO_SKIP_INSTALL:-0} != 1 ]]; then
     say "installing what is missing (scripts/install.sh; AWSIO_SKIP_INSTALL=1 skips)"
-    ./scripts/install.sh
+    AWSIO_EXTRAS=${AWSIO_EXTRAS:-test,harness,peers} ./scripts/install.sh
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -110,21 +113,11 @@ if len(rows) > 1:
 PYEOF
 
 if [[ ${AWSIO_DEMO_BENCH:-1} != 0 ]]; then
-    say "loader benchmark (python -m awsio.cli.bench --multirun decode=false,true)"
+    say "loader benchmark: python -m awsio.bench.dataset (tar shards, every installed peer, ${AWSIO_DEMO_ROUNDS:-3} rounds)"
     rm -rf "$OUT/bench"
-    $PY -m awsio.cli.bench --multirun "urls=\"$URLS\"" epochs=2 num_workers=1 batch_size=64 decode=false,true \
-        hydra.sweep.dir="$OUT/bench"
-    $PY - "$OUT/bench/results.csv" <<'PYEOF'
-import csv, sys
-rows = [r for r in csv.DictReader(open(sys.argv[1]))]
-print(f"{'loader':18} {'decode':>6} {'samples/s':>10} {'MiB/s':>8} {'vs boto3':>9}")
-for r in rows:
-    if r["status"] == "ok":
-        print(f"{r['loader']:18} {r['decode']:>6} {float(r['samples_per_s']):>10.0f} "
-              f"{float(r['mib_per_s'] or 0):>8.1f} {r['ratio_vs_boto3'] or '-':>9}")
-    else:
-        print(f"{r['loader']:18} {r['decode']:>6} {r['status']}: {r['reason']}")
-PYEOF
-    say "benchmark table: $OUT/bench/results.csv   chart: $OUT/bench/chart.png"
+    $PY -m awsio.bench.dataset --bucket "$BUCKET" --shards "${AWSIO_DEMO_BENCH_SHARDS:-4}" --shard-mib 64 \
+        --member-kib 100 --workers 0 --rounds "${AWSIO_DEMO_ROUNDS:-3}" --out "$OUT/bench" --quiet \
+        --loaders awsio,boto3,s3torchconnector,webdataset,litdata,mosaic
+    say "benchmark table: $OUT/bench/dataset-tar_shards.csv   chart: $OUT/bench/dataset-tar_shards.png"
 fi
 say "demo finished in $(( $(date +%s) - T0 )) s"

@@ -147,13 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
-    from awsio.bench.dataset import _server
+    from awsio.bench.endpoint import open_endpoint
+    from awsio.config import S3Config
 
-    with _server(None) as (config, env):
-        from awsio.s3.client import S3Client
-
+    with open_endpoint() as ep:
+        env = ep.env
+        os.environ.update(env)  # the credentials of a local server, for the clients made here
+        config = S3Config(endpoint_url=ep.url, region=ep.region)
         bucket = "awsio-bench-resume"
-        S3Client(config)._botocore().create_bucket(Bucket=bucket)
+        ep.ensure_bucket(bucket)
         urls = _make_shards(config, bucket, args.shards, args.shard_mib, args.member_kib)
         print(f"data: {args.shards} x {args.shard_mib} MiB tar shards of {args.member_kib} KiB members, "
               f"unit {args.unit} samples, {args.rounds} rounds", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,20 +15,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.native]
 def test_bench_reader_runs(s3_server, tmp_path):
     pytest.importorskip("awsio._native", reason="awsio._native is not built")
     env = dict(os.environ, **s3_server.env())
-    out_csv = tmp_path / "reader.csv"
     proc = subprocess.run(
-        [sys.executable, "-m", "awsio.bench.reader", "--small-count", "30", "--small-size", "2048",
-         "--large-count", "2", "--large-size", str(1 << 20), "--rounds", "1", "--bucket", "awsio-bench-smoke",
-         "--methods", "awsio-native,boto3-8,curl", "--passes", "2", "--csv", str(out_csv)],
+        [sys.executable, "-m", "awsio.bench.reader", "--small", "30x2048", "--large", "2x1048576", "--rounds", "1",
+         "--min-mib", "0", "--passes", "2", "--bucket", "awsio-bench-smoke", "--loaders", "awsio,boto3,curl",
+         "--out", str(tmp_path), "--no-chart"],
         env=env, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "target native/curl" in proc.stdout
-    assert "warm MiB/s" in proc.stdout and "(warm passes:" in proc.stdout
+    assert "goal: awsio >= 1.0x curl at 0 workers" in proc.stdout
     assert env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr  # never print credentials
-    rows = out_csv.read_text().splitlines()
-    assert rows[0].startswith("set,method,")
-    assert {r.split(",")[1] for r in rows[1:]} >= {"awsio-native", "boto3-8"}
+    got = json.load(open(tmp_path / "reader-small_objects.json"))
+    rows = {r["loader"]: r for r in got["rows"]}
+    assert set(rows) == {"awsio", "boto3", "curl"} and all(r["status"] == "ok" for r in rows.values())
+    assert rows["awsio"]["GET"] == 30 and rows["awsio"]["HEAD"] == 0  # counted by the proxy in the warm-up
+    assert rows["boto3"]["ratio"] > 0 and rows["awsio"]["later_rate"] > 0
+    assert got["conditions"]["cores"] and "torch" in got["conditions"]["versions"]
 
 
 def test_bench_checksums_runs(s3_server):

@@ -1,4 +1,4 @@
-"""Bench output writers without a server: CSV/JSON/PNG, sweep aggregation, loader registry."""
+"""Bench output writers without a server: CSV/JSON/PNG, sweep aggregation, the loader registry."""
 
 from __future__ import annotations
 
@@ -7,36 +7,41 @@ import json
 
 import pytest
 
+from awsio.bench import peers
 from awsio.cli import bench
-from awsio.cli.loaders import LOADERS, LoaderUnavailable, make_loader
-from awsio.config import S3Config
 
 
 def _row(loader, workers, rate, status="ok"):
-    return {"loader": loader, "status": status, "num_workers": workers, "batch_size": 8, "decode": True,
-            "epochs": 1, "samples_per_s": rate, "objects": 2, "object_mib_mean": 1.0, "cores": 2,
-            "server": "test", "backend": "auto", "versions": "x", "reason": "" if status == "ok" else "why"}
+    return {"loader": loader, "peer": loader, "status": status, "workers": workers, "num_workers": workers,
+            "batch_size": 8, "decode": True, "rate": rate, "rate_lo": rate, "rate_hi": rate, "rounds": 1,
+            "unit": "samples/s", "reason": "" if status == "ok" else "why"}
 
 
 def test_write_outputs_and_sweep_aggregation(tmp_path):
+    cond = {"data": "2 shards", "cores": 2, "server": "test", "versions": {"torch": "x"}, "rounds": 1}
     for i, workers in enumerate((0, 2)):
-        bench.write_outputs([_row("awsio_python", workers, 100.0 + i), _row("boto3", workers, 50.0),
-                             _row("webdataset", workers, 0.0, status="skipped")], str(tmp_path / str(i)))
+        bench.write_outputs([_row("awsio", workers, 100.0 + i), _row("boto3", workers, 50.0),
+                             _row("webdataset", workers, None, status="skipped")], cond, str(tmp_path / str(i)))
     bench._aggregate_sweep(str(tmp_path))
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert [(r["loader"], r["num_workers"], r["status"]) for r in rows] == [
-        ("awsio_python", "0", "ok"), ("boto3", "0", "ok"), ("webdataset", "0", "skipped"),
-        ("awsio_python", "2", "ok"), ("boto3", "2", "ok"), ("webdataset", "2", "skipped")]
-    assert len(json.load(open(tmp_path / "results.json"))) == 6
+    assert [(r["loader"], r["workers"], r["status"]) for r in rows] == [
+        ("awsio decode b=8", "0", "ok"), ("boto3 decode b=8", "0", "ok"), ("webdataset decode b=8", "0", "skipped"),
+        ("awsio decode b=8", "2", "ok"), ("boto3 decode b=8", "2", "ok"), ("webdataset decode b=8", "2", "skipped")]
+    got = json.load(open(tmp_path / "results.json"))
+    assert len(got["rows"]) == 6 and got["conditions"]["cores"] == 2
     for d in (tmp_path, tmp_path / "0", tmp_path / "1"):
         assert (d / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_loader_registry():
-    assert set(LOADERS) == {"awsio_native", "awsio_python", "s3torchconnector", "boto3", "webdataset"}
+    assert {"awsio", "awsio-python", "memory", "s3torchconnector", "boto3", "webdataset", "litdata",
+            "mosaic"} <= set(peers.names("images"))
+    assert "curl" in peers.names("objects") and "curl" not in peers.names("images")
     with pytest.raises(ValueError, match="unknown loader"):
-        make_loader("nope", ["s3://b/k.tar"], S3Config(region="us-east-1"), decode=False, size=16)
-    assert issubclass(LoaderUnavailable, RuntimeError)
+        peers.get("nope")
+    assert peers.get("curl").unavailable("images") == "curl has no images workload"
+    for p in peers.PEERS.values():  # every module exists and has make()
+        assert callable(p.load().make), p.name
 
 
 def test_cat_and_local_storage(tmp_path, capfdbinary):

@@ -1,0 +1,447 @@
+"""The measurement engine every benchmark uses (the three programs and the Hydra bench job).
+
+For one data set (a :class:`~awsio.bench.data.Manifest`) and a list of :class:`Case` s (a loader from
+:mod:`awsio.bench.peers` with a DataLoader worker count), :meth:`Engine.run`:
+
+1. **converts** the data once for each peer that needs it (litdata's ``optimize()``, MDS files for
+   mosaicml-streaming), timed apart and reported as ``conversion_s`` (raw tar needs none);
+2. **warms up**: every case runs once, untimed, through a counting proxy on 127.0.0.1
+   (:mod:`awsio.bench.proxy`), which gives the GET / HEAD / LIST requests and the bytes per pass,
+   fills the server's caches and shows that the case works (a failing case is reported, not timed);
+3. runs ``rounds`` **rounds**: every case once per round, back to back, in alternating order
+   (:func:`awsio.bench.stats.round_order`), each in a fresh subprocess so that each gets its own
+   client CPU time, peak memory and time to first sample. The server's CPU time is read (psutil)
+   before and after each run when the benchmark started the server.
+
+A run reads the data ``passes`` times with the same loader object (passes are added until at least
+``min_bytes`` are read, 256 MiB by default); the first pass, from a fresh process, is the headline,
+later passes (a second epoch: warm connections, local caches) are reported beside it. Figures come
+from :mod:`awsio.bench.report`: medians over rounds with their range, and each loader's ratio to a
+reference as the median of the per-round ratios.
+
+The worker side (``python -m awsio.bench.engine --worker JOB.json``) runs one :class:`Job`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+from awsio.bench import peers
+from awsio.bench.stats import round_order
+
+__all__ = ["Case", "Conversion", "Counted", "Engine", "Job", "Result", "Run", "count"]
+
+log = logging.getLogger("awsio.bench")
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+class Counted(NamedTuple):
+    """What a loader yields when it counts its samples itself (e.g. the training job, per epoch)."""
+
+    samples: int
+    nbytes: int = 0
+
+
+@dataclass
+class Job:
+    """Everything a measurement subprocess needs (JSON round trip; credentials stay in the env)."""
+
+    peer: str
+    kind: str
+    urls: list[str]
+    sizes: list[int]
+    items: int | None
+    endpoint: str | None
+    region: str
+    passes: int = 1
+    workers: int = 0
+    batch_size: int = 64
+    connections: int = 32
+    decode: bool = True
+    image_size: int = 96
+    transform: str = "resize"
+    device: str = "cpu"
+    converted: str | None = None
+    cache_dir: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    state: Any = field(default=None, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A loader run with ``workers`` DataLoader workers, shown as ``label``."""
+
+    peer: str
+    workers: int = 0
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or (self.peer if not self.workers else f"{self.peer} w={self.workers}")
+
+
+@dataclass
+class Conversion:
+    """A peer's one-off conversion of the data set: where the result is, how long it took."""
+
+    url: str
+    seconds: float | None  # None: converted by an earlier run
+    note: str = ""
+
+
+@dataclass
+class Run:
+    """One timed run (one fresh process): per-pass seconds, samples and bytes, and its costs."""
+
+    pass_s: list[float]
+    items: list[int]
+    nbytes: list[int]
+    first_s: float | None
+    cpu_s: float
+    rss_peak_mib: float
+    server_cpu_s: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """Everything measured for one case."""
+
+    case: Case
+    status: str = "ok"  # ok | skipped | failed
+    reason: str = ""
+    runs: list[Run | None] = field(default_factory=list)
+    census: dict[str, int] | None = None
+    conversion: Conversion | None = None
+
+    def rates(self, which: str = "first") -> list[float | None]:
+        """Samples/s per round: of the first pass, or (``later``) of the passes after it."""
+        out: list[float | None] = []
+        for r in self.runs:
+            if r is None:
+                out.append(None)
+            elif which == "first":
+                out.append(r.items[0] / r.pass_s[0] if r.pass_s[0] > 0 else None)
+            else:
+                n, s = sum(r.items[1:]), sum(r.pass_s[1:])
+                out.append(n / s if s > 0 else None)
+        return out
+
+
+class Engine:
+    """Runs cases on one data set: conversions, a counted warm-up, then alternating rounds.
+
+    ``job`` holds the :class:`Job` fields shared by every case (batch size, image size, ...).
+    ``progress`` receives one line per step (default: logged).
+    """
+
+    def __init__(self, endpoint: Any, manifest: Any, *, rounds: int = 3, warmup: bool = True,
+                 min_bytes: int = 256 * MiB, passes: int = 1, timeout_s: float = 1800,
+                 progress: Callable[[str], None] | None = None, **job: Any) -> None:
+        if rounds < 1:
+            raise ValueError(f"rounds must be >= 1, not {rounds}")
+        self.endpoint, self.manifest = endpoint, manifest
+        self.rounds, self.warmup, self.timeout_s = rounds, warmup, timeout_s
+        # Tar shards come out a little under their nominal size: within 2 % counts as reached.
+        need = math.ceil(0.98 * min_bytes / manifest.nbytes) if manifest.nbytes else 1
+        self.passes = max(passes, need)
+        self.job = job
+        self.say = progress or log.info
+
+    def _job(self, case: Case, **changes: Any) -> Job:
+        fields = dict(peer=case.peer, kind=self.manifest.kind, urls=self.manifest.urls, sizes=self.manifest.sizes,
+                      items=self.manifest.items, endpoint=self.endpoint.url, region=self.endpoint.region,
+                      passes=self.passes, workers=case.workers, options=dict(peers.get(case.peer).options))
+        fields.update(self.job)
+        fields.update(changes)
+        return Job(**fields)
+
+    def run(self, cases: Sequence[Case]) -> list[Result]:
+        """Measure ``cases``; returns one :class:`Result` per case, in the given order."""
+        results = {c: Result(c) for c in cases}
+        kind = self.manifest.kind
+        for c in cases:
+            reason = peers.get(c.peer).unavailable(kind)
+            if reason:
+                results[c].status, results[c].reason = "skipped", reason
+                self.say(f"  {c.name}: skipped ({reason})")
+        active = [c for c in cases if results[c].status == "ok"]
+        conversions: dict[str, Conversion | Exception] = {}
+        for c in active:
+            mod = peers.get(c.peer).load()
+            if hasattr(mod, "prepare") and c.peer not in conversions:
+                self.say(f"  converting the data for {c.peer} (once per data set)")
+                try:
+                    conversions[c.peer] = mod.prepare(self.manifest, self.endpoint, peers.get(c.peer).options)
+                except Exception as e:  # one peer's conversion failing must not lose the others
+                    log.debug("conversion for %s failed", c.peer, exc_info=True)
+                    conversions[c.peer] = e
+            conv = conversions.get(c.peer)
+            if isinstance(conv, Exception):
+                results[c].status, results[c].reason = "failed", f"conversion: {_reason(conv)}"
+            elif conv is not None:
+                results[c].conversion = conv
+        active = [c for c in active if results[c].status == "ok"]
+        if self.warmup:
+            active = self._warm_up(active, results)
+        for r in range(self.rounds):
+            self.say(f"  round {r + 1}/{self.rounds}")
+            for c in round_order(active, r):
+                run = self._spawn(self._job(c, converted=_url(results[c].conversion)), c)
+                if isinstance(run, str):
+                    results[c].runs.append(None)
+                    results[c].status, results[c].reason = "failed", run
+                    self.say(f"    {c.name:28} FAILED: {run}")
+                else:
+                    results[c].runs.append(run)
+                    mib = (run.nbytes[0] or self.manifest.nbytes) / MiB / run.pass_s[0]
+                    self.say(f"    {c.name:28} {run.items[0] / run.pass_s[0]:10.1f} samples/s {mib:9.1f} MiB/s"
+                             " (first pass)")
+        for c in active:  # a case that failed in one round but not in others keeps its figures
+            if any(r is not None for r in results[c].runs):
+                results[c].status = "ok"
+        return [results[c] for c in cases]
+
+    def _warm_up(self, cases: list[Case], results: dict[Case, Result]) -> list[Case]:
+        from awsio.bench.proxy import CountingProxy
+
+        self.say("  warm-up (untimed, requests counted through a proxy on 127.0.0.1)")
+        proxy = CountingProxy(self.endpoint.url) if (self.endpoint.url or "").startswith("http://") else None
+        ok = []
+        with proxy if proxy is not None else _nothing():
+            for c in cases:
+                via = proxy.url if proxy is not None else self.endpoint.url
+                run = self._spawn(self._job(c, endpoint=via, passes=1, converted=_url(results[c].conversion)), c)
+                counts = proxy.take() if proxy is not None else None
+                if isinstance(run, str):
+                    results[c].status, results[c].reason = "failed", run
+                    self.say(f"    {c.name:28} FAILED: {run}")
+                    continue
+                results[c].census = counts if peers.get(c.peer).reads_in_run else None
+                ok.append(c)
+                shown = ", ".join(f"{k} {v}" for k, v in sorted((counts or {}).items()) if k != "wire_bytes")
+                self.say(f"    {c.name:28} ok ({shown or 'requests not counted'})")
+        return ok
+
+    def _spawn(self, job: Job, case: Case) -> Run | str:
+        """Run ``job`` in a fresh subprocess; its :class:`Run`, or the reason it failed."""
+        env = {**os.environ, **self.endpoint.env}
+        with tempfile.TemporaryDirectory(prefix="awsio-bench-run-") as tmp:
+            job.cache_dir = os.path.join(tmp, "cache")
+            path = os.path.join(tmp, "job.json")
+            with open(path, "w") as f:
+                json.dump({k: v for k, v in asdict(job).items() if k != "state"}, f)
+            cpu0 = self.endpoint.server_cpu_s()
+            try:
+                proc = subprocess.run([sys.executable, "-m", "awsio.bench.engine", "--worker", path],
+                                      capture_output=True, text=True, env=env, timeout=self.timeout_s, cwd=tmp)
+            except subprocess.TimeoutExpired:
+                return f"timed out after {self.timeout_s:.0f} s"
+            cpu1 = self.endpoint.server_cpu_s()
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            return (lines[-1] if lines else f"exit status {proc.returncode}")[:300]
+        try:
+            run = Run(**json.loads(proc.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError, TypeError) as e:
+            return f"no result from the worker ({e}); stderr: {proc.stderr.strip()[-200:]}"
+        if cpu0 is not None and cpu1 is not None:
+            run.server_cpu_s = cpu1 - cpu0
+        return run
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _url(conv: Conversion | None) -> str | None:
+    return conv.url if conv is not None else None
+
+
+def _reason(e: BaseException) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+# ---------------------------------------------------------------------------------- the worker
+class _MemorySampler(threading.Thread):
+    """Peak memory of this process and its children (DataLoader workers, curl): the sum of their
+    PSS (proportional set size, so pages a forked worker shares with its parent count once),
+    sampled every 100 ms."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc = psutil.Process()
+        self.peak = 0
+        self.cpu_s = 0.0
+        self.stop = threading.Event()
+
+    def _now(self) -> int:
+        import psutil
+
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                info = p.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except psutil.Error:
+                pass
+        return total
+
+    def run(self) -> None:
+        t0 = time.thread_time()
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self._now())
+            self.cpu_s = time.thread_time() - t0  # its own cost, taken off the loader's CPU time
+            self.stop.wait(0.1)
+
+    def finish(self) -> float:
+        self.stop.set()
+        self.join()
+        return max(self.peak, self._now()) / MiB
+
+
+def _cpu_s() -> float:
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def count(item: Any) -> tuple[int, int]:
+    """(samples, payload bytes) in one item a loader yielded.
+
+    A sample: its bytes, its size (int), a ``(name, bytes)`` pair, or a dict of fields. A batch:
+    a list of objects' bytes, a dict of columns (lists), or an ``(images, labels)`` pair whose
+    second element is a sequence (tensor or list); the images' bytes count when they are bytes.
+    """
+    if isinstance(item, Counted):
+        return item.samples, item.nbytes
+    if isinstance(item, int):
+        return 1, item
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return 1, len(item)
+    if isinstance(item, (list, tuple)) and item and all(isinstance(v, (bytes, bytearray, memoryview)) for v in item):
+        return len(item), sum(len(v) for v in item)  # a batch of objects' bytes
+    if isinstance(item, dict):
+        cols = [v for k, v in item.items() if not str(k).startswith("__")]
+        if cols and all(isinstance(v, (list, tuple)) for v in cols):
+            return len(cols[0]), sum(count(v)[1] for v in cols if isinstance(v, list))
+        return 1, sum(len(v) for v in cols if isinstance(v, (bytes, bytearray, memoryview)))
+    if isinstance(item, (tuple, list)) and len(item) == 2:  # a DataLoader turns tuples into lists
+        first, last = item
+        if isinstance(last, (bytes, bytearray, memoryview)):
+            return 1, len(last)
+        if hasattr(last, "__len__") and not isinstance(last, str):
+            return len(last), count(first)[1] if isinstance(first, list) else 0
+        return 1, 0
+    raise TypeError(f"cannot count samples in a {type(item).__name__}")
+
+
+def _to_device(item: Any, device: Any) -> None:
+    import torch
+
+    if isinstance(item, (tuple, list)):
+        for v in item:
+            if isinstance(v, torch.Tensor):
+                v.to(device, non_blocking=True)
+
+
+_IMPORTS = {"objects": ("botocore.session",), "tar": ("botocore.session", "torch.utils.data"),
+            "images": ("botocore.session", "torch.utils.data", "numpy", "PIL.Image")}
+
+
+def work(job: Job) -> Run:
+    """One timed run of ``job`` in this process (the subprocess side of :meth:`Engine._spawn`).
+
+    Raises RuntimeError when a pass yields another number of samples than the data set holds.
+    """
+    peer = peers.get(job.peer)
+    mod = peer.load()
+    job.options = {**peer.options, **job.options}
+    # Imports are not the loader's throughput: everything the run needs is imported untimed.
+    for name in _IMPORTS.get(job.kind, _IMPORTS["tar"]) + getattr(mod, "IMPORTS", ()):
+        importlib.import_module(name)
+    if hasattr(mod, "setup"):
+        job.state = mod.setup(job)
+    device = None
+    if job.device != "cpu":
+        import torch
+
+        device = torch.device(job.device)
+    expected = mod.expected(job) if hasattr(mod, "expected") else job.items
+    sampler = _MemorySampler()
+    sampler.start()
+    cpu0 = _cpu_s()
+    t0 = time.perf_counter()
+    loader: Iterable[Any] = mod.make(job)
+    pass_s, items, nbytes, first = [], [], [], None
+    for p in range(job.passes):
+        tp = t0 if p == 0 else time.perf_counter()
+        n = b = 0
+        for item in loader:
+            if first is None:
+                first = time.perf_counter() - t0
+            k, nb = count(item)
+            n += k
+            b += nb
+            if device is not None:
+                _to_device(item, device)
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(device)
+        pass_s.append(time.perf_counter() - tp)
+        if expected is not None and n != expected:
+            raise RuntimeError(f"{job.peer} yielded {n} samples in pass {p + 1}, the data set holds {expected}")
+        items.append(n)
+        nbytes.append(b)
+    cpu = _cpu_s() - cpu0
+    rss = sampler.finish()
+    cpu -= sampler.cpu_s
+    extras = loader.extras() if hasattr(loader, "extras") else {}
+    return Run(pass_s=pass_s, items=items, nbytes=nbytes, first_s=first, cpu_s=cpu, rss_peak_mib=rss, extras=extras)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "--worker":
+        print("usage: python -m awsio.bench.engine --worker JOB.json (run by the benchmarks)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING)
+    with open(args[1]) as f:
+        job = Job(**json.load(f))
+    run = work(job)
+    sys.stdout.flush()
+    print(json.dumps(asdict(run)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the module under its real name, so that the classes peers import (Counted) are the
+    # ones work() checks against, not __main__'s copies.
+    from awsio.bench.engine import main as _main
+
+    sys.exit(_main())

@@ -1,6 +1,6 @@
 # Types of the compiled native reader (csrc/binding.cpp); tests/native/test_native_stub_types.py
 # checks that this file and the module name the same things.
-from typing import Any, Optional
+from typing import Optional
 
 curl_version: str
 
@@ -40,12 +40,31 @@ class RateLimiter:
     @property
     def rate(self) -> Optional[float]: ...
 
-# A result: (tag, kind, payload, (requests, retries by cause, ttfb seconds or None)). kind "ok" or
-# "whole": bytes; "head": (size, etag, last_modified); "http": (status, code, message, request_id,
-# region, attempts); "integrity": (status, code, reason, request_id, expected, got, attempts);
-# "conn": (status, code, reason, attempts).
-Tally = tuple[int, tuple[int, int, int, int, int], Optional[float]]
-Result = tuple[int, str, Any, Tally]
+class Result:
+    """One finished request. kind: "ok" (data: the body), "whole" (data: the whole object although a
+    range was asked), "head" (size, etag, last_modified), or an error: "http" (status, code,
+    message, request_id, region), "integrity" (status, code, reason, request_id, expected, got),
+    "conn" (status, code, reason). Every result: attempts, requests (HTTP attempts, parts
+    included), retries (by cause, as awsio.metrics.CAUSES), ttfb (seconds, or None)."""
+
+    tag: int
+    kind: str
+    data: Optional[bytes]
+    size: Optional[int]
+    etag: Optional[str]
+    last_modified: Optional[int]
+    status: Optional[int]
+    code: Optional[str]
+    message: Optional[str]
+    request_id: Optional[str]
+    region: Optional[str]
+    reason: Optional[str]
+    expected: Optional[str]
+    got: Optional[str]
+    attempts: int
+    requests: int
+    retries: tuple[int, int, int, int, int]
+    ttfb: Optional[float]
 
 class Client:
     def __init__(self, options: Options, pool: Optional[BufferPool] = None,

@@ -165,6 +165,21 @@ class PyBytesAllocator : public awsio::BufferAllocator {
   std::shared_ptr<BufferPool> pool_;
 };
 
+// One finished request as Python sees it. kind: "ok" (data: the body), "whole" (data: the whole
+// object although a range was asked: the caller cuts the range), "head" (size, etag,
+// last_modified), or an error: "http" (status, code, message, request_id, region), "integrity"
+// (status, code, reason, request_id, expected, got), "conn" (status, code, reason). Every result:
+// attempts, requests (HTTP attempts, parts included), retries (by awsio::Cause), ttfb (seconds).
+struct PyResult {
+  int64_t tag = 0;
+  std::string kind;
+  py::object data = py::none(), size = py::none(), etag = py::none(), last_modified = py::none();
+  py::object status = py::none(), code = py::none(), message = py::none(), request_id = py::none();
+  py::object region = py::none(), reason = py::none(), expected = py::none(), got = py::none();
+  int attempts = 0, requests = 0;
+  py::object retries = py::tuple(), ttfb = py::none();
+};
+
 class Client {
  public:
   Client(const awsio::EngineOptions& options, std::shared_ptr<BufferPool> pool,
@@ -212,15 +227,16 @@ class Client {
     engine_->submit(s);
   }
 
-  py::list wait(double timeout_s) {
+  std::vector<PyResult> wait(double timeout_s) {
     std::vector<awsio::Result> results;
     {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(mu_);
       results = engine_->wait(timeout_s);
     }
-    py::list out;
-    for (auto& r : results) out.append(convert(r));
+    std::vector<PyResult> out;
+    out.reserve(results.size());
+    for (auto& r : results) out.push_back(convert(r));
     return out;
   }
 
@@ -247,50 +263,44 @@ class Client {
   }
 
  private:
-  // (requests, (retries by awsio::Cause...), ttfb seconds or None)
-  static py::tuple tally(const awsio::Result& r) {
-    const awsio::Tally& t = r.tally;
-    py::tuple retries(awsio::kCauses);
-    for (int i = 0; i < awsio::kCauses; ++i) retries[i] = py::int_(t.retries[i]);
-    return py::make_tuple(t.requests, retries, t.ttfb_s < 0 ? py::object(py::none()) : py::object(py::float_(t.ttfb_s)));
-  }
-
-  static py::tuple convert(awsio::Result& r) {
-    py::tuple out = convert_payload(r);
-    return py::make_tuple(out[0], out[1], out[2], tally(r));
-  }
-
-  static py::tuple convert_payload(awsio::Result& r) {
+  static PyResult convert(awsio::Result& r) {
     using K = awsio::ResultKind;
+    auto s = [](const std::string& v) { return v.empty() ? py::object(py::none()) : py::object(py::str(v)); };
+    PyResult out;
+    out.tag = r.tag;
+    out.attempts = r.attempts;
+    out.requests = r.tally.requests;
+    py::tuple retries(awsio::kCauses);
+    for (int i = 0; i < awsio::kCauses; ++i) retries[i] = py::int_(r.tally.retries[i]);
+    out.retries = retries;
+    out.ttfb = r.tally.ttfb_s < 0 ? py::object(py::none()) : py::object(py::float_(r.tally.ttfb_s));
+    out.status = r.status ? py::object(py::int_(r.status)) : py::object(py::none());
     if (r.kind == K::Ok && r.head) {
-      py::object lm = r.last_modified < 0 ? py::object(py::none()) : py::object(py::int_(r.last_modified));
-      py::object etag = r.etag.empty() ? py::object(py::none()) : py::object(py::str(r.etag));
-      return py::make_tuple(r.tag, "head", py::make_tuple(r.size, etag, lm));
+      out.kind = "head";
+      out.size = py::int_(r.size);
+      out.etag = s(r.etag);
+      out.last_modified = r.last_modified < 0 ? py::object(py::none()) : py::object(py::int_(r.last_modified));
+      return out;
     }
     if (r.kind == K::Ok) {
-      py::object data;
+      out.kind = r.whole_object ? "whole" : "ok";
       if (r.body.handle) {
-        data = py::reinterpret_steal<py::object>(static_cast<PyObject*>(r.body.handle));
+        out.data = py::reinterpret_steal<py::object>(static_cast<PyObject*>(r.body.handle));
         r.body = awsio::Buffer{};
       } else {
-        data = py::bytes(r.fallback);
+        out.data = py::bytes(r.fallback);
       }
-      return py::make_tuple(r.tag, r.whole_object ? "whole" : "ok", data);
+      return out;
     }
-    auto s = [](const std::string& v) { return v.empty() ? py::object(py::none()) : py::object(py::str(v)); };
-    if (r.kind == K::HttpError) {
-      return py::make_tuple(r.tag, "http",
-                            py::make_tuple(r.status, s(r.code), s(r.message), s(r.request_id), s(r.region),
-                                           r.attempts));
-    }
-    if (r.kind == K::IntegrityError) {
-      return py::make_tuple(r.tag, "integrity",
-                            py::make_tuple(r.status, s(r.code), s(r.reason), s(r.request_id), s(r.expected),
-                                           s(r.got), r.attempts));
-    }
-    return py::make_tuple(r.tag, "conn",
-                          py::make_tuple(r.status ? py::object(py::int_(r.status)) : py::object(py::none()),
-                                         s(r.code), s(r.reason), r.attempts));
+    out.kind = r.kind == K::HttpError ? "http" : r.kind == K::IntegrityError ? "integrity" : "conn";
+    out.code = s(r.code);
+    out.message = s(r.message);
+    out.request_id = s(r.request_id);
+    out.region = s(r.region);
+    out.reason = s(r.reason);
+    out.expected = s(r.expected);
+    out.got = s(r.got);
+    return out;
   }
 
   PyBytesAllocator alloc_;
@@ -332,6 +342,17 @@ PYBIND11_MODULE(_native, m) {
         double r = l.rate();
         return r < 0 ? py::object(py::none()) : py::object(py::float_(r));
       });
+  py::class_<PyResult> result(m, "Result");
+#define AWSIO_RESULT_FIELD(name) result.def_readonly(#name, &PyResult::name);
+  AWSIO_RESULT_FIELD(tag) AWSIO_RESULT_FIELD(kind) AWSIO_RESULT_FIELD(data) AWSIO_RESULT_FIELD(size)
+  AWSIO_RESULT_FIELD(etag) AWSIO_RESULT_FIELD(last_modified) AWSIO_RESULT_FIELD(status) AWSIO_RESULT_FIELD(code)
+  AWSIO_RESULT_FIELD(message) AWSIO_RESULT_FIELD(request_id) AWSIO_RESULT_FIELD(region)
+  AWSIO_RESULT_FIELD(reason) AWSIO_RESULT_FIELD(expected) AWSIO_RESULT_FIELD(got) AWSIO_RESULT_FIELD(attempts)
+  AWSIO_RESULT_FIELD(requests) AWSIO_RESULT_FIELD(retries) AWSIO_RESULT_FIELD(ttfb)
+#undef AWSIO_RESULT_FIELD
+  result.def("__repr__", [](const PyResult& r) {
+    return "<Result " + std::to_string(r.tag) + " " + r.kind + ">";  // never the body or a URL
+  });
   py::class_<Client>(m, "Client")
       .def(py::init<const awsio::EngineOptions&, std::shared_ptr<BufferPool>, std::shared_ptr<awsio::RateLimiter>>(),
            py::arg("options"), py::arg("pool") = std::shared_ptr<BufferPool>(),

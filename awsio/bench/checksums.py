@@ -81,10 +81,10 @@ def _read_pass(client: Any, bucket: str, keys: list[str], size: int) -> tuple[fl
         client.submit(i, bucket, key, 0, -1, False, size)
     total = done = 0
     while done < len(keys):
-        for _tag, kind, payload, _tally in client.wait(1.0):
-            if kind != "ok":
-                raise RuntimeError(f"GET failed: {kind} {payload}")
-            total += len(payload)
+        for r in client.wait(1.0):
+            if r.kind != "ok":
+                raise RuntimeError(f"GET failed: {r.kind} {r.status} {r.code} {r.reason}")
+            total += len(r.data)
             done += 1
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)

@@ -218,35 +218,39 @@ class NativeBackend:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _count(self, op: str, kind: str, payload: Any, tally: Tuple[int, Tuple[int, ...], Optional[float]]) -> None:
+    def _count(self, op: str, r: Any, data: Optional[bytes]) -> None:
         """Feed one result's requests, retries by cause and TTFB into ``metrics``."""
-        requests, retries, ttfb = tally
         m = self.metrics
-        m.request(op, len(payload) if kind == "ok" else 0, n=requests)
-        for cause, n in zip(CAUSES, retries):
+        m.request(op, len(data) if data is not None else 0, n=r.requests)
+        for cause, n in zip(CAUSES, r.retries):
             if n:
                 m.retry(cause, n)
-        if ttfb is not None and kind in ("ok", "head"):
-            m.ttfb(ttfb)
-        if kind not in ("ok", "head"):
+        if r.kind in ("ok", "whole", "head"):
+            if r.ttfb is not None:
+                m.ttfb(r.ttfb)
+        else:
             m.add("errors")
 
-
-    def _error(self, bucket: str, key: str, kind: str, info: Tuple[Any, ...]) -> S3Error:
+    def _error(self, bucket: str, key: str, r: Any) -> S3Error:
+        """The awsio error of a failed result (``kind`` http, integrity or conn)."""
         url = f"s3://{bucket}/{key}"
-        if kind == "http":
-            status, code, message, request_id, region, _attempts = info
-            return s3_error(url, status, code, message, request_id, region)
-        if kind == "integrity":  # the same message and fields as awsio.s3.integrity's
-            status, code, reason, request_id, expected, got, _attempts = info
-            return IntegrityError(reason, url=url, status=status, code=code, request_id=request_id,
-                                  expected=_number(expected), got=_number(got))
-        _status, _curl_code, reason, attempts = info
+        if r.kind == "http":
+            return s3_error(url, r.status, r.code, r.message, r.request_id, r.region)
+        if r.kind == "integrity":  # the same message and fields as awsio.s3.integrity's
+            return IntegrityError(r.reason, url=url, status=r.status, code=r.code, request_id=r.request_id,
+                                  expected=_number(r.expected), got=_number(r.got))
         endpoint = self._config.endpoint
         return EndpointConnectionError(
-            f"no response from the endpoint URL {endpoint} after {attempts} attempt(s): {reason}",
-            url=url, status=None, code=None, request_id=None, endpoint=endpoint, reason=reason,
+            f"no response from the endpoint URL {endpoint} after {r.attempts} attempt(s): {r.reason}",
+            url=url, status=None, code=None, request_id=None, endpoint=endpoint, reason=r.reason,
         )
+
+    @staticmethod
+    def _body(r: Any, start: int, end: Optional[int]) -> Optional[bytes]:
+        """The bytes asked for of a GET result (None for a failure or a HEAD)."""
+        if r.kind == "whole":  # the server ignored Range: cut the range out here
+            return r.data[start:end]  # type: ignore[no-any-return]
+        return r.data if r.kind == "ok" else None
 
     # -- Backend protocol --------------------------------------------------------------------
 
@@ -265,13 +269,14 @@ class NativeBackend:
             while True:
                 self._refresh(handle)
                 results = _wait(client, f"s3://{bucket}/{key}")
-                for _tag, kind, payload, tally in results:
-                    if kind == "whole":  # the server ignored Range: cut the range out here
-                        payload, kind = payload[start:end], "ok"
-                    self._count("head" if head else "get", kind, payload, tally)
-                    if kind in ("ok", "head"):
-                        return payload
-                    raise self._error(bucket, key, kind, payload)
+                for r in results:
+                    data = self._body(r, start, end)
+                    self._count("head" if head else "get", r, data)
+                    if r.kind == "head":
+                        return r
+                    if data is not None:
+                        return data
+                    raise self._error(bucket, key, r)
                 if not results and not client.pending():  # pragma: no cover - a bug guard
                     raise RuntimeError("native client lost a request")
         except BaseException:
@@ -291,10 +296,10 @@ class NativeBackend:
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and Last-Modified; NoSuchKeyError if the object is absent."""
-        size, etag, last_modified = self._one(bucket, key, 0, None, head=True)
+        r = self._one(bucket, key, 0, None, head=True)
         return ObjectInfo(
-            url=f"s3://{bucket}/{key}", size=int(size), etag=etag,
-            last_modified=float(last_modified) if last_modified is not None else None,
+            url=f"s3://{bucket}/{key}", size=int(r.size), etag=r.etag,
+            last_modified=float(r.last_modified) if r.last_modified is not None else None,
         )
 
     def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
@@ -335,18 +340,18 @@ class NativeBackend:
                         return
                     continue
                 self._refresh(handle)
-                for tag, kind, payload, tally in _wait(client, "a batch"):
+                for r in _wait(client, "a batch"):
                     inflight -= 1
+                    tag = r.tag
                     bucket, key, start, end = names.pop(tag)
-                    if kind == "whole":  # the server ignored Range: cut the range out here
-                        payload, kind = payload[start:end], "ok"
-                    self._count("get", kind, payload, tally)
-                    if kind != "ok":
-                        raise self._error(bucket, key, kind, payload)
+                    data = self._body(r, start, end)
+                    self._count("get", r, data)
+                    if data is None:
+                        raise self._error(bucket, key, r)
                     if ordered:
-                        parked[tag] = payload
+                        parked[tag] = data
                     else:
-                        yield tag, payload
+                        yield tag, data
                         self._check_same_process()
         finally:
             if os.getpid() == self._pid:

@@ -156,9 +156,9 @@ def test_bodies_held_never_exceed_the_budget(stub, part_size):
     got: dict[int, bytes] = {}
     max_held = max_paused = 0
     while len(got) < len(objs):
-        for tag, kind, payload, _tally in c.wait(5.0):
-            assert kind == "ok", payload
-            got[tag] = payload
+        for r in c.wait(5.0):
+            assert r.kind == "ok", (r.kind, r.reason)
+            got[r.tag] = r.data
         held, paused = c.budget()
         max_held, max_paused = max(max_held, held), max(max_paused, paused)
         time.sleep(0.05)  # a slow consumer: responses wait, paused, for budget

@@ -81,7 +81,10 @@ def rows(results: Sequence[Result], manifest: Any, *, subject: str | None = "aws
         row["rounds"] = len(ok)
         first = summarize([v for v in rates(res) if v is not None])
         _put(row, "rate", first)
-        row["samples_s"] = _median(res.rates("first"))
+        row["rates"] = [None if v is None else round(v, 3) for v in rates(res)]  # per round, for re-analysis
+        # a loader that yields whole objects of a data set of samples (the raw reader) has no samples/s
+        whole = bool(ok) and manifest.items is not None and ok[0].items[0] != manifest.items
+        row["samples_s"] = None if whole else _median(res.rates("first"))
         row["mib_s"] = _median(_mib_rates(res, manifest, "first"))
         row["later_rate"] = _median(rates(res, "later")) if ok and len(ok[0].pass_s) > 1 else None
         ref = subjects.get(case.workers)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from awsio.bench.engine import Case, Counted, Result, Run, count
+from awsio.bench.engine import Case, Counted, Result, Run
 from awsio.bench.proxy import classify
 from awsio.bench.stats import Summary, paired_ratios, rank_with_ties, round_order, summarize
+from awsio.bench.worker import count
 
 
 def test_round_order_alternates_so_every_case_runs_first_and_last():

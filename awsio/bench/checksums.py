@@ -116,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", default="awsio-bench-checksums")
     args = parser.parse_args(argv)
 
-    from awsio.bench.reader import local_server
+    from awsio.bench.endpoint import open_endpoint
 
-    with local_server():
+    with open_endpoint() as ep:
+        os.environ.update(ep.env)  # the endpoint and credentials the clients below read
+        if ep.url:
+            os.environ["AWS_ENDPOINT_URL"] = ep.url
+        os.environ.setdefault("AWS_REGION", ep.region)
         keys = _upload(args.bucket, args.count, args.size, args.algorithm)
         clients = {"unchecked": _native_client(args.connections, False),
                    args.algorithm: _native_client(args.connections, True)}

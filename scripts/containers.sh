@@ -366,7 +366,7 @@ else
     note "train samples/s in the container: $(rate "$LOGS/train.log") (no awsio with its native reader for $PY here: no host figure)"
 fi
 WHY="the bench job failed" step bench compose "${PROFILES[@]}" run --rm --no-deps -T bench \
-    epochs=1 max_samples=1000 num_workers=0 'loaders=[awsio_native,boto3]'
+    epochs=1 min_mib=0 rounds=1 num_workers=0 'loaders=[awsio,boto3]'
 WHY="train or bench results are missing from the results volume" step results \
     "$ENGINE" run --rm -v "${PROJECT}_results:/app/results:ro" awsio:cpu shell -c \
     'ls -d bench_results/run-*/results.csv && cat runs/train/metrics.jsonl'

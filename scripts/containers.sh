@@ -5,7 +5,7 @@
 #   2. the base image and torch: pulled (online, what users do), or made here (offline: a Debian
 #      bookworm Python image by debootstrap, torch from the local wheel directory that pip finds,
 #      served as a PEP 503 index on 127.0.0.1); Python packages come from PyPI in both modes;
-#   3. the test target, then the runtime target (a cache hit on the test target's layers);
+#   3. the test target, then the bench and runtime targets (cache hits on the test target's layers);
 #   4. compose.yaml's stack, with MinIO, or with SeaweedFS (docker/compose.seaweedfs.yaml) where the
 #      MinIO image cannot be pulled: S3 server healthy, init (buckets, demo shards), the integration
 #      suite in the tests service, the train job, alternating with the same train on this host
@@ -68,7 +68,7 @@ PYTHON_IMAGE=$(dockerfile_arg PYTHON_IMAGE docker/Dockerfile)
 TORCH_VERSION=$(dockerfile_arg TORCH_VERSION docker/Dockerfile)
 SEAWEEDFS_TAG=awsio-seaweedfs:$(dockerfile_arg SEAWEEDFS_VERSION docker/seaweedfs/Dockerfile)
 MINIO_IMAGE=$(sed -n 's/^ *image: *\([^ ]*minio\/minio:[^ ]*\).*/\1/p' compose.yaml)
-export TORCH_VARIANT=cpu            # the images compose expects: awsio:cpu, awsio-test:cpu
+export TORCH_VARIANT=cpu            # the images compose expects: awsio:cpu, awsio-bench:cpu, awsio-test:cpu
 mkdir -p "$LOGS"
 exec 9>"$STATE/lock"
 flock -n 9 || { echo "containers: FAILED: another scripts/containers.sh is running (lock: $STATE/lock)" >&2; exit 1; }
@@ -252,6 +252,8 @@ fi
 build() { nice -n "$NICE" "${BUILD[@]}" "$@" "$ROOT"; }
 WHY="build of the test image (docker/Dockerfile --target test) failed" \
     step build-test build "${BUILD_ARGS[@]}" -f docker/Dockerfile --target test -t awsio-test:cpu
+WHY="build of the bench image (docker/Dockerfile --target bench) failed" \
+    step build-bench build "${BUILD_ARGS[@]}" -f docker/Dockerfile --target bench -t awsio-bench:cpu
 WHY="build of the runtime image (docker/Dockerfile) failed" \
     step build-runtime build "${BUILD_ARGS[@]}" -f docker/Dockerfile --target runtime -t awsio:cpu
 
@@ -266,7 +268,7 @@ if [[ $S3 == seaweedfs ]]; then
     WHY="build of the SeaweedFS image (docker/seaweedfs/Dockerfile) failed" step build-s3 \
         build --network host --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -f docker/seaweedfs/Dockerfile -t "$SEAWEEDFS_TAG"
 fi
-for image in awsio:cpu awsio-test:cpu; do
+for image in awsio:cpu awsio-bench:cpu awsio-test:cpu; do
     note "image $image: $(( $("$ENGINE" image inspect -f '{{.Size}}' "$image") / 1000000 )) MB"
 done
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from torch.utils.data import Dataset, IterableDataset
@@ -47,6 +47,8 @@ from awsio.s3.url import S3URL, ObjectURL, expand_urls
 from awsio.shuffle import buffer_shuffle, make_rng
 from awsio.source import IndexedSource, digest
 from awsio.world import current_world, pass_epoch
+
+_T = TypeVar("_T")
 
 __all__ = ["Record", "S3Dataset", "S3IterableDataset", "ShuffleDataset"]
 
@@ -73,33 +75,32 @@ class _HasClient:
     def _listing(self, urls: Any, suffixes: Mapping[str, str],
                  allow_empty: bool) -> list[tuple[str, int | None, str | None]]:
         """The ``[(url, size, etag)]`` the dataset reads (see :func:`_resolve`), through the
-        listing cache (:mod:`awsio.listing_cache`) when ``_listing_cache`` names one.
-
-        When ``torch.distributed`` is initialised, rank 0 lists and broadcasts the result (or
-        its error, raised on every rank): a job lists once, not once per rank. Every rank must
-        then build the dataset, as every rank already does in data-parallel training.
-        """
-        import torch.distributed as dist
-
+        listing cache (:mod:`awsio.listing_cache`) when ``_listing_cache`` names one."""
         raw = [urls] if isinstance(urls, (str, S3URL)) else list(urls)
         cache: str | None = getattr(self, "_listing_cache", None)
+        if cache is None:
+            return _resolve(raw, self.client, suffixes, allow_empty)
+        from awsio.listing_cache import cached_listing
 
-        def resolve() -> list[tuple[str, int | None, str | None]]:
-            if cache is None:
-                return _resolve(raw, self.client, suffixes, allow_empty)
-            from awsio.listing_cache import cached_listing
+        return cached_listing(cache, [str(u) for u in raw],
+                              {"suffixes": dict(suffixes), "allow_empty": allow_empty}, self.client,
+                              lambda: _resolve(raw, self.client, suffixes, allow_empty),
+                              bool(getattr(self, "_refresh_listing", False)))
 
-            return cached_listing(cache, [str(u) for u in raw],
-                                  {"suffixes": dict(suffixes), "allow_empty": allow_empty}, self.client,
-                                  lambda: _resolve(raw, self.client, suffixes, allow_empty),
-                                  bool(getattr(self, "_refresh_listing", False)))
+    @staticmethod
+    def _once_per_job(work: Callable[[], _T]) -> _T:
+        """``work()`` (listing, indexing) done once per job: when ``torch.distributed`` is
+        initialised, rank 0 does it and broadcasts the result (or its error, raised on every
+        rank), so a job lists and indexes once, not once per rank. Every rank must then build
+        the dataset, as every rank already does in data-parallel training."""
+        import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return resolve()
+            return work()
         box: list[Any] = [None]
         if dist.get_rank() == 0:
             try:
-                box[0] = resolve()
+                box[0] = work()
             except Exception as exc:  # every rank raises it, rather than the others waiting forever
                 box[0] = exc
         dist.broadcast_object_list(box, src=0)
@@ -212,11 +213,14 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         self._client = client
         self._metrics = DatasetMetrics()
         self._listing_cache, self._refresh_listing = listing_cache, refresh_listing
-        self._items = self._listing(urls, self._suffixes, allow_empty)
+        def scan() -> tuple[list[tuple[str, int | None, str | None]], dict[int, Any], SkipStats]:
+            items = self._listing(urls, self._suffixes, allow_empty)
+            shards = [Shard(u, archive_kind(u, self._suffixes), size, etag) for u, size, etag in items]
+            skips = SkipStats()
+            return items, _load_indexes(self.client, shards, self.handler, skips, self._every_zip_entry), skips
+
+        self._items, self._indexes, self._index_skips = self._once_per_job(scan)
         self._shards = [Shard(u, archive_kind(u, self._suffixes), size, etag) for u, size, etag in self._items]
-        self._index_skips = SkipStats()
-        self._indexes = _load_indexes(self.client, self._shards, self.handler, self._index_skips,
-                                      self._every_zip_entry)
         self._counts = [self._indexes[i].sample_count if i in self._indexes
                         else (0 if self._shards[i].kind else 1) for i in range(len(self._shards))]
 
@@ -316,7 +320,7 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
         self.config = config
         self._client = client
         self._metrics = DatasetMetrics()
-        self._items = self._listing(urls, {}, allow_empty)
+        self._items = self._once_per_job(lambda: self._listing(urls, {}, allow_empty))
         self._urls = [x[0] for x in self._items]
 
     @property

@@ -1,11 +1,13 @@
-"""One listing per job: with torch.distributed initialised, rank 0 lists and the other ranks
-receive the result (a 2-rank gloo job makes one LIST request, not two); a listing cache keeps it
-across runs."""
+"""One listing per job: with torch.distributed initialised, rank 0 lists (and indexes the shards)
+and the other ranks receive the result (a 2-rank gloo job makes one LIST request, not two, and
+reads each shard's index once); a listing cache keeps the listing across runs."""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+import tarfile
 import tempfile
 
 import pytest
@@ -78,3 +80,64 @@ def test_a_listing_cache_lists_once_across_runs(stub, tmp_path):
     (next((tmp_path / "listings").iterdir())).write_text("{not json")
     assert S3IterableDataset("s3://bkt/data/", config=config, listing_cache=cache).urls == made[0].urls
     assert sum("list-type=2" in s.path for s in stub.seen) == 3  # an unreadable entry: listed again
+
+
+SHARDS = {f"tars/s{i}.tar": i for i in range(3)}
+
+
+def _tar(i: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for j in range(4):
+            for ext in ("cls", "bin"):
+                data = f"{i}-{j}-{ext}".encode()
+                info = tarfile.TarInfo(f"k{j}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+TARS = {k: _tar(i) for k, i in SHARDS.items()}
+
+
+def _tar_script(n: int, seen: Seen) -> Reply:
+    """S3 with three tar shards (no sidecar indexes: each is indexed by a ranged header scan)."""
+    if "list-type=2" in seen.path:
+        items = "".join(f"<Contents><Key>{k}</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"
+                        f"<ETag>&quot;e1&quot;</ETag><Size>{len(b)}</Size></Contents>" for k, b in TARS.items())
+        return Reply(200, (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>bkt</Name>'
+                           f"<KeyCount>{len(TARS)}</KeyCount><IsTruncated>false</IsTruncated>{items}"
+                           "</ListBucketResult>").encode(), {"Content-Type": "application/xml"})
+    key = seen.path.split("?")[0].removeprefix("/bkt/")
+    if key in TARS:
+        return object_reply(TARS[key], seen)
+    return Reply(404, b"<Error><Code>NoSuchKey</Code><Message>no</Message></Error>")
+
+
+def _tar_rank(rank: int, world: int, init: str, endpoint: str, out: str) -> None:
+    from awsio.config import S3Config
+    from awsio.dataset import S3IterableDataset
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ds = S3IterableDataset("s3://bkt/tars/", config=S3Config(
+            endpoint_url=endpoint, backend="python", static_credentials=("a", "b", None)))
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(f"{len(ds)}\n{ds.metrics()['get_requests']}\n{sorted(n for n, _ in ds)}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="spawns gloo ranks")
+def test_a_two_rank_job_indexes_each_shard_once(stub, tmp_path):
+    stub.script = _tar_script
+    init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
+    out = str(tmp_path / "rank")
+    mp.spawn(_tar_rank, args=(2, init, stub.endpoint, out), nprocs=2, join=True)
+    results = [open(f"{out}.{r}").read().split("\n") for r in range(2)]
+    assert [int(r[0]) for r in results] == [6, 6]               # 12 samples over 2 ranks
+    names = sorted(eval(results[0][2]) + eval(results[1][2]))  # noqa: S307 (our own output)
+    assert names == sorted(f"k{j}.{e}" for _ in SHARDS for j in range(4) for e in ("bin", "cls"))
+    before_reading = [int(r[1]) for r in results]
+    assert before_reading[1] == 0, "rank 1 read the shards' indexes itself"
+    assert before_reading[0] >= len(SHARDS)  # rank 0: the sidecar probes and the header scans

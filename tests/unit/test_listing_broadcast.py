@@ -34,16 +34,20 @@ def _script(n: int, seen: Seen) -> Reply:
     return object_reply(b"abc", seen)
 
 
-def _rank(rank: int, world: int, init: str, endpoint: str, out: str) -> None:
+def _rank(rank: int, world: int, init: str, endpoint: str, out: str, url: str) -> None:
+    """One rank of a gloo job: builds the dataset over ``url``, then writes what it listed, its
+    length, the LIST and GET requests its client made so far, and the names it yields."""
     from awsio.config import S3Config
     from awsio.dataset import S3IterableDataset
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        ds = S3IterableDataset("s3://bkt/data/", config=S3Config(
+        ds = S3IterableDataset(url, config=S3Config(
             endpoint_url=endpoint, backend="python", static_credentials=("a", "b", None)))
+        m = ds.metrics()
         with open(f"{out}.{rank}", "w") as f:
-            f.write(",".join(ds.urls) + f"\n{ds.metrics()['list_requests']}")
+            f.write(f"{','.join(ds.urls)}\n{m['list_requests']}\n{len(ds)}\n{m['get_requests']}\n"
+                    f"{','.join(sorted(n for n, _ in ds))}")
     finally:
         dist.destroy_process_group()
 
@@ -53,7 +57,7 @@ def test_a_two_rank_job_lists_once(stub, tmp_path):
     stub.script = _script
     init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
     out = str(tmp_path / "rank")
-    mp.spawn(_rank, args=(2, init, stub.endpoint, out), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, init, stub.endpoint, out, "s3://bkt/data/"), nprocs=2, join=True)
     lists = [s for s in stub.seen if "list-type=2" in s.path]
     assert len(lists) == 1
     results = [open(f"{out}.{r}").read().split("\n") for r in range(2)]
@@ -114,30 +118,16 @@ def _tar_script(n: int, seen: Seen) -> Reply:
     return Reply(404, b"<Error><Code>NoSuchKey</Code><Message>no</Message></Error>")
 
 
-def _tar_rank(rank: int, world: int, init: str, endpoint: str, out: str) -> None:
-    from awsio.config import S3Config
-    from awsio.dataset import S3IterableDataset
-
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        ds = S3IterableDataset("s3://bkt/tars/", config=S3Config(
-            endpoint_url=endpoint, backend="python", static_credentials=("a", "b", None)))
-        with open(f"{out}.{rank}", "w") as f:
-            f.write(f"{len(ds)}\n{ds.metrics()['get_requests']}\n{sorted(n for n, _ in ds)}")
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="spawns gloo ranks")
 def test_a_two_rank_job_indexes_each_shard_once(stub, tmp_path):
     stub.script = _tar_script
     init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
     out = str(tmp_path / "rank")
-    mp.spawn(_tar_rank, args=(2, init, stub.endpoint, out), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, init, stub.endpoint, out, "s3://bkt/tars/"), nprocs=2, join=True)
     results = [open(f"{out}.{r}").read().split("\n") for r in range(2)]
-    assert [int(r[0]) for r in results] == [6, 6]               # 12 samples over 2 ranks
-    names = sorted(eval(results[0][2]) + eval(results[1][2]))  # noqa: S307 (our own output)
+    assert [int(r[2]) for r in results] == [6, 6]               # 12 samples over 2 ranks
+    names = sorted(results[0][4].split(",") + results[1][4].split(","))
     assert names == sorted(f"k{j}.{e}" for _ in SHARDS for j in range(4) for e in ("bin", "cls"))
-    before_reading = [int(r[1]) for r in results]
+    before_reading = [int(r[3]) for r in results]
     assert before_reading[1] == 0, "rank 1 read the shards' indexes itself"
     assert before_reading[0] >= len(SHARDS)  # rank 0: the sidecar probes and the header scans

@@ -245,6 +245,11 @@ class Client {
     engine_->cancel_all();
   }
 
+  // No lock: the one call made while another thread is inside wait() (which holds mu_).
+  void wakeup() {
+    if (engine_) engine_->wakeup();
+  }
+
   size_t pending() {
     auto lock = lock_holding_gil();
     return engine_->pending();
@@ -363,6 +368,7 @@ PYBIND11_MODULE(_native, m) {
            py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1)
       .def("wait", &Client::wait, py::arg("timeout") = -1.0)
       .def("cancel_all", &Client::cancel_all)
+      .def("wakeup", &Client::wakeup)
       .def("pending", &Client::pending)
       .def("budget", &Client::budget)
       .def("abandon", &Client::abandon);

@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -286,6 +287,7 @@ struct S3Engine::Impl {
   BufferAllocator* alloc;
   std::shared_ptr<RateLimiter> limiter;   // null: no pacing
   CURLM* multi = nullptr;
+  std::atomic<bool> woken{false};  // set by wakeup(), from any thread
   Credentials creds;
   std::vector<CURL*> idle_easy;
   std::unordered_set<Transfer*> active;   // added to the multi handle
@@ -1160,6 +1162,7 @@ struct S3Engine::Impl {
         ms = std::min(ms, std::max(0L, d));
       }
       curl_multi_poll(multi, nullptr, 0, int(ms), nullptr);
+      if (woken.exchange(false)) return {};
     }
   }
 
@@ -1209,6 +1212,11 @@ void S3Engine::submit(const RequestSpec& spec) { impl_->submit(spec); }
 std::vector<Result> S3Engine::wait(double timeout_s) { return impl_->wait(timeout_s); }
 
 void S3Engine::cancel_all() { impl_->cancel_all(); }
+
+void S3Engine::wakeup() {
+  impl_->woken = true;
+  curl_multi_wakeup(impl_->multi);
+}
 
 size_t S3Engine::pending() const {
   return impl_->active.size() + impl_->delayed.size() + impl_->waiting.size() + impl_->done.size();

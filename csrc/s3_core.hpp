@@ -165,6 +165,9 @@ class S3Engine {
   std::vector<Result> wait(double timeout_s);
   // Abort every pending request; their buffers are released.
   void cancel_all();
+  // Make a wait() running in another thread (or the next one) return now, with what it has.
+  // The only call that is safe while another thread is inside wait().
+  void wakeup();
   size_t pending() const;
   // Bytes of bodies held against max_inflight_bytes, and transfers paused waiting for budget.
   size_t held_bytes() const;

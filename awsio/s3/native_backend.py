@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import weakref
+from collections import deque
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from awsio.config import Credentials, S3Config, credentials_provider
@@ -137,6 +138,109 @@ class _Handle:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.creds: Optional[Credentials] = None
+
+
+_END = object()  # a _Pump's last item
+
+
+class _Pump:
+    """Drives one ``get_many`` in a daemon thread: submits ``requests`` (at most ``max_connections``
+    in flight, at most ``2 x max_connections`` not yet taken by the caller), waits on the engine,
+    and hands results over in order (``ordered``) or as they complete. The thread stops after the
+    last result, after an error (handed over as the last item), or when the caller stops it;
+    stopping wakes the engine, so the transfers left are cancelled at once."""
+
+    def __init__(self, backend: "NativeBackend", requests: Iterator[Request], ordered: bool) -> None:
+        self.backend, self.requests, self.ordered = backend, requests, ordered
+        self.window = backend._config.max_connections
+        self.span = 2 * self.window
+        self.cond = threading.Condition(threading.Lock())
+        self.out: "deque[Any]" = deque()  # (index, data), then _END or an exception
+        self.taken = 0                    # results the caller took
+        self.stopped = False
+        self.handle = backend._acquire()
+        self.thread = threading.Thread(target=self._run, name="awsio-get-many", daemon=True)
+        self.thread.start()
+
+    def take(self) -> Any:
+        """The next ``(index, data)``, or _END; raises the error that ended the transfers."""
+        self.backend._check_same_process()
+        with self.cond:
+            while not self.out:
+                self.cond.wait()
+            item = self.out.popleft()
+            if isinstance(item, tuple):
+                self.taken += 1
+                self.cond.notify_all()
+        if isinstance(item, BaseException):
+            self.thread.join()  # it is past its last request: the caller may reuse their source
+            raise item
+        return item
+
+    def stop(self) -> None:
+        with self.cond:
+            if self.stopped:
+                return
+            self.stopped = True
+            self.cond.notify_all()
+        if os.getpid() == self.backend._pid:
+            self.handle.client.wakeup()  # out of its wait now, not a tick later
+
+    def _put(self, item: Any) -> None:
+        with self.cond:
+            self.out.append(item)
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        b, handle = self.backend, self.handle
+        client = handle.client
+        names: dict[int, Tuple[str, str, int, Optional[int]]] = {}
+        parked: dict[int, bytes] = {}
+        next_submit = next_put = inflight = 0
+        exhausted = False
+        try:
+            while not self.stopped:
+                while not exhausted and inflight < self.window and next_submit - self.taken < self.span:
+                    try:
+                        bucket, key, start, end, size = Request(*next(self.requests))
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    b._check_range(bucket, key, start, end)
+                    client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
+                                  -1 if size is None else size)
+                    names[next_submit] = (bucket, key, start, end)
+                    next_submit += 1
+                    inflight += 1
+                if inflight == 0:
+                    if exhausted:
+                        self._put(_END)
+                        return
+                    with self.cond:  # the caller has 2 x max_connections results to take first
+                        self.cond.wait_for(lambda: self.stopped or next_submit - self.taken < self.span, _TICK)
+                    continue
+                b._refresh(handle)
+                for r in _wait(client, "a batch"):
+                    inflight -= 1
+                    bucket, key, start, end = names.pop(r.tag)
+                    data = b._body(r, start, end)
+                    b._count("get", r, data)
+                    if data is None:
+                        raise b._error(bucket, key, r)
+                    if not self.ordered:
+                        self._put((r.tag, data))
+                        continue
+                    parked[r.tag] = data
+                    while next_put in parked:
+                        self._put((next_put, parked.pop(next_put)))
+                        next_put += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            self._put(exc)
+        finally:
+            if os.getpid() == b._pid:
+                if inflight:
+                    client.cancel_all()  # an error or a stopped caller: the rest is not wanted
+                b._release(handle)
 
 
 class NativeBackend:
@@ -303,61 +407,24 @@ class NativeBackend:
         )
 
     def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
-        """Up to ``max_connections`` GETs in flight; yields ``(index, data)``. See Backend.get_many."""
-        window = self._config.max_connections
-        # Ordered mode parks early finishers; cap finished-but-unyielded + in flight.
-        span = 2 * window
-        handle = self._acquire()
-        client = handle.client
-        it = iter(requests)
-        names: dict[int, Tuple[str, str, int, Optional[int]]] = {}
-        parked: dict[int, bytes] = {}
-        next_submit = next_yield = inflight = 0
-        exhausted = False
+        """Up to ``max_connections`` GETs in flight; yields ``(index, data)``. See Backend.get_many.
+
+        The transfers progress in a daemon thread (:class:`_Pump`) while the caller works on what
+        it got (the engine moves only inside ``wait``: driven from the caller's thread it would
+        stand still whenever the caller parses or decodes). ``requests`` is consumed in that
+        thread. Finished bodies not yet taken, plus transfers in flight, stay under
+        ``2 x max_connections``; an error reaches the caller after the results that finished
+        before it, and ends the iteration."""
+        pump = _Pump(self, iter(requests), ordered)
         try:
             while True:
-                while (not exhausted and inflight < window
-                       and (not ordered or next_submit - next_yield < span)):
-                    try:
-                        bucket, key, start, end, size = Request(*next(it))
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    self._check_range(bucket, key, start, end)
-                    client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
-                                  -1 if size is None else size)
-                    names[next_submit] = (bucket, key, start, end)
-                    next_submit += 1
-                    inflight += 1
-                if ordered:
-                    while next_yield in parked:
-                        data = parked.pop(next_yield)
-                        yield next_yield, data
-                        next_yield += 1
-                        self._check_same_process()
-                if inflight == 0:
-                    if exhausted and not parked:
-                        return
-                    continue
-                self._refresh(handle)
-                for r in _wait(client, "a batch"):
-                    inflight -= 1
-                    tag = r.tag
-                    bucket, key, start, end = names.pop(tag)
-                    data = self._body(r, start, end)
-                    self._count("get", r, data)
-                    if data is None:
-                        raise self._error(bucket, key, r)
-                    if ordered:
-                        parked[tag] = data
-                    else:
-                        yield tag, data
-                        self._check_same_process()
+                item = pump.take()
+                if item is _END:
+                    return
+                yield item
+                self._check_same_process()
         finally:
-            if os.getpid() == self._pid:
-                if inflight:
-                    client.cancel_all()  # first error or an abandoned iterator: stop the rest
-                self._release(handle)
+            pump.stop()
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
         """Delegated to the Python backend's ListObjectsV2 code (listing is not a hot path)."""

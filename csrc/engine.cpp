@@ -62,6 +62,7 @@ struct S3Engine::Impl {
   std::vector<Result> done;               // finished, not yet returned
   std::vector<Transfer*> paused;          // headers in, body waiting for budget (in `active` too)
   InflightBudget budget;                  // charged: bodies in transfers and in `done`
+  uint64_t performs = 0;                  // curl_multi_perform calls so far
   std::mt19937_64 rng{std::random_device{}()};
 
   Impl(EngineOptions o, BufferAllocator* a, std::shared_ptr<RateLimiter> l)
@@ -329,6 +330,7 @@ struct S3Engine::Impl {
     reset_attempt(t);
     t->attempts += 1;
     t->tally.requests += 1;
+    t->started_at = performs;
     t->last_data = Clock::now();
     t->stalled = false;
     CURLMcode mc = curl_multi_add_handle(multi, t->easy);
@@ -595,6 +597,7 @@ struct S3Engine::Impl {
       resume_paused();
       int running = 0;
       curl_multi_perform(multi, &running);
+      performs += 1;
       int left = 0;
       while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
         if (msg->msg != CURLMSG_DONE) continue;
@@ -631,7 +634,14 @@ struct S3Engine::Impl {
     }
   }
 
-  void cancel_all() {
+  // Abort everything; returns what the aborted requests cost (see S3Engine::cancel_all).
+  Result cancel_all() {
+    Result cancelled;
+    cancelled.kind = ResultKind::Cancelled;
+    // An attempt libcurl never worked on (added since the last perform) did not go out.
+    for (Transfer* t : active) {
+      if (t->started_at == performs) t->tally.requests -= 1;
+    }
     // Parents own the bodies; parts only write into them. Drop parts first.
     std::vector<Transfer*> all(active.begin(), active.end());
     all.insert(all.end(), delayed.begin(), delayed.end());
@@ -642,7 +652,9 @@ struct S3Engine::Impl {
       parents.push_back(t);
     }
     for (Transfer* p : parents) {
-      drop_children(p);
+      drop_children(p);  // their requests and retries go into the parent's tally
+      cancelled.tally.add(p->tally);
+      cancelled.attempts += p->attempts;
       detach(p);  // before the paused list is cleared: a paused handle is not reused
       join_prefault(p->prefault);
       if (p->body.handle) alloc->release(p->body);
@@ -653,11 +665,14 @@ struct S3Engine::Impl {
     waiting.clear();
     to_spawn.clear();
     for (Result& r : done) {
+      cancelled.tally.add(r.tally);
+      cancelled.attempts += r.attempts;
       if (r.body.handle) alloc->release(r.body);
     }
     done.clear();
     paused.clear();
     budget.clear();
+    return cancelled;
   }
 };
 
@@ -676,7 +691,7 @@ void S3Engine::submit(const RequestSpec& spec) { impl_->submit(spec); }
 
 std::vector<Result> S3Engine::wait(double timeout_s) { return impl_->wait(timeout_s); }
 
-void S3Engine::cancel_all() { impl_->cancel_all(); }
+Result S3Engine::cancel_all() { return impl_->cancel_all(); }
 
 size_t S3Engine::pending() const {
   return impl_->active.size() + impl_->delayed.size() + impl_->waiting.size() + impl_->done.size();

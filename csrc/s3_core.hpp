@@ -64,7 +64,9 @@ enum class Cause { Throttle = 0, ServerError = 1, Reset = 2, Timeout = 3, Integr
 constexpr int kCauses = 5;
 
 // What one request cost: HTTP attempts (a split GET's parts and every retry included), retries
-// by Cause, and the time to the first byte of the reply that was used (-1: none).
+// by Cause, and the time to the first byte of the reply that was used (-1: none). An attempt
+// counts once libcurl has started on it (connecting or sending), whatever its outcome, as the
+// Python backend counts one when it sends it.
 struct Tally {
   int requests = 0;
   int retries[kCauses] = {0, 0, 0, 0, 0};
@@ -168,8 +170,10 @@ class S3Engine {
   // Drive transfers until at least one request finished (returns them) or timeout_s passed
   // (returns none). timeout_s < 0: wait as long as needed. Returns at once when idle.
   std::vector<Result> wait(double timeout_s);
-  // Abort every pending request; their buffers are released.
-  void cancel_all();
+  // Abort every pending request; their buffers are released. Returns what the aborted requests
+  // cost, which no other Result reports: kind Cancelled, `tally` their attempts (those that went
+  // out) and retries, `attempts` the same summed over requests; tag 0.
+  Result cancel_all();
   size_t pending() const;
   // Bytes of bodies held against max_inflight_bytes, and transfers paused waiting for budget.
   size_t held_bytes() const;

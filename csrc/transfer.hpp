@@ -37,6 +37,7 @@ struct Transfer {
   bool stalled = false;         // aborted for no data during read_timeout
   Clock::time_point retry_at;
   Tally tally;                  // requests and retries so far (a parent's includes its parts')
+  uint64_t started_at = 0;      // Impl::performs when this attempt was added to the multi handle
   int64_t generation = 0;       // RateLimiter pacing generation of this attempt
   bool slot = false;            // waiting in `delayed` for the slot the limiter gave it
   // What this request asks for: [range_start, range_end), range_end < 0 to the end.

@@ -219,7 +219,8 @@ class NativeBackend:
     # -- results -----------------------------------------------------------------------------
 
     def _count(self, op: str, r: Any, data: Optional[bytes]) -> None:
-        """Feed one result's requests, retries by cause and TTFB into ``metrics``."""
+        """Feed one result's requests, retries by cause and TTFB into ``metrics`` (a "cancelled"
+        result: what abandoned requests cost; they are not errors)."""
         m = self.metrics
         m.request(op, len(data) if data is not None else 0, n=r.requests)
         for cause, n in zip(CAUSES, r.retries):
@@ -228,8 +229,12 @@ class NativeBackend:
         if r.kind in ("ok", "whole", "head"):
             if r.ttfb is not None:
                 m.ttfb(r.ttfb)
-        else:
+        elif r.kind != "cancelled":
             m.add("errors")
+
+    def _cancel(self, client: Any, op: str) -> None:
+        """Abandon every request of ``client``, counting the attempts they had sent."""
+        self._count(op, client.cancel_all(), None)
 
     def _error(self, bucket: str, key: str, r: Any) -> S3Error:
         """The awsio error of a failed result (``kind`` http, integrity or conn)."""
@@ -280,7 +285,7 @@ class NativeBackend:
                 if not results and not client.pending():  # pragma: no cover - a bug guard
                     raise RuntimeError("native client lost a request")
         except BaseException:
-            handle.client.cancel_all()
+            self._cancel(handle.client, "head" if head else "get")
             raise
         finally:
             self._release(handle)
@@ -340,23 +345,25 @@ class NativeBackend:
                         return
                     continue
                 self._refresh(handle)
-                for r in _wait(client, "a batch"):
+                batch: list[Tuple[Any, str, str, Optional[bytes]]] = []
+                for r in _wait(client, "a batch"):  # all counted before one is raised or yielded
                     inflight -= 1
-                    tag = r.tag
-                    bucket, key, start, end = names.pop(tag)
+                    bucket, key, start, end = names.pop(r.tag)
                     data = self._body(r, start, end)
                     self._count("get", r, data)
+                    batch.append((r, bucket, key, data))
+                for r, bucket, key, data in batch:
                     if data is None:
                         raise self._error(bucket, key, r)
                     if ordered:
-                        parked[tag] = data
+                        parked[r.tag] = data
                     else:
-                        yield tag, data
+                        yield r.tag, data
                         self._check_same_process()
         finally:
             if os.getpid() == self._pid:
-                if inflight:
-                    client.cancel_all()  # first error or an abandoned iterator: stop the rest
+                if inflight:  # first error or an abandoned iterator: stop the rest
+                    self._cancel(client, "get")
                 self._release(handle)
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:

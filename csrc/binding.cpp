@@ -168,7 +168,8 @@ class PyBytesAllocator : public awsio::BufferAllocator {
 // One finished request as Python sees it. kind: "ok" (data: the body), "whole" (data: the whole
 // object although a range was asked: the caller cuts the range), "head" (size, etag,
 // last_modified), or an error: "http" (status, code, message, request_id, region), "integrity"
-// (status, code, reason, request_id, expected, got), "conn" (status, code, reason). Every result:
+// (status, code, reason, request_id, expected, got), "conn" (status, code, reason), or
+// "cancelled" (Client.cancel_all: what the cancelled requests cost together). Every result:
 // attempts, requests (HTTP attempts, parts included), retries (by awsio::Cause), ttfb (seconds).
 struct PyResult {
   int64_t tag = 0;
@@ -240,9 +241,13 @@ class Client {
     return out;
   }
 
-  void cancel_all() {
-    auto lock = lock_holding_gil();
-    engine_->cancel_all();
+  PyResult cancel_all() {
+    awsio::Result r;
+    {
+      auto lock = lock_holding_gil();
+      r = engine_->cancel_all();
+    }
+    return convert(r);
   }
 
   // No lock: the one call made while another thread is inside wait() (which holds mu_).
@@ -295,6 +300,10 @@ class Client {
       } else {
         out.data = py::bytes(r.fallback);
       }
+      return out;
+    }
+    if (r.kind == K::Cancelled) {
+      out.kind = "cancelled";
       return out;
     }
     out.kind = r.kind == K::HttpError ? "http" : r.kind == K::IntegrityError ? "integrity" : "conn";

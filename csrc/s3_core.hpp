@@ -6,6 +6,11 @@
 // Bodies are written into buffers obtained from a BufferAllocator once the response's
 // Content-Length is known, so the Python binding can hand out the buffer as a `bytes` object
 // without copying.
+//
+// The implementation, one concern a file: engine.cpp (the transfer loop: retries, split GETs,
+// the in-flight budget, stalls), request.cpp (URLs, headers, SigV4 through libcurl),
+// response.cpp (header parsing, reply checks, error Results), buffers.cpp (body memory,
+// prefaulting); transfer.hpp holds the per-request state they share.
 #pragma once
 
 #include <cstddef>
@@ -59,7 +64,9 @@ enum class Cause { Throttle = 0, ServerError = 1, Reset = 2, Timeout = 3, Integr
 constexpr int kCauses = 5;
 
 // What one request cost: HTTP attempts (a split GET's parts and every retry included), retries
-// by Cause, and the time to the first byte of the reply that was used (-1: none).
+// by Cause, and the time to the first byte of the reply that was used (-1: none). An attempt
+// counts once libcurl has started on it (connecting or sending), whatever its outcome, as the
+// Python backend counts one when it sends it.
 struct Tally {
   int requests = 0;
   int retries[kCauses] = {0, 0, 0, 0, 0};
@@ -86,7 +93,7 @@ class BufferAllocator {
   virtual void release(Buffer& buf) = 0;
 };
 
-// A heap allocator for C++ users and tests.
+// A heap allocator for C++ users and tests. (buffers.cpp)
 class MallocAllocator : public BufferAllocator {
  public:
   Buffer alloc(size_t size) override;
@@ -138,13 +145,13 @@ struct Credentials {
   std::string access_key, secret_key, token;
 };
 
-// S3 rules: encode every byte but unreserved A-Za-z0-9-._~ (and '/' when keep_slash).
+// S3 rules: encode every byte but unreserved A-Za-z0-9-._~ (and '/' when keep_slash). (request.cpp)
 std::string uri_encode(const std::string& s, bool keep_slash);
-// Sort query parameters by name then value, each URI-encoded (SigV4 canonical query string).
+// Sort query parameters by name then value, each URI-encoded (SigV4 canonical query string). (request.cpp)
 std::string canonical_query(const std::vector<std::pair<std::string, std::string>>& params);
-// The libcurl version string the engine runs on.
+// The libcurl version string the engine runs on. (engine.cpp)
 std::string curl_version_string();
-// Pull <Tag>value</Tag> out of an S3 XML error body ("" if absent).
+// Pull <Tag>value</Tag> out of an S3 XML error body ("" if absent). (response.cpp)
 std::string xml_field(const std::string& body, const std::string& tag);
 
 class S3Engine {
@@ -163,8 +170,10 @@ class S3Engine {
   // Drive transfers until at least one request finished (returns them) or timeout_s passed
   // (returns none). timeout_s < 0: wait as long as needed. Returns at once when idle.
   std::vector<Result> wait(double timeout_s);
-  // Abort every pending request; their buffers are released.
-  void cancel_all();
+  // Abort every pending request; their buffers are released. Returns what the aborted requests
+  // cost, which no other Result reports: kind Cancelled, `tally` their attempts (those that went
+  // out) and retries, `attempts` the same summed over requests; tag 0.
+  Result cancel_all();
   // Make a wait() running in another thread (or the next one) return now, with what it has.
   // The only call that is safe while another thread is inside wait().
   void wakeup();

@@ -220,11 +220,14 @@ class _Pump:
                         self.cond.wait_for(lambda: self.stopped or next_submit - self.taken < self.span, _TICK)
                     continue
                 b._refresh(handle)
-                for r in _wait(client, "a batch"):
+                batch: list[Tuple[Any, str, str, Optional[bytes]]] = []
+                for r in _wait(client, "a batch"):  # all counted before one is raised or handed over
                     inflight -= 1
                     bucket, key, start, end = names.pop(r.tag)
                     data = b._body(r, start, end)
                     b._count("get", r, data)
+                    batch.append((r, bucket, key, data))
+                for r, bucket, key, data in batch:
                     if data is None:
                         raise b._error(bucket, key, r)
                     if not self.ordered:
@@ -238,8 +241,8 @@ class _Pump:
             self._put(exc)
         finally:
             if os.getpid() == b._pid:
-                if inflight:
-                    client.cancel_all()  # an error or a stopped caller: the rest is not wanted
+                if inflight:  # an error or a stopped caller: the rest is not wanted
+                    b._cancel(client, "get")
                 b._release(handle)
 
 
@@ -323,7 +326,8 @@ class NativeBackend:
     # -- results -----------------------------------------------------------------------------
 
     def _count(self, op: str, r: Any, data: Optional[bytes]) -> None:
-        """Feed one result's requests, retries by cause and TTFB into ``metrics``."""
+        """Feed one result's requests, retries by cause and TTFB into ``metrics`` (a "cancelled"
+        result: what abandoned requests cost; they are not errors)."""
         m = self.metrics
         m.request(op, len(data) if data is not None else 0, n=r.requests)
         for cause, n in zip(CAUSES, r.retries):
@@ -332,8 +336,12 @@ class NativeBackend:
         if r.kind in ("ok", "whole", "head"):
             if r.ttfb is not None:
                 m.ttfb(r.ttfb)
-        else:
+        elif r.kind != "cancelled":
             m.add("errors")
+
+    def _cancel(self, client: Any, op: str) -> None:
+        """Abandon every request of ``client``, counting the attempts they had sent."""
+        self._count(op, client.cancel_all(), None)
 
     def _error(self, bucket: str, key: str, r: Any) -> S3Error:
         """The awsio error of a failed result (``kind`` http, integrity or conn)."""
@@ -384,7 +392,7 @@ class NativeBackend:
                 if not results and not client.pending():  # pragma: no cover - a bug guard
                     raise RuntimeError("native client lost a request")
         except BaseException:
-            handle.client.cancel_all()
+            self._cancel(handle.client, "head" if head else "get")
             raise
         finally:
             self._release(handle)

@@ -176,7 +176,7 @@ class ShardReader:
             for u in f.ends:
                 yield parts.pop(u, [])
 
-        results = self.client.get_many(requests(), ordered=True)
+        results = self.client.get_many(requests(), ordered=True, ramp=True)
         ready: Any = None        # the result of the first request in `planned`, once received
         exhausted = False
         try:
@@ -194,7 +194,7 @@ class ShardReader:
                         bad = self._failed(planned, exc)
                         self._skip(bad, exc)
                         yield from complete(bad, [])
-                        results = self.client.get_many(requests(), ordered=True)
+                        results = self.client.get_many(requests(), ordered=True, ramp=True)
                     continue
                 f = planned.popleft()
                 data = None

@@ -5,7 +5,8 @@ shards of ~100 KiB members (with the shard maker's index sidecars), in one run i
 
 * for a fresh start and for resumes saved at 10 %, 50 % and 90 % of an epoch: the seconds from
   ``load_state_dict`` (a new dataset object, as in a new process) to the first sample, and the
-  bytes read from S3 in that time. Goals: bytes flat across resume points (one read-ahead, never
+  bytes that crossed the wire from S3 in that time (counted by a proxy, so transfers in flight
+  count too, not only the bodies returned). Goals: bytes flat across resume points (one read-ahead, never
   proportional to the resume point); time to first sample at most 1.2x a fresh start;
 * steady-state MiB/s of a whole epoch through the dataset with its state tracking, and, with
   ``--baseline-python PATH`` (a Python whose ``awsio`` is an older checkout), the same epoch read
@@ -18,6 +19,7 @@ their spread. Everything printed is measured.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -43,32 +45,6 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "members": n, "bytes": b}
 """
 
 
-class _Counting:
-    """An S3Client that counts the bytes of what it returns (every read path the dataset uses)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.bytes = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def get(self, url: Any, **kw: Any) -> bytes:
-        data = self._client.get(url, **kw)
-        self.bytes += len(data)
-        return data  # type: ignore[no-any-return]
-
-    def get_range(self, url: Any, start: int, end: Any, **kw: Any) -> bytes:
-        data = self._client.get_range(url, start, end, **kw)
-        self.bytes += len(data)
-        return data  # type: ignore[no-any-return]
-
-    def get_many(self, items: Any, ordered: bool = True) -> Iterator[tuple[str, bytes]]:
-        for url, data in self._client.get_many(items, ordered=ordered):
-            self.bytes += len(data)
-            yield url, data
-
-
 def _make_shards(config: Any, bucket: str, shards: int, shard_mib: int, member_kib: int) -> list[str]:
     from awsio.tools.makeshards import write_shards
     from awsio.tools.storage import Storage
@@ -86,23 +62,25 @@ def _make_shards(config: Any, bucket: str, shards: int, shard_mib: int, member_k
     return [f"{out}train-{i:06d}.tar" for i in range(shards)]
 
 
-def _first_sample(config: Any, urls: list[str], state: dict[str, Any] | None, unit: int) -> tuple[float, int]:
+def _first_sample(config: Any, urls: list[str], state: dict[str, Any] | None, unit: int,
+                  proxy: Any) -> tuple[float, int]:
+    """Seconds from ``load_state_dict`` (a new dataset, as in a new process) to the first unit,
+    and the bytes that crossed the wire in that time (``proxy``: a CountingProxy that ``config``
+    points at)."""
     from awsio.dataset import S3IterableDataset
-    from awsio.s3.client import S3Client
 
-    client = _Counting(S3Client(config))
-    ds = S3IterableDataset(urls, client=client)
-    client.bytes = 0  # what the listing and indexes cost is the same for any resume point
+    ds = S3IterableDataset(urls, config=config)
+    proxy.take()  # what the listing and indexes cost is the same for any resume point
     t0 = time.perf_counter()
     if state is not None:
         ds.load_state_dict(state)
     it = ds.iter_units(unit)
     next(it)
     seconds = time.perf_counter() - t0
-    got = client.bytes
+    wire = proxy.take().get("wire_bytes", 0)
     it.close()
-    client.close()
-    return seconds, got
+    ds.client.close()
+    return seconds, wire
 
 
 def _state_at(config: Any, urls: list[str], fraction: float, unit: int) -> dict[str, Any]:
@@ -148,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from awsio.bench.endpoint import open_endpoint
+    from awsio.bench.proxy import CountingProxy
     from awsio.config import S3Config
 
-    with open_endpoint() as ep:
+    with contextlib.ExitStack() as stack:
+        ep = stack.enter_context(open_endpoint())
         env = ep.env
         os.environ.update(env)  # the credentials of a local server, for the clients made here
         config = S3Config(endpoint_url=ep.url, region=ep.region)
@@ -161,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
               f"unit {args.unit} samples, {args.rounds} rounds", flush=True)
         points = {"fresh": None, **{f"{int(f * 100)}%": _state_at(config, urls, f, args.unit)
                                     for f in (0.1, 0.5, 0.9)}}
+        proxy = stack.enter_context(CountingProxy(ep.url or ""))
+        via_proxy = S3Config(endpoint_url=proxy.url, region=ep.region)
         first: dict[str, list[tuple[float, int]]] = {k: [] for k in points}
         ratios: list[float] = []
         epochs: dict[str, list[float]] = {"awsio": [], "baseline": []}
         for r in range(args.rounds):
             for name, state in (points.items() if r % 2 == 0 else reversed(points.items())):
-                first[name].append(_first_sample(config, urls, state, args.unit))
+                first[name].append(_first_sample(via_proxy, urls, state, args.unit, proxy))
             runs = [("awsio", lambda: _epoch(config, urls))]
             if args.baseline_python:
                 runs.append(("baseline", lambda: _baseline_epoch(args.baseline_python, config.endpoint, urls, env)))
@@ -178,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             if "baseline" in got:
                 ratios.append(got["awsio"] / got["baseline"])
         fresh_t = statistics.median(t for t, _ in first["fresh"])
-        print(f"{'start':<8} {'s to 1st sample':>16} {'x fresh':>8} {'MiB before 1st':>15}")
+        print(f"{'start':<8} {'s to 1st sample':>16} {'x fresh':>8} {'MiB on the wire before it':>26}")
         figures: dict[str, Any] = {"first_sample": {}, "epoch_mib_s": {}}
         for name, runs_ in first.items():
             t = statistics.median(x for x, _ in runs_)
             b = statistics.median(x for _, x in runs_) / MiB
             figures["first_sample"][name] = {"seconds": t, "mib": b, "x_fresh": t / fresh_t}
-            print(f"{name:<8} {t:>16.3f} {t / fresh_t:>8.2f} {b:>15.2f}")
+            print(f"{name:<8} {t:>16.3f} {t / fresh_t:>8.2f} {b:>26.2f}")
         for name, xs in epochs.items():
             if xs:
                 figures["epoch_mib_s"][name] = max(xs)

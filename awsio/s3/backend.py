@@ -50,13 +50,17 @@ class Backend(Protocol):
             size: Optional[int] = None) -> bytes:
         """One object or one range of it, as real ``bytes`` (``size``: see :class:`Request`)."""
 
-    def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
+    def get_many(self, requests: Iterable[Request], ordered: bool = True,
+                 ramp: bool = False) -> Iterator[Tuple[int, bytes]]:
         """Many GETs with up to ``max_connections`` in flight; yields ``(index_in_requests, data)``.
 
         ``requests`` may be a lazy iterator: it is consumed only as far as the in-flight window
         needs, so memory stays bounded by the window, not the request count. With
         ``ordered=True`` results come in request order, else in completion order. The first
-        failed request (after retries) raises; remaining transfers are cancelled.
+        failed request (after retries) raises; remaining transfers are cancelled. ``ramp``:
+        start with one request in flight and double the window with each result taken, so the
+        first result comes as fast as one request brings it and little else is fetched before
+        it (the start of a stream, a resume).
         """
 
     def head(self, bucket: str, key: str) -> ObjectInfo:

@@ -167,12 +167,15 @@ class S3Client:
         u = parse_url(url)
         return self.backend.get(u.bucket, u.key, start, end, size)
 
-    def get_many(self, urls: Iterable[GetItem], ordered: bool = True) -> Iterator[Tuple[str, bytes]]:
+    def get_many(self, urls: Iterable[GetItem], ordered: bool = True,
+                 ramp: bool = False) -> Iterator[Tuple[str, bytes]]:
         """Fetch many objects (or ranges) with up to ``max_connections`` requests in flight.
 
         Yields ``(url, bytes)``; in the input order with ``ordered=True``, else as they complete.
         ``urls`` is consumed lazily, so memory is bounded by the in-flight window. Items that
-        carry the object's size (an ObjectInfo, a 4-tuple) are checked against it.
+        carry the object's size (an ObjectInfo, a 4-tuple) are checked against it. ``ramp``:
+        one request in flight at first, the window doubling with each result taken (the first
+        result sooner, little fetched before it: the start of a stream or a resume).
         """
         names: dict[int, str] = {}
 
@@ -190,7 +193,7 @@ class S3Client:
                 names[i] = str(url) if isinstance(url, str) else str(u)
                 yield Request(u.bucket, u.key, start, end, size)
 
-        for i, data in self.backend.get_many(requests(), ordered=ordered):
+        for i, data in self.backend.get_many(requests(), ordered=ordered, ramp=ramp):
             yield names.pop(i), data
 
     def head(self, url: URLLike) -> ObjectInfo:

@@ -150,10 +150,12 @@ class _Pump:
     last result, after an error (handed over as the last item), or when the caller stops it;
     stopping wakes the engine, so the transfers left are cancelled at once."""
 
-    def __init__(self, backend: "NativeBackend", requests: Iterator[Request], ordered: bool) -> None:
+    def __init__(self, backend: "NativeBackend", requests: Iterator[Request], ordered: bool,
+                 ramp: bool = False) -> None:
         self.backend, self.requests, self.ordered = backend, requests, ordered
-        self.window = backend._config.max_connections
-        self.span = 2 * self.window
+        self.full = backend._config.max_connections
+        self.window = 1 if ramp else self.full  # grows to full as results are taken (ramp)
+        self.span = 2 * self.full
         self.cond = threading.Condition(threading.Lock())
         self.out: "deque[Any]" = deque()  # (index, data), then _END or an exception
         self.taken = 0                    # results the caller took
@@ -169,9 +171,14 @@ class _Pump:
             while not self.out:
                 self.cond.wait()
             item = self.out.popleft()
+            grown = False
             if isinstance(item, tuple):
                 self.taken += 1
+                if self.window < self.full:
+                    self.window, grown = min(self.full, 2 * self.window), True
                 self.cond.notify_all()
+        if grown and os.getpid() == self.backend._pid:
+            self.handle.client.wakeup()  # submit the next ones now, not when a transfer ends
         if isinstance(item, BaseException):
             self.thread.join()  # it is past its last request: the caller may reuse their source
             raise item
@@ -414,7 +421,8 @@ class NativeBackend:
             last_modified=float(r.last_modified) if r.last_modified is not None else None,
         )
 
-    def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
+    def get_many(self, requests: Iterable[Request], ordered: bool = True,
+                 ramp: bool = False) -> Iterator[Tuple[int, bytes]]:
         """Up to ``max_connections`` GETs in flight; yields ``(index, data)``. See Backend.get_many.
 
         The transfers progress in a daemon thread (:class:`_Pump`) while the caller works on what
@@ -423,7 +431,7 @@ class NativeBackend:
         thread. Finished bodies not yet taken, plus transfers in flight, stay under
         ``2 x max_connections``; an error reaches the caller after the results that finished
         before it, and ends the iteration."""
-        pump = _Pump(self, iter(requests), ordered)
+        pump = _Pump(self, iter(requests), ordered, ramp)
         try:
             while True:
                 item = pump.take()

@@ -382,13 +382,16 @@ class PythonBackend:
                 self._pool = DaemonPool(self._config.max_connections, "awsio-get")
             return self._pool
 
-    def get_many(self, requests: Iterable[Request], ordered: bool = True) -> Iterator[Tuple[int, bytes]]:
-        """Up to ``max_connections`` GETs in flight over a lazily consumed request iterator.
+    def get_many(self, requests: Iterable[Request], ordered: bool = True,
+                 ramp: bool = False) -> Iterator[Tuple[int, bytes]]:
+        """Up to ``max_connections`` GETs in flight over a lazily consumed request iterator
+        (``ramp``: see Backend.get_many).
 
         Closing the iterator early abandons the GETs in flight (their sockets are shut down).
         """
         pool = self._executor()
-        window = self._config.max_connections
+        full = self._config.max_connections
+        window = 1 if ramp else full
         it = enumerate(requests)
         inflight: deque[Tuple[int, Future[bytes], _Cancel]] = deque()
         exhausted = False
@@ -411,6 +414,7 @@ class PythonBackend:
                 if ordered:
                     i, fut, _ = inflight.popleft()
                     data = fut.result()
+                    window = min(full, 2 * window)
                     refill()
                     yield i, data
                 else:
@@ -418,6 +422,7 @@ class PythonBackend:
                     ready = [item for item in inflight if item[1] in done]
                     for item in ready:
                         inflight.remove(item)
+                    window = min(full, window << len(ready))
                     refill()
                     for i, fut, _ in ready:
                         yield i, fut.result()

@@ -346,7 +346,7 @@ def test_zip_bomb_stops_at_declared_size(tmp_path: Any) -> None:
         class Client:
             def head(self, url): return ObjectInfo(url, len(raw))
             def get_range(self, url, a, b): return raw[a:b]
-            def get_many(self, items, ordered=True):
+            def get_many(self, items, ordered=True, ramp=False):
                 for url, a, b in items:
                     yield url, raw[a:b]
 

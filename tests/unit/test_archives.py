@@ -44,7 +44,7 @@ class MemoryClient:
         self.calls.append(("get_range", str(url), start, end))
         return self._data(url)[start:end]
 
-    def get_many(self, items: Iterable[Any], ordered: bool = True) -> Iterator[tuple[str, bytes]]:
+    def get_many(self, items: Iterable[Any], ordered: bool = True, ramp: bool = False) -> Iterator[tuple[str, bytes]]:
         for item in items:
             if isinstance(item, tuple):
                 yield str(item[0]), self.get_range(*item[:3])

@@ -1,0 +1,56 @@
+"""get_many's window on both backends: ``ramp=True`` starts with one request in flight and
+doubles the window with each result taken (the first result is not slowed down by a full window
+of other transfers, and little is fetched before it); without it the whole window goes out at
+once. Ordered results stay in request order either way."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from http_stub import Reply, Seen, object_reply
+
+from awsio import S3Client
+from awsio.config import S3Config
+
+BODY = b"z" * 50_000
+
+
+def _client(stub, backend: str) -> S3Client:
+    return S3Client(S3Config(endpoint_url=stub.endpoint, region="us-east-1", backend=backend,
+                             static_credentials=("AKIDTEST", "secret", None), max_connections=8))
+
+
+def _slow(n: int, seen: Seen) -> Reply:
+    time.sleep(0.3)  # every reply takes a while: what went out before the first came back shows
+    return object_reply(BODY + seen.path.encode(), seen)
+
+
+@pytest.mark.parametrize("ramp", [False, True])
+def test_the_window_at_the_first_result(stub, backend, ramp):
+    stub.script = _slow
+    client = _client(stub, backend)
+    urls = [f"s3://bkt/o{i}" for i in range(20)]
+    it = client.get_many(urls, ramp=ramp)
+    url, data = next(it)
+    sent_before_first = len(stub.seen)
+    rest = list(it)
+    assert [url] + [u for u, _ in rest] == urls
+    assert [data] + [d for _, d in rest] == [BODY + f"/bkt/o{i}".encode() for i in range(20)]
+    if ramp:
+        assert sent_before_first <= 3, sent_before_first  # 1 in flight, then 2 once it was taken
+    else:
+        assert sent_before_first >= 6, sent_before_first  # the whole window (8), give or take one racing
+    client.close()
+
+
+def test_a_ramped_window_grows_to_max_connections(stub, backend):
+    stub.script = _slow
+    client = _client(stub, backend)
+    t0 = time.monotonic()
+    got = list(client.get_many((f"s3://bkt/o{i}" for i in range(40)), ramp=True))
+    took = time.monotonic() - t0
+    assert len(got) == 40
+    # 1 + 2 + 4 + 8 + 8 + 8 + 8 + 1: about 8 rounds of 0.3 s; one at a time would take 12 s
+    assert took < 6.0, took
+    client.close()

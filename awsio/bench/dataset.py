@@ -3,12 +3,15 @@
     python -m awsio.bench.dataset [--shards 16 --shard-mib 64 --member-kib 100] [--workers 0,2]
 
 16 x 64 MiB tar shards of 100 KiB members (one member per sample), read with DataLoader workers 0
-and 2 by ``awsio`` (``S3IterableDataset``), ``awsio-raw`` (whole shards from ``get_many``, no tar
-parsing: the reader's ceiling on the same bytes), ``s3torchconnector`` (+ stdlib tarfile),
-``webdataset`` (through s3torchconnector, as its docs show), ``boto3`` (+ tarfile), ``litdata``
-(``optimize()``d chunks) and ``mosaic`` (MDS shards). Conversions run once per data set and are
-reported apart; raw tar needs none. Ratios and ranks compare MiB/s of the first pass. Measured by
-:mod:`awsio.bench.engine`; ``--help`` for options.
+and 2, in batches of 64 samples, by ``awsio`` (``S3IterableDataset(...).batched(64)``, batches made
+in the pipeline as the README says to with workers), ``awsio-raw`` (whole shards from ``get_many``,
+no tar parsing: the reader's ceiling on the same bytes, through the same DataLoader),
+``s3torchconnector`` (+ stdlib tarfile), ``webdataset`` (through s3torchconnector, as its docs
+show), ``boto3`` (+ tarfile), ``litdata`` (``optimize()``d chunks) and ``mosaic`` (MDS shards);
+the peers' batches are lists of members made in the DataLoader workers (``batch_size=64,
+collate_fn=list``). Conversions run once per data set and are reported apart; raw tar needs none.
+Ratios and ranks compare MiB/s of the first pass. Measured by :mod:`awsio.bench.engine`;
+``--help`` for options.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def count(item: Any) -> tuple[int, int]:
     """(samples, payload bytes) in one item a loader yielded.
 
     A sample: its bytes, its size (int), a ``(name, bytes)`` pair, or a dict of fields. A batch:
-    a list of objects' bytes, a dict of columns (lists), or an ``(images, labels)`` pair whose
+    a list of objects' bytes, a list of samples (tuples), a dict of columns (lists), or an ``(images, labels)`` pair whose
     second element is a sequence (tensor or list); the images' bytes count when they are bytes.
     """
     if isinstance(item, Counted):
@@ -90,6 +90,8 @@ def count(item: Any) -> tuple[int, int]:
         if cols and all(isinstance(v, (list, tuple)) for v in cols):
             return len(cols[0]), sum(count(v)[1] for v in cols if isinstance(v, list))
         return 1, sum(len(v) for v in cols if isinstance(v, (bytes, bytearray, memoryview)))
+    if isinstance(item, list) and item and all(isinstance(v, tuple) for v in item):  # a list of samples
+        return len(item), sum(count(v)[1] for v in item)
     if isinstance(item, (tuple, list)) and len(item) == 2:  # a DataLoader turns tuples into lists
         first, last = item
         if isinstance(last, (bytes, bytearray, memoryview)):

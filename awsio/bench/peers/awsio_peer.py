@@ -2,8 +2,9 @@
 
 * ``objects``: :meth:`awsio.s3.client.S3Client.get_many` over every URL, ``ordered=False`` (results
   as they complete), ``max_connections`` = the job's connections (32 by default);
-* ``tar``: :class:`awsio.S3IterableDataset` over the shard URLs through
-  ``DataLoader(batch_size=None)`` (samples stream out of each shard; shards split across workers);
+* ``tar``: :class:`awsio.S3IterableDataset` over the shard URLs, ``.batched(batch_size)`` in the
+  pipeline, through ``DataLoader(batch_size=None)`` (batches of consecutive samples read by byte
+  range; units of a batch split across workers);
   with ``raw``: whole shards from ``get_many`` instead, no tar parsing (the reader's ceiling on the
   same bytes, through the same DataLoader);
 * ``images``: ``S3IterableDataset(urls).dataproc(batch_size=B, shuffle=False).decode("pil")
@@ -57,12 +58,13 @@ def make(job: Job) -> Iterable[Any]:
     if job.kind == "objects":
         return _GetMany(job)
     from awsio.dataset import S3IterableDataset
+    from awsio.pipeline import Pipeline
 
     if job.kind == "tar":
         if job.options.get("raw"):
             return loader(_GetMany(job), job)
-        return loader(S3IterableDataset(job.urls, config=_config(job)), job)
-    from awsio.pipeline import Pipeline
+        # batches made in the pipeline, one per unit (the README's way with DataLoader workers)
+        return loader(Pipeline(S3IterableDataset(job.urls, config=_config(job))).batched(job.batch_size), job)
 
     pipe = Pipeline(S3IterableDataset(job.urls, config=_config(job))).dataproc(batch_size=job.batch_size,
                                                                             shuffle=False)

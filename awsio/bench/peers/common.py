@@ -156,9 +156,9 @@ def shard_samples(stream: BinaryIO, job: Job) -> Iterator[Any]:
 
 
 def samples_loader(source: Any, job: Job) -> Any:
-    """The DataLoader over a source of samples: batches of ``job.batch_size`` for images, tar
-    members one by one (``batch_size=None``)."""
-    return loader(source, job, batch_size=job.batch_size if job.kind == "images" else None)
+    """The DataLoader over a source of samples, batches of ``job.batch_size`` made in the workers
+    (what users of these libraries write): collated images, or lists of tar members."""
+    return loader(source, job, batch_size=job.batch_size, **({} if job.kind == "images" else {"collate_fn": list}))
 
 
 def loader(dataset: Any, job: Job, *, batch_size: int | None = None, **kw: Any) -> Any:

@@ -105,6 +105,6 @@ def make(job: Job) -> Iterable[Any]:
                                   transform=Labelled(job) if images else _member)
     if images:
         return litdata.StreamingDataLoader(ds, batch_size=job.batch_size, num_workers=job.workers)
-    # StreamingDataLoader insists on a batch size; tar members go out one by one, as from every
-    # loader, through a plain DataLoader (which litdata's StreamingDataset also supports).
-    return loader(ds, job)
+    # tar members go out in lists of batch_size, as from every loader, through a plain DataLoader
+    # (which litdata's StreamingDataset also supports; StreamingDataLoader would collate bytes).
+    return loader(ds, job, batch_size=job.batch_size, collate_fn=list)

@@ -98,4 +98,4 @@ def make(job: Job) -> Iterable[Any]:
     images = job.kind == "images"
     ds = _dataset_class()(remote=job.converted, local=job.cache_dir, batch_size=job.batch_size, shuffle=False)
     ds.finish = Labelled(job) if images else None
-    return DataLoader(ds, batch_size=job.batch_size if images else None, num_workers=job.workers)
+    return DataLoader(ds, batch_size=job.batch_size, num_workers=job.workers, **({} if images else {"collate_fn": list}))

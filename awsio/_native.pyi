@@ -96,10 +96,16 @@ def jpeg_header(data: bytes) -> tuple[int, int, int, bool]:
     ...
 
 def jpeg_decode_crop(data: bytes, x: int, y: int, w: int, h: int, min_w: int = 0, min_h: int = 0,
-                     scale_num: int = 0, fast: bool = False) -> tuple[Any, int, int, int]:
+                     scale_num: int = 0, fast_idct: bool = False,
+                     fancy_upsampling: bool = True) -> tuple[Any, int, int, int]:
     """RGB uint8 pixels (H x W x 3 numpy array) of the box (x, y, w, h) (full-resolution pixels)
-    decoded at scale N/8: N the smallest in 1..8 keeping the scaled box >= min_w x min_h, or
-    scale_num. The array covers [floor(x*N/8), ceil((x+w)*N/8)) of the scaled image across, and
+    decoded at scale N/8: N the smallest of 1, 2, 4, 8 keeping the scaled box >= min_w x min_h,
+    or scale_num (1..8). The array covers [floor(x*N/8), ceil((x+w)*N/8)) of the scaled image across, and
     likewise down. Returns (pixels, x0, y0, N), (x0, y0) the array's origin in the scaled image.
-    fast: JDCT_IFAST and plain chroma upsampling."""
+    fast_idct: JDCT_IFAST (else JDCT_ISLOW); fancy_upsampling false: chroma by replication."""
+    ...
+
+def hwc_to_chw(pixels: Any, lut: Any, flip: bool = False) -> Any:
+    """H x W x 3 uint8 array -> 3 x H x W float32 array, channel c's value v becoming lut[c, v]
+    (lut: 3 x 256 float32), mirrored left-right when flip."""
     ...

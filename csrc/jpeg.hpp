@@ -36,14 +36,16 @@ struct Header {
 
 Header read_header(const uint8_t* data, size_t size);
 
-// The box (x, y, w, h) is in full-resolution pixels. The scale is N/8 with the smallest N in
-// 1..8 for which the scaled box is still at least min_w x min_h (min 0: any; scale_num 1..8
-// forces N). fast: JDCT_IFAST and plain (not fancy) chroma upsampling.
+// The box (x, y, w, h) is in full-resolution pixels. The scale is N/8 with the smallest N of
+// 1, 2, 4, 8 (the scales with SIMD IDCTs) for which the scaled box is still at least min_w x min_h (min 0: any; scale_num 1..8
+// forces N). fast_idct: JDCT_IFAST (else JDCT_ISLOW, PIL's); fancy_upsampling false: chroma
+// upsampled by replication (libjpeg's do_fancy_upsampling).
 struct CropRequest {
   int x = 0, y = 0, w = 0, h = 0;
   int min_w = 0, min_h = 0;
   int scale_num = 0;
-  bool fast = false;
+  bool fast_idct = false;
+  bool fancy_upsampling = true;
 };
 
 // RGB rows of the scaled box: pixels [floor(x*N/8), ceil((x+w)*N/8)) across and likewise down,

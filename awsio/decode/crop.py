@@ -133,22 +133,27 @@ class RandomResizedCrop:
                 bytes(image[:3]) == _JPEG_MAGIC:
             try:
                 resized = self._fast(native, image)
-            except NotImplementedError:  # CMYK / YCCK: PIL converts those
+            except NotImplementedError:  # a colour space the native decoder refuses: PIL's
                 resized = None
             if resized is not None:
                 return self._finish(resized)
         return self._finish(self._full(image))
 
     def _fast(self, native: Any, data: Any) -> Any:
-        """The resized PIL image from the native decoder's crop at reduced scale."""
+        """The resized PIL image from the native decoder's crop at reduced scale (None: not a
+        JPEG the native decoder converts to RGB)."""
         from PIL import Image
 
         try:
-            width, height, _, _ = native.jpeg_header(data)
+            width, height, components, _ = native.jpeg_header(data)
+            if components not in (1, 3):  # CMYK / YCCK: PIL's, before a box is drawn
+                return None
             x, y, w, h = self.get_params(width, height)
             pixels, x0, y0, n = native.jpeg_decode_crop(data, x, y, w, h, self.size, self.size,
                                                               fast_idct=self.fast_idct,
                                                               fancy_upsampling=self.fancy_upsampling)
+        except NotImplementedError:
+            raise
         except RuntimeError as exc:
             raise DecodeError(f"cannot decode JPEG: {exc}") from exc
         f = n / 8  # the box's exact place in the decoded region (fractional below scale 8/8)

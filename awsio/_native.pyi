@@ -1,6 +1,6 @@
 # Types of the compiled native reader (csrc/binding.cpp); tests/native/test_native_stub_types.py
 # checks that this file and the module name the same things.
-from typing import Optional
+from typing import Any, Optional
 
 curl_version: str
 
@@ -85,3 +85,27 @@ def canonical_query(params: list[tuple[str, str]]) -> str: ...
 def xml_field(body: str, tag: str) -> str: ...
 def checksum(algorithm: str, data: bytes, piece: int = 0) -> str: ...
 def checksum_algorithms() -> list[str]: ...
+
+# JPEG (csrc/jpeg.hpp), for awsio.image. HAVE_JPEG: this build has libjpeg; without it both
+# functions raise NotImplementedError. Corrupt or truncated data raises RuntimeError with
+# libjpeg's reason; a CMYK/YCCK JPEG NotImplementedError; a box outside the image ValueError.
+HAVE_JPEG: bool
+
+def jpeg_header(data: bytes) -> tuple[int, int, int, bool]:
+    """(width, height, components, progressive)."""
+    ...
+
+def jpeg_decode_crop(data: bytes, x: int, y: int, w: int, h: int, min_w: int = 0, min_h: int = 0,
+                     scale_num: int = 0, fast_idct: bool = False,
+                     fancy_upsampling: bool = True) -> tuple[Any, int, int, int]:
+    """RGB uint8 pixels (H x W x 3 numpy array) of the box (x, y, w, h) (full-resolution pixels)
+    decoded at scale N/8: N the smallest of 1, 2, 4, 8 keeping the scaled box >= min_w x min_h,
+    or scale_num (1..8). The array covers [floor(x*N/8), ceil((x+w)*N/8)) of the scaled image across, and
+    likewise down. Returns (pixels, x0, y0, N), (x0, y0) the array's origin in the scaled image.
+    fast_idct: JDCT_IFAST (else JDCT_ISLOW); fancy_upsampling false: chroma by replication."""
+    ...
+
+def hwc_to_chw(pixels: Any, lut: Any, flip: bool = False) -> Any:
+    """H x W x 3 uint8 array -> 3 x H x W float32 array, channel c's value v becoming lut[c, v]
+    (lut: 3 x 256 float32), mirrored left-right when flip."""
+    ...

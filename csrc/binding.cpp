@@ -4,6 +4,7 @@
 // libcurl callback once Content-Length is known) and filled in place, so results reach Python
 // without a copy; large ones come from a BufferPool of recycled bodies. Transfers run with the
 // GIL released.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "checksum.hpp"
+#include "jpeg.hpp"
+#include "pixels.hpp"
 #include "s3_core.hpp"
 
 namespace py = pybind11;
@@ -334,6 +337,53 @@ std::string checksum(const std::string& name, const py::bytes& data, size_t piec
   return sum.base64();
 }
 
+// JPEG bytes -> (width, height, components, progressive).
+py::tuple jpeg_header(const py::buffer& data) {
+  py::buffer_info b = data.request();
+  awsio::jpeg::Header h;
+  {
+    py::gil_scoped_release nogil;
+    h = awsio::jpeg::read_header(static_cast<const uint8_t*>(b.ptr), static_cast<size_t>(b.size * b.itemsize));
+  }
+  return py::make_tuple(h.width, h.height, h.components, h.progressive);
+}
+
+// The RGB pixels of a crop box decoded at N/8 scale (see jpeg.hpp) as a height x width x 3 uint8
+// array that owns the decoded vector (no copy), with (x0, y0, N): the array's origin in the scaled
+// image and the scale's numerator.
+py::tuple jpeg_decode_crop(const py::buffer& data, int x, int y, int w, int h, int min_w, int min_h, int scale_num,
+                           bool fast_idct, bool fancy_upsampling) {
+  py::buffer_info b = data.request();
+  awsio::jpeg::CropRequest req;
+  req.x = x, req.y = y, req.w = w, req.h = h, req.min_w = min_w, req.min_h = min_h;
+  req.scale_num = scale_num, req.fast_idct = fast_idct, req.fancy_upsampling = fancy_upsampling;
+  auto* out = new awsio::jpeg::Decoded();
+  py::capsule owner(out, [](void* p) { delete static_cast<awsio::jpeg::Decoded*>(p); });
+  {
+    py::gil_scoped_release nogil;
+    *out = awsio::jpeg::decode_crop(static_cast<const uint8_t*>(b.ptr), static_cast<size_t>(b.size * b.itemsize), req);
+  }
+  py::array_t<uint8_t> pixels({out->height, out->width, 3}, out->pixels.data(), owner);
+  return py::make_tuple(pixels, out->x0, out->y0, out->scale_num);
+}
+
+// H x W x 3 uint8 -> 3 x H x W float32 through a 3 x 256 table, mirrored when flip.
+py::array_t<float> hwc_to_chw(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& pixels,
+                              const py::array_t<float, py::array::c_style | py::array::forcecast>& lut, bool flip) {
+  if (pixels.ndim() != 3 || pixels.shape(2) != 3) throw py::value_error("pixels must be H x W x 3");
+  if (lut.ndim() != 2 || lut.shape(0) != 3 || lut.shape(1) != 256) throw py::value_error("lut must be 3 x 256");
+  const auto h = static_cast<int>(pixels.shape(0)), w = static_cast<int>(pixels.shape(1));
+  py::array_t<float> out({py::ssize_t(3), py::ssize_t(h), py::ssize_t(w)});
+  const uint8_t* src = pixels.data();
+  const float* table = lut.data();
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    awsio::pixels::hwc_to_chw(src, h, w, static_cast<std::ptrdiff_t>(w) * 3, table, flip, dst);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -386,4 +436,19 @@ PYBIND11_MODULE(_native, m) {
   m.def("xml_field", &awsio::xml_field, py::arg("body"), py::arg("tag"));
   m.def("checksum", &checksum, py::arg("algorithm"), py::arg("data"), py::arg("piece") = 0);
   m.def("checksum_algorithms", &awsio::checksum_algorithms);
+  // JPEG: corrupt or truncated data raises RuntimeError, an unsupported one (CMYK, or a build
+  // without libjpeg: HAVE_JPEG false) NotImplementedError, a box outside the image ValueError.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const awsio::jpeg::JpegUnsupported& e) {
+      PyErr_SetString(PyExc_NotImplementedError, e.what());
+    }
+  });
+  m.attr("HAVE_JPEG") = awsio::jpeg::available();
+  m.def("jpeg_header", &jpeg_header, py::arg("data"));
+  m.def("jpeg_decode_crop", &jpeg_decode_crop, py::arg("data"), py::arg("x"), py::arg("y"), py::arg("w"),
+        py::arg("h"), py::arg("min_w") = 0, py::arg("min_h") = 0, py::arg("scale_num") = 0,
+        py::arg("fast_idct") = false, py::arg("fancy_upsampling") = true);
+  m.def("hwc_to_chw", &hwc_to_chw, py::arg("pixels"), py::arg("lut"), py::arg("flip") = false);
 }

@@ -16,20 +16,20 @@ have_native_headers() {
   local inc
   inc=$(curl-config --prefix 2>/dev/null)/include
   { [ -f "$inc/curl/curl.h" ] || [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ]; } \
-    && [ -f /usr/include/zlib.h ] && [ -f /usr/include/openssl/evp.h ]
+    && [ -f /usr/include/zlib.h ] && [ -f /usr/include/openssl/evp.h ] && [ -f /usr/include/jpeglib.h ]
 }
 if ! have_native_headers; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   if command -v apt-get >/dev/null 2>&1; then
-    say "installing libcurl4-openssl-dev zlib1g-dev libssl-dev (native reader build dependencies)"
+    say "installing libcurl4-openssl-dev zlib1g-dev libssl-dev libjpeg-dev (native reader build dependencies)"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libcurl4-openssl-dev zlib1g-dev libssl-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libcurl4-openssl-dev zlib1g-dev libssl-dev libjpeg-dev >/dev/null
   else
     say "WARNING: no apt-get; without libcurl headers awsio falls back to its Python backend"
   fi
 else
-  say "libcurl, zlib and libssl headers present ($(curl-config --version))"
+  say "libcurl, zlib, libssl and libjpeg headers present ($(curl-config --version))"
 fi
 
 want_torch=${TORCH_SPEC#torch==}

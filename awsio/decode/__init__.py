@@ -18,6 +18,9 @@ pickle (pkl/pickle/pyd) only with ``allow_pickle=True``. Any other field stays b
 
 A field that fails raises :class:`awsio.errors.DecodeError` naming url, key and field, raised
 from the original exception. PIL, numpy and torch are imported only by decoders that need them.
+
+:class:`~awsio.decode.crop.RandomResizedCrop` is a transform for ``transform_fn(image=...)`` on
+undecoded JPEG bytes: it decodes only the crop it draws, at reduced scale (see its module).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Union
 
 from awsio.decode.basic import BASIC_DECODERS, PICKLE_DECODERS
+from awsio.decode.crop import RandomResizedCrop
 from awsio.decode.image import IMAGE_EXTENSIONS, IMAGE_SPECS, ImageDecoder
 from awsio.decode.roles import ROLES, find_field
 from awsio.errors import DecodeError
@@ -36,6 +40,7 @@ __all__ = [
     "IMAGE_SPECS",
     "PICKLE_DECODERS",
     "ROLES",
+    "RandomResizedCrop",
     "Decoder",
     "DecoderSpec",
     "ImageDecoder",

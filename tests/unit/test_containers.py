@@ -537,6 +537,16 @@ def test_dockerfile_installs_deps_before_source() -> None:
     assert not any("openssl-dev" in c.original or "build-essential" in c.original for c in base.commands)
 
 
+def test_dockerfile_builds_and_runs_the_jpeg_decoder() -> None:
+    """libjpeg's headers where the wheel is built, its runtime library where it runs."""
+    stages, _ = parse_stages(DOCKERFILE)
+    builder = next(s for s in stages if s.name == "builder")
+    base = next(s for s in stages if s.name == "base")
+    assert any("libjpeg-dev" in c.original for c in builder.commands)
+    assert any("libjpeg62-turbo" in c.original for c in base.commands)
+    assert not any("libjpeg-dev" in c.original for c in base.commands)
+
+
 def test_pydeps_lists_pyproject_requirements() -> None:
     res = subprocess.run([sys.executable, str(ROOT / "docker" / "pydeps.py"), str(ROOT / "pyproject.toml"),
                           "harness", "test"], capture_output=True, text=True, timeout=60)

@@ -9,7 +9,11 @@
   same bytes, through the same DataLoader);
 * ``images``: ``S3IterableDataset(urls).dataproc(batch_size=B, shuffle=False).decode("pil")
   .transform_fn(image=T)`` with the same transform ``T`` as every loader, batches made in the
-  dataset (``DataLoader(batch_size=None)``).
+  dataset (``DataLoader(batch_size=None)``); with the ``imagenet`` transform,
+  ``.decode("bytes").transform_fn(image=RandomResizedCrop(...))`` instead: the same model input
+  (crop box sampling, bilinear resize, flip, normalisation), decoded from the JPEG bytes by
+  :class:`awsio.decode.RandomResizedCrop`, which decodes only the crop (option ``fast_decode``,
+  default on; off: a full PIL decode, as the other loaders).
 
 ``backend`` selects the native (libcurl) or the Python (botocore) reader.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from awsio.bench.peers.common import ImageTransform, loader, my_share
+from awsio.bench.peers.common import MEAN, STD, ImageTransform, loader, my_share
 
 if TYPE_CHECKING:
     from awsio.bench.engine import Job
@@ -68,7 +72,13 @@ def make(job: Job) -> Iterable[Any]:
 
     pipe = Pipeline(S3IterableDataset(job.urls, config=_config(job))).dataproc(batch_size=job.batch_size,
                                                                             shuffle=False)
-    if job.decode:
+    if job.decode and job.transform == "imagenet":
+        from awsio.decode import RandomResizedCrop
+
+        crop = RandomResizedCrop(job.image_size, mean=MEAN, std=STD, seed=0,
+                                 fast_decode=job.options.get("fast_decode", True))
+        pipe = pipe.decode("bytes").transform_fn(image=crop)
+    elif job.decode:
         pipe = pipe.decode("pil").transform_fn(image=ImageTransform(job.image_size, job.transform))
     else:
         pipe = pipe.to_tuple("jpg", "cls")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
 if TYPE_CHECKING:
     from awsio.bench.engine import Job
 
-__all__ = ["ImageTransform", "Labelled", "boto3_client", "group_samples", "loader", "my_share", "samples_loader",
+__all__ = ["MEAN", "STD", "ImageTransform", "Labelled", "boto3_client", "group_samples", "loader", "my_share", "samples_loader",
            "shard_samples", "split_url", "tar_members"]
 
 MEAN = (0.485, 0.456, 0.406)

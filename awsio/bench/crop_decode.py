@@ -3,7 +3,7 @@ on the image benchmark's JPEGs (400x350, quality 90): ms per image of each, in t
 interleaved, their ratio, and the PSNR of the fast path's output against the full path's. Also the
 shared ImageTransform("imagenet") the other loaders run, for scale. Not a test; a short measure.
 
-    python scripts/crop_decode_check.py [--images 50] [--rounds 4]
+    python -m awsio.bench.crop_decode [--images 50] [--rounds 4]
 """
 
 from __future__ import annotations

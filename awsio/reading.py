@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from awsio.archives.index import ShardIndex
-from awsio.archives.tar import TarMember, iter_tar
+from awsio.archives.tar import TarMember, cut_members, iter_tar
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.epoch import Order
 from awsio.errors import ArchiveError, AwsioError
@@ -251,6 +251,9 @@ class ShardReader:
             raise ArchiveError(f"the shard ends {len(data)} bytes into [{a}, {b}): shorter than its index "
                                "says (rewritten since it was indexed?)", url=shard.url, member=None, offset=a)
         expected = self._members(f.shard, index, a, b)
+        direct = cut_members(data, a, expected)
+        if direct is not None:
+            return [(index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data)) for m in direct]
         links = self.stats.counts[("read", "hardlink")]
         # one read of the whole range (BytesIO hands back the bytes object itself: no copy)
         members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=b != shard.size,
@@ -263,7 +266,7 @@ class ShardReader:
             # only for a hardlink that iter_tar could not resolve within this range (and counted)
             while k < len(expected) and expected[k][1] < m.offset:
                 k += 1
-            if k >= len(expected) or expected[k] != (m.name, m.offset):
+            if k >= len(expected) or expected[k][:2] != (m.name, m.offset):
                 raise ArchiveError("the shard does not match its index (rewritten since it was indexed?)",
                                    url=shard.url, member=m.name, offset=m.offset)
             k += 1
@@ -274,12 +277,13 @@ class ShardReader:
                                "(rewritten since it was indexed?)", url=shard.url, member=None, offset=a)
         return out
 
-    def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> list[tuple[str, int]]:
+    def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> Sequence[tuple[str, int, int]]:
+        """``(name, offset, size)`` of the index's members that start in ``[a, b)``."""
         offsets = self._offsets.get(sh)
         if offsets is None:
             offsets = self._offsets[sh] = [m[1] for m in index.members]
         lo, hi = bisect.bisect_left(offsets, a), bisect.bisect_left(offsets, b)
-        return [(m[0], m[1]) for m in index.members[lo:hi]]
+        return index.members[lo:hi]
 
     def _zip_records(self, f: _Fetch) -> list[tuple[int, Record]]:
         shard = self.shards[f.shard]

@@ -285,3 +285,62 @@ def test_zip_directory_index() -> None:
     entries = read_zip_directory(client, "u.zip", len(raw))
     assert [e.name for e in entries if e.is_file] == [n for n, _ in samples(4)]
     assert load_index(client, "u.zip", size=len(raw), kind="zip").sample_count == 4  # type: ignore[union-attr]
+
+
+# -- cutting members straight out of a ranged read by the index ---------------------------------
+
+def _index_of(blob: bytes) -> ShardIndex:
+    return build_index(io.BytesIO(blob))
+
+
+def test_cut_members_gives_what_walking_the_headers_gives():
+    from awsio.archives.tar import cut_members
+
+    blob = make_tar([(f"s{i}.{ext}", os.urandom(700 + 37 * i)) for i in range(6) for ext in ("jpg", "cls")])
+    index = _index_of(blob)
+    walked = list(iter_tar(io.BytesIO(blob)))
+    assert cut_members(blob, 0, index.members) == walked
+    # a range from the third member on, as the shard reader reads it
+    a = index.members[2][1]
+    assert cut_members(blob[a:], a, index.members[2:]) == walked[2:]
+    # a range that stops before the end-of-archive blocks
+    b = index.members[5][1]
+    assert cut_members(blob[a:b], a, index.members[2:5]) == walked[2:5]
+
+
+@pytest.mark.parametrize("case", ["directory between", "symlink between", "long name", "header flipped",
+                                  "size differs", "name differs", "junk after"])
+def test_cut_members_leaves_anything_unusual_to_the_header_walk(case):
+    from awsio.archives.tar import cut_members
+
+    members = [("a.jpg", b"x" * 600), ("b.jpg", b"y" * 300)]
+    blob = make_tar(members)
+    expected = list(_index_of(blob).members)
+    if case in ("directory between", "symlink between"):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+            for i, (name, data) in enumerate(members):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+                if i == 0:
+                    extra = tarfile.TarInfo("d" if case == "directory between" else "ln")
+                    extra.type = tarfile.DIRTYPE if case == "directory between" else tarfile.SYMTYPE
+                    extra.linkname = "" if case == "directory between" else "a.jpg"
+                    tf.addfile(extra)
+        blob = buf.getvalue()
+        expected = list(_index_of(blob).members)
+    elif case == "long name":
+        blob = make_tar([("n" * 150 + ".jpg", b"x" * 10)], fmt=tarfile.GNU_FORMAT)
+        expected = list(_index_of(blob).members)
+    elif case == "header flipped":
+        blob = bytearray(blob)
+        blob[1536 + 3] ^= 1  # in b.jpg's name (its header follows a.jpg's: 512 + 600 padded to 1024)
+        blob = bytes(blob)
+    elif case == "size differs":
+        expected[1] = (expected[1][0], expected[1][1], expected[1][2] + 1)
+    elif case == "name differs":
+        expected[0] = ("z.jpg", *expected[0][1:])
+    elif case == "junk after":
+        blob = blob[:-1] + b"\x01"
+    assert cut_members(blob, 0, expected) is None

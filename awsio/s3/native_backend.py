@@ -177,7 +177,7 @@ class _Pump:
                 if self.window < self.full:
                     self.window, grown = min(self.full, 2 * self.window), True
                 self.cond.notify_all()
-        if grown and os.getpid() == self.backend._pid:
+        if grown:  # (this is the backend's process: checked above)
             self.handle.client.wakeup()  # submit the next ones now, not when a transfer ends
         if isinstance(item, BaseException):
             self.thread.join()  # it is past its last request: the caller may reuse their source
@@ -437,8 +437,7 @@ class NativeBackend:
                 item = pump.take()
                 if item is _END:
                     return
-                yield item
-                self._check_same_process()
+                yield item  # (take() refuses to go on in a forked child)
         finally:
             pump.stop()
 

@@ -52,18 +52,23 @@ def _rank(rank: int, world: int, init: str, endpoint: str, out: str, url: str) -
         dist.destroy_process_group()
 
 
+def _two_rank_job(stub, tmp_path, url: str) -> list[list[str]]:
+    """Run _rank on 2 gloo ranks over ``url``; each rank's lines."""
+    init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
+    out = str(tmp_path / "rank")
+    mp.spawn(_rank, args=(2, init, stub.endpoint, out, url), nprocs=2, join=True)
+    return [open(f"{out}.{r}").read().split("\n") for r in range(2)]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="spawns gloo ranks")
 def test_a_two_rank_job_lists_once(stub, tmp_path):
     stub.script = _script
-    init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
-    out = str(tmp_path / "rank")
-    mp.spawn(_rank, args=(2, init, stub.endpoint, out, "s3://bkt/data/"), nprocs=2, join=True)
+    results = _two_rank_job(stub, tmp_path, "s3://bkt/data/")
     lists = [s for s in stub.seen if "list-type=2" in s.path]
     assert len(lists) == 1
-    results = [open(f"{out}.{r}").read().split("\n") for r in range(2)]
     assert results[0][0] == results[1][0] == ",".join(f"s3://bkt/{k}" for k in KEYS)
     assert [int(r[1]) for r in results] == [1, 0]  # rank 0's client made the request
-    assert not os.path.exists(f"{out}.2")
+    assert not os.path.exists(tmp_path / "rank.2")
 
 
 def test_a_listing_cache_lists_once_across_runs(stub, tmp_path):
@@ -121,10 +126,7 @@ def _tar_script(n: int, seen: Seen) -> Reply:
 @pytest.mark.skipif(sys.platform != "linux", reason="spawns gloo ranks")
 def test_a_two_rank_job_indexes_each_shard_once(stub, tmp_path):
     stub.script = _tar_script
-    init = f"file://{tempfile.mkdtemp(dir=tmp_path)}/rendezvous"
-    out = str(tmp_path / "rank")
-    mp.spawn(_rank, args=(2, init, stub.endpoint, out, "s3://bkt/tars/"), nprocs=2, join=True)
-    results = [open(f"{out}.{r}").read().split("\n") for r in range(2)]
+    results = _two_rank_job(stub, tmp_path, "s3://bkt/tars/")
     assert [int(r[2]) for r in results] == [6, 6]               # 12 samples over 2 ranks
     names = sorted(results[0][4].split(",") + results[1][4].split(","))
     assert names == sorted(f"k{j}.{e}" for _ in SHARDS for j in range(4) for e in ("bin", "cls"))

@@ -111,6 +111,11 @@ class S3Config:
         None, env=("AWSIO_BUFFER_POOL_BYTES",),
         doc="default twice `max_inflight_bytes`, `0` off: freed bodies of 1 MiB or more that the native "
             "reader keeps and fills again instead of asking the kernel for fresh, zeroed pages")
+    keep_freed_memory: bool | None = _setting(
+        None, env=("AWSIO_KEEP_FREED_MEMORY",), fallback=True,
+        doc="keep freed memory in the process (glibc's `mallopt` thresholds at their own ceilings, 32 MiB "
+            "and 64 MiB) so that each batch's bytes reuse the last one's pages instead of faulting in "
+            "fresh ones; `0` leaves glibc's defaults (see `awsio.memory`)")
     part_size: int | None = _setting(
         None, env=("AWSIO_PART_SIZE",), native=True,
         doc="8 MiB on AWS, where each connection is capped (about 100 MB/s) and a large object needs "

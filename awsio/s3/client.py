@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Optional, Tuple, Union
 
 from awsio.config import S3Config
 from awsio.errors import ConfigError, NoSuchBucketError, NoSuchKeyError
+from awsio.memory import keep_freed_memory
 from awsio.metrics import Metrics, Snapshot
 from awsio.s3.backend import Backend, ObjectInfo, Request
 from awsio.s3.reader import S3Reader
@@ -45,6 +46,8 @@ _PART_SIZE = 16 << 20
 
 def _make_backend(config: S3Config, metrics: Metrics) -> Backend:
     global _warned_fallback
+    if config.keep_freed_memory:
+        keep_freed_memory()
     choice = config.backend
     if choice in ("auto", "native"):
         from awsio.s3.native_backend import NativeBackend, native_available

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple, Optional, Protocol, Tuple
 
-__all__ = ["Backend", "ObjectInfo", "Request"]
+__all__ = ["Backend", "ObjectInfo", "Request", "request_bytes"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,14 @@ class Request(NamedTuple):
     size: Optional[int] = None
 
 
+def request_bytes(request: Request) -> int:
+    """The bytes a request will bring when that is known (its range, or the rest of an object of
+    known size), else 0: what ``get_many`` counts against ``max_inflight_bytes``."""
+    if request.end is not None:
+        return max(0, request.end - request.start)
+    return max(0, request.size - request.start) if request.size is not None else 0
+
+
 class Backend(Protocol):
     name: str  # "native" or "python"
 
@@ -55,7 +63,9 @@ class Backend(Protocol):
         """Many GETs with up to ``max_connections`` in flight; yields ``(index_in_requests, data)``.
 
         ``requests`` may be a lazy iterator: it is consumed only as far as the in-flight window
-        needs, so memory stays bounded by the window, not the request count. With
+        needs, so memory stays bounded by the window, not the request count. Requests sent and
+        not yet taken by the caller bring at most ``max_inflight_bytes`` between them, as far as
+        their sizes are known (:func:`request_bytes`; a larger one goes out alone). With
         ``ordered=True`` results come in request order, else in completion order. The first
         failed request (after retries) raises; remaining transfers are cancelled. ``ramp``:
         start with one request in flight and double the window with each result taken, so the

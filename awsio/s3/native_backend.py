@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Optional, Tuple
 from awsio.config import Credentials, S3Config, credentials_provider
 from awsio.errors import EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.metrics import CAUSES, Metrics
-from awsio.s3.backend import ObjectInfo, Request
+from awsio.s3.backend import ObjectInfo, Request, request_bytes
 
 __all__ = ["NativeBackend", "native_available", "native_client"]
 
@@ -145,7 +145,8 @@ _END = object()  # a _Pump's last item
 
 class _Pump:
     """Drives one ``get_many`` in a daemon thread: submits ``requests`` (at most ``max_connections``
-    in flight, at most ``2 x max_connections`` not yet taken by the caller), waits on the engine,
+    in flight, at most ``2 x max_connections`` and, as far as their sizes are known,
+    ``max_inflight_bytes`` not yet taken by the caller), waits on the engine,
     and hands results over in order (``ordered``) or as they complete. The thread stops after the
     last result, after an error (handed over as the last item), or when the caller stops it;
     stopping wakes the engine, so the transfers left are cancelled at once."""
@@ -156,9 +157,12 @@ class _Pump:
         self.full = backend._config.max_connections
         self.window = 1 if ramp else self.full  # grows to full as results are taken (ramp)
         self.span = 2 * self.full
+        self.budget = backend._config.max_inflight_bytes
         self.cond = threading.Condition(threading.Lock())
         self.out: "deque[Any]" = deque()  # (index, data), then _END or an exception
         self.taken = 0                    # results the caller took
+        self.held = 0                     # known bytes of the requests sent and not taken
+        self.sizes: dict[int, int] = {}   # index -> its known bytes, until taken
         self.stopped = False
         self.handle = backend._acquire()
         self.thread = threading.Thread(target=self._run, name="awsio-get-many", daemon=True)
@@ -174,6 +178,7 @@ class _Pump:
             grown = False
             if isinstance(item, tuple):
                 self.taken += 1
+                self.held -= self.sizes.pop(item[0], 0)
                 if self.window < self.full:
                     self.window, grown = min(self.full, 2 * self.window), True
                 self.cond.notify_all()
@@ -198,21 +203,35 @@ class _Pump:
             self.out.append(item)
             self.cond.notify_all()
 
+    def _room(self, submitted: int, n: int) -> bool:
+        """Whether a request of ``n`` known bytes may go out now (under ``cond``)."""
+        return submitted - self.taken < self.span and (self.held == 0 or self.held + n <= self.budget)
+
     def _run(self) -> None:
         b, handle = self.backend, self.handle
         client = handle.client
         names: dict[int, Tuple[str, str, int, Optional[int]]] = {}
         parked: dict[int, bytes] = {}
         next_submit = next_put = inflight = 0
+        waiting: Optional[Request] = None  # the next request, when it did not fit
         exhausted = False
         try:
             while not self.stopped:
-                while not exhausted and inflight < self.window and next_submit - self.taken < self.span:
-                    try:
-                        bucket, key, start, end, size = Request(*next(self.requests))
-                    except StopIteration:
-                        exhausted = True
-                        break
+                while not exhausted and inflight < self.window:
+                    if waiting is None:
+                        try:
+                            waiting = Request(*next(self.requests))
+                        except StopIteration:
+                            exhausted = True
+                            break
+                    n = request_bytes(waiting)
+                    with self.cond:
+                        if not self._room(next_submit, n):
+                            break
+                        self.held += n
+                        self.sizes[next_submit] = n
+                    bucket, key, start, end, size = waiting
+                    waiting = None
                     b._check_range(bucket, key, start, end)
                     client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
                                   -1 if size is None else size)
@@ -223,8 +242,9 @@ class _Pump:
                     if exhausted:
                         self._put(_END)
                         return
-                    with self.cond:  # the caller has 2 x max_connections results to take first
-                        self.cond.wait_for(lambda: self.stopped or next_submit - self.taken < self.span, _TICK)
+                    n = request_bytes(waiting) if waiting is not None else 0
+                    with self.cond:  # the caller has results to take first
+                        self.cond.wait_for(lambda: self.stopped or self._room(next_submit, n), _TICK)
                     continue
                 b._refresh(handle)
                 batch: list[Tuple[Any, str, str, Optional[bytes]]] = []

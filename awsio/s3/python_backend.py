@@ -29,7 +29,7 @@ from awsio.config import S3Config
 from awsio.errors import AccessDeniedError, EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.logsafe import redact_aws_logs
 from awsio.metrics import Metrics
-from awsio.s3.backend import ObjectInfo, Request
+from awsio.s3.backend import ObjectInfo, Request, request_bytes
 from awsio.s3.integrity import check_reply, parse_content_range
 from awsio.s3.ratelimit import RateLimiter
 from awsio.s3.threads import DaemonPool
@@ -390,44 +390,55 @@ class PythonBackend:
         Closing the iterator early abandons the GETs in flight (their sockets are shut down).
         """
         pool = self._executor()
-        full = self._config.max_connections
+        full, budget = self._config.max_connections, self._config.max_inflight_bytes
         window = 1 if ramp else full
         it = enumerate(requests)
-        inflight: deque[Tuple[int, Future[bytes], _Cancel]] = deque()
+        inflight: deque[Tuple[int, Future[bytes], _Cancel, int]] = deque()
+        held = 0  # known bytes of the requests in `inflight`
+        waiting: Optional[Tuple[int, Request]] = None  # the next request, when it did not fit
         exhausted = False
 
         def refill() -> None:
-            nonlocal exhausted
+            nonlocal exhausted, held, waiting
             while not exhausted and len(inflight) < window:
-                nxt = next(it, None)
-                if nxt is None:
-                    exhausted = True
+                if waiting is None:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        exhausted = True
+                        return
+                    waiting = (nxt[0], Request(*nxt[1]))
+                i, req = waiting
+                n = request_bytes(req)
+                if inflight and held + n > budget:
                     return
-                i, req = nxt
-                bucket, key, start, end, size = Request(*req)
+                waiting = None
                 cancel = _Cancel()
-                inflight.append((i, pool.submit(self._get, bucket, key, start, end, size, cancel), cancel))
+                fut = pool.submit(self._get, req.bucket, req.key, req.start, req.end, req.size, cancel)
+                inflight.append((i, fut, cancel, n))
+                held += n
 
         try:
             refill()
             while inflight:
                 if ordered:
-                    i, fut, _ = inflight.popleft()
+                    i, fut, _, n = inflight.popleft()
                     data = fut.result()
+                    held -= n
                     window = min(full, 2 * window)
                     refill()
                     yield i, data
                 else:
-                    done, _ = wait([f for _, f, _ in inflight], return_when=FIRST_COMPLETED)
+                    done, _ = wait([item[1] for item in inflight], return_when=FIRST_COMPLETED)
                     ready = [item for item in inflight if item[1] in done]
                     for item in ready:
                         inflight.remove(item)
+                        held -= item[3]
                     window = min(full, window << len(ready))
                     refill()
-                    for i, fut, _ in ready:
+                    for i, fut, _, _ in ready:
                         yield i, fut.result()
         finally:
-            for _, fut, cancel in inflight:  # on error or early close: abandon the rest
+            for _, fut, cancel, _ in inflight:  # on error or early close: abandon the rest
                 fut.cancel()
                 cancel.cancel()
 

@@ -54,3 +54,29 @@ def test_a_ramped_window_grows_to_max_connections(stub, backend):
     # 1 + 2 + 4 + 8 + 8 + 8 + 8 + 1: about 8 rounds of 0.3 s; one at a time would take 12 s
     assert took < 6.0, took
     client.close()
+
+
+def _ranged(n: int, seen: Seen) -> Reply:
+    time.sleep(0.3)
+    return object_reply(BODY, seen)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_requests_out_and_not_taken_stay_within_max_inflight_bytes(stub, backend, ordered):
+    """Known-size requests submitted and not yet taken by the caller add up to at most
+    ``max_inflight_bytes`` (one larger request goes alone): memory stays bounded by bytes, not by
+    ``max_connections x`` the request size."""
+    stub.script = _ranged
+    client = S3Client(S3Config(endpoint_url=stub.endpoint, region="us-east-1", backend=backend,
+                               static_credentials=("AKIDTEST", "secret", None), max_connections=8,
+                               max_inflight_bytes=3 * 20_000))
+    reqs = [(f"s3://bkt/o{i}", 0, 20_000, len(BODY)) for i in range(12)] + [(f"s3://bkt/big", 0, 40_000, len(BODY))] * 2
+    it = client.get_many(reqs, ordered=ordered)
+    first = next(it)
+    time.sleep(0.5)  # what the reader does while the caller holds on to the rest
+    sent = len(stub.seen)
+    rest = list(it)
+    assert sent <= 4, sent  # 3 out, then one more as the first was taken; 8 without the budget
+    got = sorted([first] + rest)
+    assert len(got) == 14 and all(d == BODY[:len(d)] and len(d) in (20_000, 40_000) for _, d in got)
+    client.close()

@@ -166,7 +166,8 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         handler: ``"raise"`` | ``"warn"`` | ``"skip"`` | callable(exc) -> bool (True: skip).
         window: shards whose samples are mixed (and read concurrently) when shuffling (0: shards
             are shuffled, samples keep their order).
-        chunk_size: largest ranged GET of consecutive tar samples (tar.gz: streaming read size).
+        chunk_size: largest ranged GET of consecutive tar samples (a stream's first requests are
+            smaller, from 4 MiB); tar.gz shards are streamed in reads of at most 8 MiB.
         prefetch: read-ahead depth of tar.gz streams.
         allow_empty: accept URLs that list no objects (default: :class:`EmptyPrefixError`).
         listing_cache: a folder or ``s3://`` prefix keeping the listing between runs, keyed by
@@ -196,7 +197,7 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
     def __init__(self, urls: str | S3URL | Iterable[str | S3URL], *, shuffle_urls: bool = False,
                  seed: int = 0, config: S3Config | None = None, client: Any = None,
                  archives: Mapping[str, str] | None = None, equal_work: str | None = None,
-                 handler: HandlerSpec = "raise", window: int = 8, chunk_size: int = 8 << 20,
+                 handler: HandlerSpec = "raise", window: int = 8, chunk_size: int = 16 << 20,
                  prefetch: int = 2, allow_empty: bool = False, listing_cache: str | None = None,
                  refresh_listing: bool = False) -> None:
         try:
@@ -269,8 +270,8 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
     def _read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
         self.stats.merge(self._index_skips)
         reader = ShardReader(self.client, self._shards, self._indexes, handler=self.handler,
-                             stats=self.stats, chunk=min(self.chunk_size, 4 << 20),
-                             open_chunk=self.chunk_size, prefetch=self.prefetch)
+                             stats=self.stats, chunk=self.chunk_size,
+                             open_chunk=min(self.chunk_size, 8 << 20), prefetch=self.prefetch)
         return reader.read(order, units)
 
 

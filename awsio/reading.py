@@ -5,8 +5,10 @@
 
 * plain objects: one GET each;
 * tar shards: the byte range of a run of consecutive samples, from the shard's index
-  (:mod:`awsio.archives.index`), cut into requests of at most ``chunk`` bytes at sample
-  boundaries; members are checked against the index (a shard rewritten since it was indexed is
+  (:mod:`awsio.archives.index`), cut into requests at sample boundaries: the first of a stream
+  of at most ``first_chunk`` bytes, each next one up to twice the last, at most ``chunk`` (the
+  first samples come as fast as a small request brings them; later, fewer and larger requests
+  cost the server and the client less per byte); members are checked against the index (a shard rewritten since it was indexed is
   an :class:`~awsio.errors.ArchiveError`, never a wrong sample);
 * zip shards: the members' local regions, from the central directory;
 * tar.gz shards (no random access): a forward-only stream per shard; samples before the wanted
@@ -14,7 +16,7 @@
 
 Plain-object and tar requests of successive units go through one ``client.get_many`` stream, so
 the next units are already in flight while the pipeline works on this one; memory stays about
-``max_connections x chunk``. A failed request (after the client's retries) is handed to the
+``max_inflight_bytes`` (see ``get_many``). A failed request (after the client's retries) is handed to the
 handler: its samples are skipped and counted, and the stream restarts after it.
 """
 
@@ -38,7 +40,9 @@ from awsio.errors import ArchiveError, AwsioError
 from awsio.grouping import Record, sample_key, sample_runs
 from awsio.handlers import Handler, SkipStats
 
-__all__ = ["Shard", "ShardReader", "ZipIndex", "zip_index"]
+__all__ = ["FIRST_CHUNK", "Shard", "ShardReader", "ZipIndex", "zip_index"]
+
+FIRST_CHUNK = 4 << 20  # the largest first tar request of a stream (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,16 @@ class ShardReader:
     """Reads the samples of units of positions; see the module docstring."""
 
     def __init__(self, client: Any, shards: Sequence[Shard], indexes: dict[int, Any], *,
-                 handler: Handler, stats: SkipStats, chunk: int = 4 << 20, open_chunk: int = 8 << 20,
-                 prefetch: int = 2) -> None:
+                 handler: Handler, stats: SkipStats, chunk: int = 16 << 20, first_chunk: int | None = None,
+                 open_chunk: int = 8 << 20, prefetch: int = 2) -> None:
         self.client = client
         self.shards = shards
         self.indexes = indexes
         self.handler = handler
         self.stats = stats
         self.chunk = max(1, chunk)
+        self.first_chunk = max(1, min(FIRST_CHUNK if first_chunk is None else first_chunk, self.chunk))
+        self._step = self.first_chunk  # the size of the next tar request (grows to `chunk`)
         self.open_chunk = open_chunk
         self.prefetch = prefetch
         self._tgz: dict[int, _TgzCursor] = {}
@@ -98,11 +104,12 @@ class ShardReader:
         s = first
         while s < stop:
             a = starts[s]
-            # the longest run of whole samples from s within `chunk` bytes (at least one): samples
+            # the longest run of whole samples from s within `step` bytes (at least one): samples
             # s..e-1 end where sample e starts (or at the index's end for the shard's last sample)
+            step, self._step = self._step, min(self.chunk, 2 * self._step)
             hi = min(stop, len(starts) - 1)
-            e = bisect.bisect_right(starts, a + self.chunk, s + 1, max(hi, s) + 1) - 1
-            if e >= hi and stop == len(starts) and index.end - a <= self.chunk:
+            e = bisect.bisect_right(starts, a + step, s + 1, max(hi, s) + 1) - 1
+            if e >= hi and stop == len(starts) and index.end - a <= step:
                 e = stop
             e = min(max(e, s + 1), stop)
             b = index.byte_range(s, e)[1]
@@ -154,6 +161,7 @@ class ShardReader:
     # -- reading ------------------------------------------------------------------------------
     def read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
         """One list of records per unit, in order."""
+        self._step = self.first_chunk
         parts: dict[int, list[Record]] = {}
         planned: deque[_Fetch] = deque()  # made by _plans(), not yet consumed, in order
 

@@ -383,3 +383,22 @@ def test_every_stage_resumes_exactly(stage: str, w0: int, k0: int, w1: int, k1: 
             3, collate=list)
 
     check_exact(*stop_and_resume(make, w0, k0, w1, k1, steps, monkeypatch), None)
+
+
+def test_tar_requests_grow_from_the_first_chunk_to_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream starts with a small request (its first sample comes as fast as that brings it),
+    then each request is up to twice the last, at most ``chunk_size``: fewer, larger GETs."""
+    import awsio.reading as reading
+
+    monkeypatch.setattr(reading, "FIRST_CHUNK", 1024)
+    big = {f"{B}d/train-000.tar": make_tar([(f"s{j:03d}.bin", bytes([j]) * 500) for j in range(120)])}
+    client = MemoryClient(big)
+    in_world(monkeypatch, 0, 1)
+    ds = S3IterableDataset(f"{B}d/", client=client, chunk_size=16 * 1024)
+    client.calls.clear()
+    got = list(ds)
+    assert [name for name, _ in got] == [f"s{j:03d}.bin" for j in range(120)]
+    sizes = [c[3] - c[2] for c in client.calls if c[0] == "get_range"]
+    assert sizes[0] <= 1024 and sizes[1] <= 2048 and sizes[2] <= 4096, sizes
+    # it grew to chunk_size (the shard's last range runs to its end: the end-of-archive blocks)
+    assert max(sizes[:-1]) == 16 * 1024, sizes

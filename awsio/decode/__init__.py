@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Union
 
 from awsio.decode.basic import BASIC_DECODERS, PICKLE_DECODERS
 from awsio.decode.crop import RandomResizedCrop
-from awsio.decode.image import IMAGE_EXTENSIONS, IMAGE_SPECS, ImageDecoder
+from awsio.decode.image import IMAGE_EXTENSIONS, IMAGE_SPECS, ImageDecoder, load_pil
 from awsio.decode.roles import ROLES, find_field
 from awsio.errors import DecodeError
 
@@ -82,6 +82,7 @@ class Decoder:
                     chain.append(("skip_images", None))
                 else:
                     chain.append(("image", ImageDecoder(spec)))
+                    load_pil()
                 image_set = True
             elif isinstance(spec, Mapping):
                 table = {str(k).lower(): v for k, v in spec.items()}

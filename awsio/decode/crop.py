@@ -25,6 +25,7 @@ import math
 import os
 from typing import Any, Sequence
 
+from awsio.decode.image import load_pil
 from awsio.errors import DecodeError
 
 __all__ = ["RandomResizedCrop", "native_jpeg"]
@@ -85,6 +86,7 @@ class RandomResizedCrop:
         self._rng: Any = None
         self._pid = -1
         self._lut: Any = None
+        load_pil()  # here, not in each forked DataLoader worker
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_rng": None, "_pid": -1, "_lut": None}

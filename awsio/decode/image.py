@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-__all__ = ["IMAGE_EXTENSIONS", "IMAGE_SPECS", "ImageDecoder"]
+__all__ = ["IMAGE_EXTENSIONS", "IMAGE_SPECS", "ImageDecoder", "load_pil"]
 
 IMAGE_EXTENSIONS = frozenset(
     "jpg jpeg jpe jfif png apng ppm pgm pbm pnm webp bmp dib gif tif tiff tga ico".split())
@@ -103,3 +103,15 @@ class ImageDecoder:
         if arr.ndim == 3:
             arr = arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def load_pil() -> None:
+    """Import PIL and its common format plugins now (where a pipeline that decodes images is
+    made): a forked DataLoader worker (started afresh every epoch) then has them, instead of
+    importing them before its first sample. Without Pillow, decoding an image raises ImportError
+    when called."""
+    try:
+        import PIL.Image
+    except ImportError:
+        return
+    PIL.Image.preinit()

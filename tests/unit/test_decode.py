@@ -179,3 +179,15 @@ def test_import_and_basic_decoding_need_neither_torch_nor_pil() -> None:
             "print(sorted(m for m in ('torch', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_image_decoder_loads_pil_where_it_is_made() -> None:
+    """PIL and its common format plugins are imported when the decoder is made (in the main
+    process), so that forked DataLoader workers, started afresh every epoch, do not each import
+    them before their first sample."""
+    for make in ("Pipeline(MemorySource([])).decode('pil')", "RandomResizedCrop(224)"):
+        code = ("import sys\nfrom awsio.pipeline import MemorySource, Pipeline\n"
+                f"from awsio.decode import RandomResizedCrop\n{make}\n"
+                "print(all(m in sys.modules for m in ('PIL.Image', 'PIL.JpegImagePlugin', 'PIL.PngImagePlugin')))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "True", make

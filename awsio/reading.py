@@ -5,10 +5,10 @@
 
 * plain objects: one GET each;
 * tar shards: the byte range of a run of consecutive samples, from the shard's index
-  (:mod:`awsio.archives.index`), cut into requests at sample boundaries: the first of a stream
-  of at most ``first_chunk`` bytes, each next one up to twice the last, at most ``chunk`` (the
-  first samples come as fast as a small request brings them; later, fewer and larger requests
-  cost the server and the client less per byte); members are checked against the index (a shard rewritten since it was indexed is
+  (:mod:`awsio.archives.index`), cut into requests at sample boundaries: those of a stream's
+  first unit of at most ``first_chunk`` bytes, each next one up to twice the last, at most
+  ``chunk`` (the first unit comes as fast as small requests bring it, wherever a resume starts;
+  later, fewer and larger requests cost the server and the client less per byte); members are checked against the index (a shard rewritten since it was indexed is
   an :class:`~awsio.errors.ArchiveError`, never a wrong sample);
 * zip shards: the members' local regions, from the central directory;
 * tar.gz shards (no random access): a forward-only stream per shard; samples before the wanted
@@ -84,6 +84,7 @@ class ShardReader:
         self.chunk = max(1, chunk)
         self.first_chunk = max(1, min(FIRST_CHUNK if first_chunk is None else first_chunk, self.chunk))
         self._step = self.first_chunk  # the size of the next tar request (grows to `chunk`)
+        self._first_unit: int | None = None  # the stream's first unit (read in first_chunk requests)
         self.open_chunk = open_chunk
         self.prefetch = prefetch
         self._tgz: dict[int, _TgzCursor] = {}
@@ -106,7 +107,12 @@ class ShardReader:
             a = starts[s]
             # the longest run of whole samples from s within `step` bytes (at least one): samples
             # s..e-1 end where sample e starts (or at the index's end for the shard's last sample)
-            step, self._step = self._step, min(self.chunk, 2 * self._step)
+            if self._first_unit is None:
+                self._first_unit = int(units[s - first])
+            if int(units[s - first]) == self._first_unit:
+                step = self.first_chunk  # the stream's first unit: small requests only
+            else:
+                step, self._step = self._step, min(self.chunk, 2 * self._step)
             hi = min(stop, len(starts) - 1)
             e = bisect.bisect_right(starts, a + step, s + 1, max(hi, s) + 1) - 1
             if e >= hi and stop == len(starts) and index.end - a <= step:
@@ -161,7 +167,7 @@ class ShardReader:
     # -- reading ------------------------------------------------------------------------------
     def read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
         """One list of records per unit, in order."""
-        self._step = self.first_chunk
+        self._step, self._first_unit = self.first_chunk, None
         parts: dict[int, list[Record]] = {}
         planned: deque[_Fetch] = deque()  # made by _plans(), not yet consumed, in order
 

@@ -402,3 +402,32 @@ def test_tar_requests_grow_from_the_first_chunk_to_chunk_size(monkeypatch: pytes
     assert sizes[0] <= 1024 and sizes[1] <= 2048 and sizes[2] <= 4096, sizes
     # it grew to chunk_size (the shard's last range runs to its end: the end-of-archive blocks)
     assert max(sizes[:-1]) == 16 * 1024, sizes
+
+
+def test_the_first_unit_of_a_stream_is_read_in_small_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests grow only after the stream's first unit: wherever a resume starts (a unit may
+    straddle two shards), every request made before its first unit is a small one, so that unit
+    comes as fast as small requests bring it."""
+    import awsio.reading as reading
+
+    member = 512 + 4096  # header + data
+    monkeypatch.setattr(reading, "FIRST_CHUNK", member)
+    objs = {f"{B}d/train-{i:03d}.tar": make_tar([(f"s{i}-{j:03d}.bin", bytes([j]) * 4096) for j in range(30)])
+            for i in range(3)}
+    client = MemoryClient(objs)
+    in_world(monkeypatch, 0, 1)
+
+    def make() -> Pipeline:
+        return S3IterableDataset(f"{B}d/", client=client, chunk_size=256 * 1024).batched(4, collate=list)
+
+    for steps in range(0, 22, 3):
+        p = make()
+        it = iter(p)
+        for _ in range(steps):
+            next(it)
+        fresh = make()
+        fresh.load_state_dict(p.state_dict())
+        client.calls.clear()
+        next(iter(fresh))
+        sizes = [c[3] - c[2] for c in client.calls if c[0] == "get_range"]
+        assert max(sizes) <= member + 10240, (steps, sizes)  # (a shard's last range runs to its end)

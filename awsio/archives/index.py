@@ -109,19 +109,23 @@ class ShardIndex:
         least_end = 0  # members end at least here (their data starts a header or more after them)
         last = -1
         for m in obj["members"]:
-            if isinstance(m, dict):
+            if type(m) is list and len(m) == 3:  # the common form, checked inline (a sidecar of
+                name, offset, size = m           # a large shard has tens of thousands of members)
+                if type(offset) is not int or type(size) is not int or size < 0:
+                    raise ValueError(f"member {m!r}: its offset or size is not a non-negative integer")
+                data_at = offset + 512
+            elif isinstance(m, dict):
                 name, offset, size = m["name"], _count(m["offset"]), _count(m["size"])
                 data_at = _count(m.get("data_offset", offset + 512))
-            elif isinstance(m, list) and len(m) == 3:
-                name, offset, size = m[0], _count(m[1]), _count(m[2])
-                data_at = offset + 512
             else:
                 raise TypeError(f"member {m!r} is not [name, offset, size]")
-            if not isinstance(name, str) or offset <= last or data_at < offset + 512:
+            if type(name) is not str or offset <= last or data_at < offset + 512:
                 raise ValueError(f"member {m!r}: no name, or its offset does not follow the last one")
             last = offset
-            least_end = max(least_end, data_at + ((size + 511) & ~511))
-            if not name.endswith("/") and not is_metadata(name):
+            end = data_at + ((size + 511) & ~511)
+            if end > least_end:
+                least_end = end
+            if not name.endswith("/") and not ("__" in name and is_metadata(name)):
                 members.append((name, offset, size))
         size = _count(obj["size"])
         end = _count(obj.get("end", least_end))

@@ -68,7 +68,7 @@ import copy
 import logging
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from awsio.batching import Batched, register_collation
 from awsio.decode import Decoder, DecoderSpec
@@ -77,6 +77,7 @@ from awsio.handlers import Handler, HandlerSpec, SkipStats, resolve_handler
 from awsio.source import MemorySource
 from awsio.stages import (Context, Decode, Group, Map, Rename, Select, Shuffle, ToTuple,
                           TransformRoles)
+from awsio.transport import use_shared_memory
 from awsio.world import current_world
 
 __all__ = ["MemorySource", "Pipeline", "PipelineMixin"]
@@ -304,6 +305,8 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
                  if self.batch_size is not None else None)
         if final is not None or self.unit > 1:
             register_collation()  # also in a spawned DataLoader worker, where collation runs
+            if get_worker_info() is not None:
+                use_shared_memory()  # its batches' bytes reach the training process through shared memory
         units = self.source.iter_units(self.unit)
         samples = [0]  # grouped samples not yet reported to the source's counters
 

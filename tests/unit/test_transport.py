@@ -107,3 +107,12 @@ def test_a_block_overwritten_before_it_is_read_is_an_error(monkeypatch: pytest.M
     memoryview(block.numpy())[:8].cast("q")[0] = -1  # the worker has started to write another batch
     with pytest.raises(AwsioError, match="not 1|reused before"):
         ForkingPickler.loads(data)
+
+
+def test_a_full_dev_shm_sends_batches_through_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh_pool(monkeypatch)
+    monkeypatch.setattr(transport, "_shm_free", lambda: 3 << 20)  # less than twice a 2 MiB block
+    before = transport.received[0]
+    batch = BatchDict(bin=[os.urandom(1 << 20), os.urandom(1 << 20)])
+    assert ForkingPickler.loads(ForkingPickler.dumps(batch)) == batch
+    assert transport.received[0] == before and transport._pool == []

@@ -116,3 +116,17 @@ def test_a_full_dev_shm_sends_batches_through_the_pipe(monkeypatch: pytest.Monke
     batch = BatchDict(bin=[os.urandom(1 << 20), os.urandom(1 << 20)])
     assert ForkingPickler.loads(ForkingPickler.dumps(batch)) == batch
     assert transport.received[0] == before and transport._pool == []
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_an_epoch_left_early_leaves_no_wrong_bytes_behind(persistent: bool) -> None:
+    recs = records(100)
+    want = {r.name.rsplit(".", 1)[0]: r.data for r in recs if r.name.endswith(".bin")}
+    loader = DataLoader(Pipeline(MemorySource(recs)).batched(5), batch_size=None, num_workers=2,
+                        persistent_workers=persistent, prefetch_factor=4)  # more in flight than the pool
+    for _ in range(2):
+        for i, batch in enumerate(loader):
+            assert all(want[k] == v for k, v in zip(batch["__key__"], batch["bin"]))
+            if i == 3:
+                break  # batches are left in flight, some of them in blocks never read
+    assert delivered(loader) == want

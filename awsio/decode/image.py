@@ -88,7 +88,8 @@ class ImageDecoder:
             img.load()
         if mode is None:
             return img
-        img = img.convert(mode.upper())
+        if img.mode != mode.upper():  # (convert() to the same mode would copy the image)
+            img = img.convert(mode.upper())
         if atype == "pil":
             return img
         import numpy as np

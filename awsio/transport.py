@@ -20,7 +20,8 @@ after copying, so a block overwritten early is an :class:`~awsio.errors.AwsioErr
 silently different sample. Memory: at most :data:`POOL_BLOCKS` blocks per worker are kept, each
 about the size of the largest batch sent; when every kept block is still unread, a one-off block
 is used; when /dev/shm has less than twice a new block's size free (a container's default is
-64 MiB), the batch goes through the pipe. ``AWSIO_SHARED_MEMORY_BATCHES=0`` turns it off.
+64 MiB) or a block cannot be made, the batch goes through the pipe. A forked child starts with
+an empty pool and its own sequence numbers. ``AWSIO_SHARED_MEMORY_BATCHES=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ _registered = [False]
 received = [0]  # batches this process has rebuilt from shared memory (tests, diagnostics)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child must not reuse its parent's blocks (both would write them) nor its
+    sequence numbers, nor a lock held by another thread at the fork."""
+    global _lock
+    _lock = threading.Lock()
+    _pool.clear()
+    _seq[0] = int.from_bytes(os.urandom(4), "little") << 24  # its own range (within int64)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def use_shared_memory() -> bool:
     """Send pipeline batches from this process through shared memory (idempotent). False when
     ``AWSIO_SHARED_MEMORY_BATCHES=0``."""
@@ -54,8 +67,13 @@ def use_shared_memory() -> bool:
     if not _registered[0]:
         from multiprocessing.reduction import ForkingPickler
 
+        from multiprocessing.util import Finalize
+
         ForkingPickler.register(Batch, _reduce_batch)
         ForkingPickler.register(BatchDict, _reduce_batch)
+        # forked workers leave through os._exit: drop the kept blocks first (torch's file_system
+        # sharing strategy would otherwise leave them in /dev/shm until the training process ends)
+        Finalize(None, _pool.clear, exitpriority=0)
         _registered[0] = True
     return True
 
@@ -90,7 +108,10 @@ def _fill(values: list[bytes]) -> tuple[Any, int] | None:
     number. None when no block can be had."""
     need = _HEADER + sum(len(v) for v in values)
     with _lock:
-        block = _take(need)
+        try:
+            block = _take(need)
+        except Exception:  # noqa: BLE001 - e.g. /dev/shm filled since it was checked: a failure
+            return None    # here would make multiprocessing drop the batch silently; use the pipe
         if block is None:
             return None
         view = memoryview(block.numpy())
@@ -126,7 +147,7 @@ def _take(need: int) -> Any:
             del _pool[i]  # read, but too small for this batch: make room for a larger one
             break
     size = max(need + need // 4, 1 << 20)  # room for batches a little larger than this one
-    if _shm_free() < 2 * size:  # writing past a full /dev/shm kills the process (SIGBUS)
+    if _shm_free() < 2 * size:  # leave /dev/shm to torch's own tensors when it runs low
         return None
     block = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(size))
     if len(_pool) < POOL_BLOCKS:

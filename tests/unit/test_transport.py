@@ -130,3 +130,30 @@ def test_an_epoch_left_early_leaves_no_wrong_bytes_behind(persistent: bool) -> N
             if i == 3:
                 break  # batches are left in flight, some of them in blocks never read
     assert delivered(loader) == want
+
+
+def test_a_block_that_cannot_be_made_sends_the_batch_through_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch raises when /dev/shm fills between the check and the allocation; raised in the queue's
+    # feeder thread, that would drop the batch silently
+    _fresh_pool(monkeypatch)
+
+    def full(size: int) -> None:
+        raise RuntimeError("unable to allocate shared memory: No space left on device (28)")
+
+    monkeypatch.setattr(torch.UntypedStorage, "_new_shared", staticmethod(full))
+    before = transport.received[0]
+    batch = BatchDict(bin=[os.urandom(1 << 20)])
+    assert ForkingPickler.loads(ForkingPickler.dumps(batch)) == batch
+    assert transport.received[0] == before
+
+
+def test_a_forked_child_does_not_reuse_its_parents_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh_pool(monkeypatch)
+    ForkingPickler.loads(ForkingPickler.dumps(BatchDict(bin=[os.urandom(100_000)])))  # a free block kept
+    seq = transport._seq[0]
+    pid = os.fork()
+    if pid == 0:  # the child: an empty pool and other sequence numbers, or exit code 1
+        os._exit(0 if transport._pool == [] and transport._seq[0] != seq else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(transport._pool) == 1

@@ -66,7 +66,6 @@ def use_shared_memory() -> bool:
         return False
     if not _registered[0]:
         from multiprocessing.reduction import ForkingPickler
-
         from multiprocessing.util import Finalize
 
         ForkingPickler.register(Batch, _reduce_batch)
@@ -85,16 +84,16 @@ def _bytes_list(value: Any) -> bool:
 def _reduce_batch(batch: Any) -> Any:
     """A pipeline batch whose lists of bytes go into one block (reduced as itself otherwise)."""
     items = list(batch.items()) if isinstance(batch, BatchDict) else list(enumerate(batch))
-    packed = [k for k, v in items if _bytes_list(v)]
-    total = sum(len(b) for k, v in items if k in packed for b in v) if packed else 0
-    if total < MIN_BYTES:
+    packed = {k: v for k, v in items if _bytes_list(v)}
+    values = [b for v in packed.values() for b in v]
+    if sum(map(len, values)) < MIN_BYTES:
         return _plain(batch)
-    sizes = {k: [len(b) for b in v] for k, v in items if k in packed}
-    rest = [(k, v) for k, v in items if k not in packed]
-    filled = _fill([b for k, v in items if k in packed for b in v])
+    filled = _fill(values)
     if filled is None:
         return _plain(batch)
     block, seq = filled
+    sizes = {k: [len(b) for b in v] for k, v in packed.items()}
+    rest = [(k, v) for k, v in items if k not in packed]
     return _rebuild_batch, (type(batch) is BatchDict, [k for k, _ in items], rest, sizes, block, seq)
 
 

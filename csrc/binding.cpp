@@ -156,6 +156,33 @@ class PyBytesAllocator : public awsio::BufferAllocator {
     b.warm = warm;
     return b;
   }
+  // A tuple of bytes objects, one per piece (small and many: plain allocations, no pool).
+  awsio::Buffer alloc_pieces(size_t size, const std::vector<size_t>& ends) override {
+    py::gil_scoped_acquire gil;
+    awsio::Buffer b;
+    PyObject* tuple = PyTuple_New(Py_ssize_t(ends.size()));
+    if (!tuple) {
+      PyErr_Clear();
+      return b;
+    }
+    b.pieces.reserve(ends.size());
+    size_t begin = 0;
+    for (size_t i = 0; i < ends.size(); ++i) {
+      PyObject* piece = PyBytes_FromStringAndSize(nullptr, Py_ssize_t(ends[i] - begin));
+      if (!piece) {
+        PyErr_Clear();
+        Py_DECREF(tuple);
+        return awsio::Buffer{};
+      }
+      PyTuple_SET_ITEM(tuple, Py_ssize_t(i), piece);  // steals the reference
+      b.pieces.push_back(PyBytes_AS_STRING(piece));
+      begin = ends[i];
+    }
+    b.handle = tuple;
+    b.size = size;
+    b.ends = ends;
+    return b;
+  }
   void release(awsio::Buffer& buf) override {
     if (buf.handle) {
       py::gil_scoped_acquire gil;
@@ -218,8 +245,18 @@ class Client {
   }
 
   void submit(int64_t tag, const std::string& bucket, const std::string& key, int64_t start, int64_t end,
-              bool head, int64_t size) {
+              bool head, int64_t size, std::vector<int64_t> cuts) {
+    if (!cuts.empty()) {
+      if (head || end < 0) throw py::value_error("cuts need a GET of a range with an end");
+      int64_t last = 0;
+      for (int64_t c : cuts) {
+        if (c < last || c > end - start)
+          throw py::value_error("cuts must be non-decreasing offsets within the range");
+        last = c;
+      }
+    }
     awsio::RequestSpec s;
+    s.cuts = std::move(cuts);
     s.tag = tag;
     s.bucket = bucket;
     s.key = key;
@@ -424,7 +461,8 @@ PYBIND11_MODULE(_native, m) {
       .def("set_credentials", &Client::set_credentials)
       .def("object_url", &Client::object_url)
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,
-           py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1)
+           py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1,
+           py::arg("cuts") = std::vector<int64_t>())
       .def("wait", &Client::wait, py::arg("timeout") = -1.0)
       .def("cancel_all", &Client::cancel_all)
       .def("wakeup", &Client::wakeup)

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #if defined(__linux__)
@@ -83,13 +84,39 @@ void MallocAllocator::release(Buffer& buf) {
   buf = Buffer{};
 }
 
-bool allocate_body(BufferAllocator* alloc, size_t size, Buffer* body, std::future<void>* prefault) {
+void write_body_at(Buffer& body, size_t at, const char* src, size_t n) {
+  if (body.pieces.empty()) {
+    std::memcpy(body.data + at, src, n);
+    return;
+  }
+  // the first piece that ends past `at` (empty pieces end where they start: passed over)
+  size_t i = size_t(std::upper_bound(body.ends.begin(), body.ends.end(), at) - body.ends.begin());
+  while (n > 0 && i < body.pieces.size()) {
+    const size_t begin = i ? body.ends[i - 1] : 0;
+    const size_t k = std::min(n, body.ends[i] - at);
+    std::memcpy(body.pieces[i] + (at - begin), src, k);
+    at += k;
+    src += k;
+    n -= k;
+    ++i;
+  }
+}
+
+bool allocate_body(BufferAllocator* alloc, size_t size, const std::vector<int64_t>& cuts, Buffer* body,
+                   std::future<void>* prefault) {
   try {
-    *body = alloc->alloc(size);
+    if (cuts.empty()) {
+      *body = alloc->alloc(size);
+    } else {
+      std::vector<size_t> ends(cuts.begin(), cuts.end());
+      ends.push_back(size);
+      *body = alloc->alloc_pieces(size, ends);
+    }
   } catch (...) {  // never let an exception cross libcurl's C frames
     *body = Buffer{};
   }
   if (!body->handle) return false;
+  if (!body->pieces.empty()) return true;
   advise_large_buffer(body->data, body->size);
   if (!body->warm && body->size >= kPrefaultMin && prefault_enabled()) {
     char* d = body->data;

@@ -4,16 +4,20 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <future>
+#include <vector>
 
 #include "s3_core.hpp"
 
 namespace awsio {
 
-// A body of `size` bytes from `alloc` into *body; false if that failed (never throws: it runs
-// inside libcurl's callbacks). A large body that is not warm starts being faulted in on a
-// helper thread (*prefault; join_prefault before the body is handed out or released).
-bool allocate_body(BufferAllocator* alloc, size_t size, Buffer* body, std::future<void>* prefault);
+// A body of `size` bytes from `alloc` into *body, in pieces cut at `cuts` when that is not
+// empty; false if that failed (never throws: it runs inside libcurl's callbacks). A large body
+// in one piece that is not warm starts being faulted in on a helper thread (*prefault;
+// join_prefault before the body is handed out or released).
+bool allocate_body(BufferAllocator* alloc, size_t size, const std::vector<int64_t>& cuts, Buffer* body,
+                   std::future<void>* prefault);
 void join_prefault(std::future<void>& prefault);
 
 // Bytes of bodies held against a limit: being received, or finished and not yet returned.

@@ -161,7 +161,8 @@ struct S3Engine::Impl {
     const int64_t len = cl >= 0 ? int64_t(cl) : status == 206 ? t->reply.cr_last - t->reply.cr_first + 1 : -1;
     if (t->parent || t->spawned) {  // a part, or a first part retried while its parts are out:
       t->first_write = false;       // exactly its bytes (checked above), at its place in the body
-      t->dest = t->parent ? t->parent->body.data + t->offset : t->body.data;
+      t->dest = t->parent ? &t->parent->body : &t->body;
+      t->dest_at = t->parent ? t->offset : 0;
       t->limit = t->parent ? t->part_len : t->spawn_from;
       return 0;
     }
@@ -193,12 +194,16 @@ struct S3Engine::Impl {
     t->first_write = false;
     t->want = need;
     if (t->charged == 0) budget.charge(&t->charged, need);
-    if (!allocate_body(alloc, need, &t->body, &t->prefault)) {
+    // pieces only for exactly the range asked (a 206, its size known); anything else is one piece
+    static const std::vector<int64_t> kOnePiece;
+    const bool exact = status == 206 && t->spec.end >= 0 && int64_t(need) == t->spec.end - t->spec.start;
+    if (!allocate_body(alloc, need, exact ? t->spec.cuts : kOnePiece, &t->body, &t->prefault)) {
       t->alloc_failed = true;
       *stop = true;
       return 0;
     }
-    t->dest = t->body.data;
+    t->dest = &t->body;
+    t->dest_at = 0;
     t->limit = size_t(len);
     if (need > size_t(len)) {  // the rest comes in parts
       t->spawn_from = size_t(len);
@@ -221,7 +226,7 @@ struct S3Engine::Impl {
                            std::to_string(t->limit), "more than " + std::to_string(t->limit));
         return 0;  // CURLE_WRITE_ERROR; retried
       }
-      std::memcpy(t->dest + t->written, data, len);
+      write_body_at(*t->dest, t->dest_at + t->written, data, len);
       t->written += len;
       t->sum.update(data, len);  // while the bytes are in cache
     } else if (t->use_fallback) {

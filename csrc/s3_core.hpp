@@ -81,15 +81,28 @@ struct Tally {
 // thread running S3Engine::wait(); release() frees a buffer that will not be returned.
 struct Buffer {
   void* handle = nullptr;  // owner token (a PyObject* in the binding)
-  char* data = nullptr;
+  char* data = nullptr;    // the body, when it is one piece
   size_t size = 0;
   bool warm = false;       // memory already faulted in (a recycled buffer): no prefault needed
+  // A body in pieces (RequestSpec::cuts): piece i is bytes [ends[i-1], ends[i]) of the body
+  // (from 0 for the first), at pieces[i]; ends.back() == size. Empty: the body is `data`.
+  std::vector<char*> pieces;
+  std::vector<size_t> ends;
 };
+
+// Copy n bytes into `body` at offset `at` (at + n <= body.size), across pieces if it has them.
+void write_body_at(Buffer& body, size_t at, const char* src, size_t n);
 
 class BufferAllocator {
  public:
   virtual ~BufferAllocator() = default;
   virtual Buffer alloc(size_t size) = 0;
+  // A body of `size` bytes in pieces ending at `ends` (ends.back() == size). An allocator that
+  // has no use for pieces may return one piece (the caller then cuts it).
+  virtual Buffer alloc_pieces(size_t size, const std::vector<size_t>& ends) {
+    (void)ends;
+    return alloc(size);
+  }
   virtual void release(Buffer& buf) = 0;
 };
 
@@ -110,6 +123,11 @@ struct RequestSpec {
   // it is retried, then reported as IntegrityError "SizeMismatch".
   int64_t size = -1;
   bool head = false;
+  // A GET of a known range may ask for its body in pieces cut at these offsets into the range
+  // (non-decreasing, each within it): the bytes are written straight into the pieces (a tar
+  // range into its members, with no second copy). Honoured when the reply is exactly the range
+  // (206); otherwise the body is one piece.
+  std::vector<int64_t> cuts;
 };
 
 // IntegrityError: the server answered, but the reply contradicted what was asked or is known

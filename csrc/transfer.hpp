@@ -65,7 +65,8 @@ struct Transfer {
   Mismatch mismatch;            // the reply contradicts what was asked or is known
   Checksum sum;                 // the body's, when it is checked against reply.sum_value
   Buffer body;
-  char* dest = nullptr;         // where this response's bytes go
+  Buffer* dest = nullptr;       // the body this response's bytes go to (its own, or its parent's)
+  size_t dest_at = 0;           // from this offset in it
   size_t limit = 0;             // and how many it may write
   size_t charged = 0;           // bytes of the in-flight budget held for this body
   size_t want = 0;              // body size of this response (waiting for budget, or allocated)

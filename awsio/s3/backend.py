@@ -12,9 +12,9 @@ the object. A range past the end of the object is clipped (like S3); an empty ra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, NamedTuple, Optional, Protocol, Tuple
+from typing import Iterable, Iterator, NamedTuple, Optional, Protocol, Tuple, Union
 
-__all__ = ["Backend", "ObjectInfo", "Request", "request_bytes"]
+__all__ = ["Backend", "Body", "ObjectInfo", "Request", "check_cuts", "cut_body", "request_bytes"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class Request(NamedTuple):
     that contradicts it (``Content-Length`` of a whole-object 200, the total in ``Content-Range``)
     is retried and then raised as :class:`awsio.errors.IntegrityError` (``SizeMismatch``): the
     object was replaced since it was listed, or something on the way cut it.
+
+    ``cuts`` (a range with an end only): the body comes back as a tuple of ``bytes``, cut at
+    these offsets into the range (non-decreasing, each within it; see :func:`cut_body`). The
+    native backend writes the bytes straight into the pieces as they arrive (a tar range into
+    its members: no second copy); the Python backend cuts the body it received.
     """
 
     bucket: str
@@ -41,6 +46,35 @@ class Request(NamedTuple):
     start: int = 0
     end: Optional[int] = None
     size: Optional[int] = None
+    cuts: Optional[Tuple[int, ...]] = None
+
+
+#: What a GET brings: ``bytes``, or for a :class:`Request` with ``cuts`` a tuple of them.
+Body = Union[bytes, Tuple[bytes, ...]]
+
+
+def cut_body(data: bytes, cuts: Tuple[int, ...]) -> Tuple[bytes, ...]:
+    """``data`` cut at ``cuts``: ``len(cuts) + 1`` pieces that join to ``data`` (a body shorter
+    than the range asked, clipped at the object's end, gives short or empty last pieces)."""
+    bounds = (0, *cuts, len(data))
+    return tuple(data[bounds[i]:max(bounds[i], bounds[i + 1])] for i in range(len(cuts) + 1))
+
+
+def check_cuts(request: Request) -> None:
+    """ValueError unless ``request.cuts`` is usable: a range with an end, offsets non-decreasing
+    and within it."""
+    cuts = request.cuts
+    if not cuts:
+        return
+    where = f"s3://{request.bucket}/{request.key}"
+    if request.end is None:
+        raise ValueError(f"cuts need a range with an end ({where})")
+    last = 0
+    for c in cuts:
+        if c < last or c > request.end - request.start:
+            raise ValueError(f"cuts must be non-decreasing offsets within [{request.start}, {request.end}) "
+                             f"({where})")
+        last = c
 
 
 def request_bytes(request: Request) -> int:
@@ -59,8 +93,9 @@ class Backend(Protocol):
         """One object or one range of it, as real ``bytes`` (``size``: see :class:`Request`)."""
 
     def get_many(self, requests: Iterable[Request], ordered: bool = True,
-                 ramp: bool = False) -> Iterator[Tuple[int, bytes]]:
-        """Many GETs with up to ``max_connections`` in flight; yields ``(index_in_requests, data)``.
+                 ramp: bool = False) -> Iterator[Tuple[int, Body]]:
+        """Many GETs with up to ``max_connections`` in flight; yields ``(index_in_requests, data)``
+        (``data``: bytes, or the pieces of a request with ``cuts``).
 
         ``requests`` may be a lazy iterator: it is consumed only as far as the in-flight window
         needs, so memory stays bounded by the window, not the request count. Requests sent and

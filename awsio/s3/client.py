@@ -23,7 +23,7 @@ from awsio.config import S3Config
 from awsio.errors import ConfigError, NoSuchBucketError, NoSuchKeyError
 from awsio.memory import keep_freed_memory
 from awsio.metrics import Metrics, Snapshot
-from awsio.s3.backend import Backend, ObjectInfo, Request
+from awsio.s3.backend import Backend, Body, ObjectInfo, Request
 from awsio.s3.reader import S3Reader
 from awsio.s3.url import S3URL, ObjectURL, parse_url
 
@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 
 URLLike = Union[str, S3URL]
 # A get_many item: a URL (whole object), an ObjectInfo from a listing (whole object of a known
-# size), (url, start, end) for a half-open range, or (url, start, end, size) with the object's size.
+# size), (url, start, end) for a half-open range, (url, start, end, size) with the object's size,
+# or (url, start, end, size, cuts): the range's body in pieces cut at `cuts` (see backend.Request).
 GetItem = Union[URLLike, ObjectInfo, Tuple[URLLike, int, Optional[int]],
-                Tuple[URLLike, int, Optional[int], Optional[int]]]
+                Tuple[URLLike, int, Optional[int], Optional[int]],
+                Tuple[URLLike, int, Optional[int], Optional[int], Optional[Tuple[int, ...]]]]
 
 _warned_fallback = False
 _warn_lock = threading.Lock()
@@ -171,10 +173,12 @@ class S3Client:
         return self.backend.get(u.bucket, u.key, start, end, size)
 
     def get_many(self, urls: Iterable[GetItem], ordered: bool = True,
-                 ramp: bool = False) -> Iterator[Tuple[str, bytes]]:
+                 ramp: bool = False) -> Iterator[Tuple[str, Body]]:
         """Fetch many objects (or ranges) with up to ``max_connections`` requests in flight.
 
         Yields ``(url, bytes)``; in the input order with ``ordered=True``, else as they complete.
+        An item with ``cuts`` (a 5-tuple) yields its range as a tuple of pieces instead: with the
+        native backend each member of a tar range arrives in its own ``bytes``, copied once.
         ``urls`` is consumed lazily, so memory is bounded by the in-flight window. Items that
         carry the object's size (an ObjectInfo, a 4-tuple) are checked against it. ``ramp``:
         one request in flight at first, the window doubling with each result taken (the first
@@ -185,16 +189,18 @@ class S3Client:
         def requests() -> Iterator[Request]:
             for i, item in enumerate(urls):
                 url: URLLike
-                start, end, size = 0, None, None
+                start, end, size, cuts = 0, None, None, None
                 if isinstance(item, ObjectInfo):
                     url, size = item.url, item.size
                 elif isinstance(item, tuple):
-                    url, start, end, size = (*item, None) if len(item) == 3 else item
+                    if not 3 <= len(item) <= 5:
+                        raise ValueError(f"a get_many item is (url, start, end[, size[, cuts]]), not {item!r}")
+                    url, start, end, size, cuts = (*item, None, None)[:5]
                 else:
                     url = item
                 u = parse_url(url)
                 names[i] = str(url) if isinstance(url, str) else str(u)
-                yield Request(u.bucket, u.key, start, end, size)
+                yield Request(u.bucket, u.key, start, end, size, cuts)
 
         for i, data in self.backend.get_many(requests(), ordered=ordered, ramp=ramp):
             yield names.pop(i), data

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Optional, Tuple
 from awsio.config import Credentials, S3Config, credentials_provider
 from awsio.errors import EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.metrics import CAUSES, Metrics
-from awsio.s3.backend import ObjectInfo, Request, request_bytes
+from awsio.s3.backend import Body, ObjectInfo, Request, check_cuts, cut_body, request_bytes
 
 __all__ = ["NativeBackend", "native_available", "native_client"]
 
@@ -210,8 +210,8 @@ class _Pump:
     def _run(self) -> None:
         b, handle = self.backend, self.handle
         client = handle.client
-        names: dict[int, Tuple[str, str, int, Optional[int]]] = {}
-        parked: dict[int, bytes] = {}
+        names: dict[int, Request] = {}
+        parked: dict[int, Body] = {}
         next_submit = next_put = inflight = 0
         waiting: Optional[Request] = None  # the next request, when it did not fit
         exhausted = False
@@ -230,12 +230,13 @@ class _Pump:
                             break
                         self.held += n
                         self.sizes[next_submit] = n
-                    bucket, key, start, end, size = waiting
-                    waiting = None
+                    req, waiting = waiting, None
+                    bucket, key, start, end, size, cuts = req
                     b._check_range(bucket, key, start, end)
+                    check_cuts(req)
                     client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
-                                  -1 if size is None else size)
-                    names[next_submit] = (bucket, key, start, end)
+                                  -1 if size is None else size, cuts or ())
+                    names[next_submit] = req
                     next_submit += 1
                     inflight += 1
                 if inflight == 0:
@@ -247,16 +248,16 @@ class _Pump:
                         self.cond.wait_for(lambda: self.stopped or self._room(next_submit, n), _TICK)
                     continue
                 b._refresh(handle)
-                batch: list[Tuple[Any, str, str, Optional[bytes]]] = []
+                batch: list[Tuple[Any, Request, Optional[Body]]] = []
                 for r in _wait(client, "a batch"):  # all counted before one is raised or handed over
                     inflight -= 1
-                    bucket, key, start, end = names.pop(r.tag)
-                    data = b._body(r, start, end)
+                    req = names.pop(r.tag)
+                    data = b._body(r, req.start, req.end, req.cuts)
                     b._count("get", r, data)
-                    batch.append((r, bucket, key, data))
-                for r, bucket, key, data in batch:
+                    batch.append((r, req, data))
+                for r, req, data in batch:
                     if data is None:
-                        raise b._error(bucket, key, r)
+                        raise b._error(req.bucket, req.key, r)
                     if not self.ordered:
                         self._put((r.tag, data))
                         continue
@@ -352,11 +353,12 @@ class NativeBackend:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _count(self, op: str, r: Any, data: Optional[bytes]) -> None:
+    def _count(self, op: str, r: Any, data: Optional[Body]) -> None:
         """Feed one result's requests, retries by cause and TTFB into ``metrics`` (a "cancelled"
         result: what abandoned requests cost; they are not errors)."""
         m = self.metrics
-        m.request(op, len(data) if data is not None else 0, n=r.requests)
+        size = 0 if data is None else len(data) if isinstance(data, bytes) else sum(map(len, data))
+        m.request(op, size, n=r.requests)
         for cause, n in zip(CAUSES, r.retries):
             if n:
                 m.retry(cause, n)
@@ -385,11 +387,15 @@ class NativeBackend:
         )
 
     @staticmethod
-    def _body(r: Any, start: int, end: Optional[int]) -> Optional[bytes]:
-        """The bytes asked for of a GET result (None for a failure or a HEAD)."""
-        if r.kind == "whole":  # the server ignored Range: cut the range out here
-            return r.data[start:end]  # type: ignore[no-any-return]
-        return r.data if r.kind == "ok" else None
+    def _body(r: Any, start: int, end: Optional[int], cuts: Optional[Tuple[int, ...]] = None) -> Optional[Body]:
+        """The bytes asked for of a GET result (None for a failure or a HEAD), in pieces when
+        asked for (the engine cut them as they came, unless the reply was not exactly the range)."""
+        if r.kind not in ("ok", "whole"):
+            return None
+        data = r.data[start:end] if r.kind == "whole" else r.data  # "whole": the server ignored Range
+        if cuts is None or isinstance(data, tuple):
+            return data  # type: ignore[no-any-return]
+        return cut_body(data, cuts)
 
     # -- Backend protocol --------------------------------------------------------------------
 

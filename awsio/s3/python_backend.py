@@ -29,7 +29,7 @@ from awsio.config import S3Config
 from awsio.errors import AccessDeniedError, EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.logsafe import redact_aws_logs
 from awsio.metrics import Metrics
-from awsio.s3.backend import ObjectInfo, Request, request_bytes
+from awsio.s3.backend import Body, ObjectInfo, Request, check_cuts, cut_body, request_bytes
 from awsio.s3.integrity import check_reply, parse_content_range
 from awsio.s3.ratelimit import RateLimiter
 from awsio.s3.threads import DaemonPool
@@ -383,9 +383,9 @@ class PythonBackend:
             return self._pool
 
     def get_many(self, requests: Iterable[Request], ordered: bool = True,
-                 ramp: bool = False) -> Iterator[Tuple[int, bytes]]:
+                 ramp: bool = False) -> Iterator[Tuple[int, Body]]:
         """Up to ``max_connections`` GETs in flight over a lazily consumed request iterator
-        (``ramp``: see Backend.get_many).
+        (``ramp``: see Backend.get_many; a request with ``cuts``: its body cut once received).
 
         Closing the iterator early abandons the GETs in flight (their sockets are shut down).
         """
@@ -393,7 +393,7 @@ class PythonBackend:
         full, budget = self._config.max_connections, self._config.max_inflight_bytes
         window = 1 if ramp else full
         it = enumerate(requests)
-        inflight: deque[Tuple[int, Future[bytes], _Cancel, int]] = deque()
+        inflight: deque[Tuple[int, Future[bytes], _Cancel, int, Optional[Tuple[int, ...]]]] = deque()
         held = 0  # known bytes of the requests in `inflight`
         waiting: Optional[Tuple[int, Request]] = None  # the next request, when it did not fit
         exhausted = False
@@ -412,17 +412,22 @@ class PythonBackend:
                 if inflight and held + n > budget:
                     return
                 waiting = None
+                check_cuts(req)
                 cancel = _Cancel()
                 fut = pool.submit(self._get, req.bucket, req.key, req.start, req.end, req.size, cancel)
-                inflight.append((i, fut, cancel, n))
+                inflight.append((i, fut, cancel, n, req.cuts))
                 held += n
+
+        def body(fut: Future[bytes], cuts: Optional[Tuple[int, ...]]) -> Body:
+            data = fut.result()
+            return data if cuts is None else cut_body(data, cuts)
 
         try:
             refill()
             while inflight:
                 if ordered:
-                    i, fut, _, n = inflight.popleft()
-                    data = fut.result()
+                    i, fut, _, n, cuts = inflight.popleft()
+                    data = body(fut, cuts)
                     held -= n
                     window = min(full, 2 * window)
                     refill()
@@ -435,10 +440,10 @@ class PythonBackend:
                         held -= item[3]
                     window = min(full, window << len(ready))
                     refill()
-                    for i, fut, _, _ in ready:
-                        yield i, fut.result()
+                    for i, fut, _, _, cuts in ready:
+                        yield i, body(fut, cuts)
         finally:
-            for _, fut, cancel, _ in inflight:  # on error or early close: abandon the rest
+            for _, fut, cancel, _, _ in inflight:  # on error or early close: abandon the rest
                 fut.cancel()
                 cancel.cancel()
 

@@ -81,7 +81,9 @@ def test_get_many_parity(s3_config, s3_bucket, pair):
     objects = {f"many/{i:04d}": os.urandom(i * 97) for i in range(60)}  # many/0000 is empty
     _put(s3_config, s3_bucket, objects)
     native, python = pair
-    reqs = [(s3_bucket, k, 0, None) for k in objects] * 3 + [(s3_bucket, "many/0050", 3, 40)]
+    reqs = ([(s3_bucket, k, 0, None) for k in objects] * 3 + [(s3_bucket, "many/0050", 3, 40)]
+            + [(s3_bucket, "many/0059", 9, 5000, None, (0, 512, 513, 4000, 4991)),  # pieces
+               (s3_bucket, "many/0059", 9, 9000, None, (100, 5000, 8991))])  # past the end: clipped pieces
     got_n = list(native.get_many(iter(reqs), ordered=True))
     got_p = list(python.get_many(iter(reqs), ordered=True))
     assert got_n == got_p

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from awsio.archives.index import ShardIndex
-from awsio.archives.tar import TarMember, cut_members, iter_tar
+from awsio.archives.tar import TarMember, cut_members, iter_tar, member_cuts
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.epoch import Order
 from awsio.errors import ArchiveError, AwsioError
@@ -65,7 +65,7 @@ class _Fetch:
     shard: int
     first: int          # first sample (within the shard)
     stop: int           # one past the last sample
-    request: tuple[str, int, int | None, int | None] | None = None
+    request: tuple[str, int, int | None, int | None, tuple[int, ...] | None] | None = None
     units: Any = None
     ends: list[int] = field(default_factory=list)
 
@@ -95,7 +95,7 @@ class ShardReader:
         """The fetches of samples ``first..stop-1`` of shard ``sh`` (``units``: each one's unit)."""
         shard = self.shards[sh]
         if shard.kind is None:
-            return [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size), units[s - first:s - first + 1])
+            return [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size, None), units[s - first:s - first + 1])
                     for s in range(first, stop)]
         if shard.kind != "tar":
             return [_Fetch(sh, first, stop, None, units)]
@@ -121,7 +121,9 @@ class ShardReader:
             b = index.byte_range(s, e)[1]
             if e == index.sample_count and shard.size is not None:
                 b = shard.size  # to the end: members after the last sample (links) are seen
-            out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size), units[s - first:e - first]))
+            # each member in a piece of its own, written there by the reader: no copy to cut it out
+            cuts = member_cuts(self._members(sh, index, a, b), a, b)
+            out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size, cuts), units[s - first:e - first]))
             s = e
         return out
 
@@ -178,7 +180,7 @@ class ShardReader:
 
         source = plans()
 
-        def requests() -> Iterator[tuple[str, int, int | None, int | None]]:
+        def requests() -> Iterator[tuple[str, int, int | None, int | None, tuple[int, ...] | None]]:
             # the fetches already planned (after a restart), then new ones as get_many asks
             for f in itertools.chain(list(planned), source):
                 if f.request is not None:
@@ -257,17 +259,20 @@ class ShardReader:
             self._skip(f, exc)
             return []
 
-    def _tar_records(self, f: _Fetch, data: bytes) -> list[tuple[int, Record]]:
+    def _tar_records(self, f: _Fetch, data: bytes | tuple[bytes, ...]) -> list[tuple[int, Record]]:
         shard, index = self.shards[f.shard], self.indexes[f.shard]
         assert f.request is not None
         a, b = f.request[1], int(f.request[2])  # type: ignore[arg-type]
-        if len(data) != b - a:  # only possible when the size was not known: S3 clips the range
-            raise ArchiveError(f"the shard ends {len(data)} bytes into [{a}, {b}): shorter than its index "
+        got = len(data) if isinstance(data, bytes) else sum(map(len, data))
+        if got != b - a:  # only possible when the size was not known: S3 clips the range
+            raise ArchiveError(f"the shard ends {got} bytes into [{a}, {b}): shorter than its index "
                                "says (rewritten since it was indexed?)", url=shard.url, member=None, offset=a)
         expected = self._members(f.shard, index, a, b)
         direct = cut_members(data, a, expected)
         if direct is not None:
             return [(index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data)) for m in direct]
+        if isinstance(data, tuple):
+            data = b"".join(data)  # the walk below reads the range as one piece
         links = self.stats.counts[("read", "hardlink")]
         # one read of the whole range (BytesIO hands back the bytes object itself: no copy)
         members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=b != shard.size,

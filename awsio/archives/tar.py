@@ -28,11 +28,14 @@ import re
 import zlib
 from typing import BinaryIO, Callable, Iterator, NamedTuple, Protocol, Sequence
 
+import numpy as np
+
 from awsio.errors import ArchiveError
 from awsio.grouping import is_metadata
 from awsio.handlers import SkipStats
+from awsio.s3.backend import cut_body
 
-__all__ = ["TarMember", "iter_tar", "walk_tar"]
+__all__ = ["TarMember", "cut_members", "iter_tar", "member_cuts", "walk_tar"]
 
 log = logging.getLogger(__name__)
 
@@ -209,35 +212,79 @@ def _name(header: bytes) -> str:
     return name.decode("utf-8", "surrogateescape")
 
 
-def cut_members(data: bytes, start: int, expected: Sequence[tuple[str, int, int]]) -> list[TarMember] | None:
+def member_cuts(expected: Sequence[tuple[str, int, int]], start: int, end: int) -> tuple[int, ...] | None:
+    """Where to cut the bytes ``[start, end)`` of a tar so that each member ``expected``
+    (``(name, offset, size)`` from a shard index, in order) lands in a piece of its own: after
+    its header, after its data. The pieces alternate: headers (with the padding before them),
+    members, ..., and what follows the last member. None if the members do not fit the range in
+    order (the index does not describe it)."""
+    cuts: list[int] = []
+    last = 0
+    for _, offset, size in expected:
+        data = offset - start + BLOCK
+        if data < last or size < 0:
+            return None
+        last = data + size
+        cuts += (data, last)
+    return tuple(cuts) if last <= end - start else None
+
+
+def cut_members(data: bytes | tuple[bytes, ...], start: int,
+                expected: Sequence[tuple[str, int, int]]) -> list[TarMember] | None:
     """The members ``expected`` (``(name, offset, size)`` from a shard index, in order) cut
-    straight out of ``data``, the bytes of the tar from offset ``start``: each must sit at its
-    offset under a plain ustar header (regular file, valid checksum) naming exactly it with its
-    size, one right after the other, with only zero blocks after the last. That is the common
-    case, and several times cheaper than walking the headers. None when anything else is there
-    (a link, a pax or GNU long-name header, a directory, a mismatch): walk the range with
-    :func:`iter_tar` instead, which resolves, counts or raises as it should."""
+    straight out of ``data``, the bytes of the tar from offset ``start``: one ``bytes``, or the
+    pieces :func:`member_cuts` names (as the reader delivers them: then each member is its piece,
+    not copied again). Each member must sit at its offset under a plain ustar header (regular
+    file, valid checksum) naming exactly it with its size, one right after the other, with only
+    zero bytes after the last. That is the common case, and several times cheaper than walking
+    the headers. None when anything else is there (a link, a pax or GNU long-name header, a
+    directory, a mismatch): walk the range with :func:`iter_tar` instead, which resolves, counts
+    or raises as it should."""
+    if isinstance(data, tuple):
+        pieces = data
+    else:
+        cuts = member_cuts(expected, start, start + len(data))
+        if cuts is None:
+            return None
+        pieces = cut_body(data, cuts)
+    if len(pieces) != 2 * len(expected) + 1:
+        return None
     out: list[TarMember] = []
-    pos = 0
+    headers: list[bytes] = []
+    at = pos = 0  # where the next piece starts; where the next header must end
     try:
-        for name, offset, size in expected:
-            if offset - start != pos:
+        for i, (name, offset, size) in enumerate(expected):
+            lead, member = pieces[2 * i], pieces[2 * i + 1]
+            at += len(lead)
+            header = lead[-BLOCK:]
+            if (offset - start != pos or at - BLOCK != pos or len(header) < BLOCK or header[156] not in (0x30, 0)
+                    or _number(header[124:136]) != size or _name(header) != name or len(member) != size):
                 return None
-            header = data[pos:pos + 512]
-            if (len(header) < 512 or header[156] not in (0x30, 0) or _number(header[124:136]) != size
-                    or _name(header) != name or not _checksum_ok(header)):
-                return None
-            pos += 512
-            member = data[pos:pos + size]
-            if len(member) != size:
-                return None
+            headers.append(header)
             out.append(TarMember(name, member, offset))
-            pos += (size + 511) & ~511
+            at += size
+            pos += BLOCK + ((size + BLOCK - 1) & ~(BLOCK - 1))
     except ValueError:
         return None
-    if data[pos:].strip(b"\0"):
+    if pieces[-1][pos - at:].strip(b"\0") or not _checksums_ok(headers):  # zero blocks only after the last
         return None
     return out
+
+
+def _checksums_ok(headers: list[bytes]) -> bool:
+    """Whether every header's checksum is right (all at once: a per-header ``sum`` costs more
+    than the rest of cutting a member)."""
+    if not headers:
+        return True
+    blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(len(headers), BLOCK)
+    unsigned = blocks.sum(axis=1, dtype=np.int64) - blocks[:, 148:156].sum(axis=1, dtype=np.int64) + 256
+    for header, total in zip(headers, unsigned.tolist()):
+        try:
+            if _number(header[148:156]) != total and not _checksum_ok(header):  # (or signed, as some tars)
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 def iter_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,

@@ -293,24 +293,65 @@ def _index_of(blob: bytes) -> ShardIndex:
     return build_index(io.BytesIO(blob))
 
 
-def test_cut_members_gives_what_walking_the_headers_gives():
+def _as_read(data: bytes, start: int, expected: Any, pieces: bool) -> Any:
+    """A ranged read as the shard reader gets it: one bytes, or in the pieces its cuts name."""
+    from awsio.archives.tar import member_cuts
+    from awsio.s3.backend import cut_body
+
+    if not pieces:
+        return data
+    cuts = member_cuts(expected, start, start + len(data))
+    assert cuts is not None
+    return cut_body(data, cuts)
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+def test_cut_members_gives_what_walking_the_headers_gives(pieces: bool) -> None:
     from awsio.archives.tar import cut_members
 
-    blob = make_tar([(f"s{i}.{ext}", os.urandom(700 + 37 * i)) for i in range(6) for ext in ("jpg", "cls")])
+    blob = make_tar([(f"s{i}.{ext}", os.urandom(700 + 37 * i)) for i in range(6) for ext in ("jpg", "cls")]
+                    + [("empty.txt", b""), ("block.bin", os.urandom(1024))])
     index = _index_of(blob)
     walked = list(iter_tar(io.BytesIO(blob)))
-    assert cut_members(blob, 0, index.members) == walked
+    assert cut_members(_as_read(blob, 0, index.members, pieces), 0, index.members) == walked
     # a range from the third member on, as the shard reader reads it
     a = index.members[2][1]
-    assert cut_members(blob[a:], a, index.members[2:]) == walked[2:]
+    assert cut_members(_as_read(blob[a:], a, index.members[2:], pieces), a, index.members[2:]) == walked[2:]
     # a range that stops before the end-of-archive blocks
     b = index.members[5][1]
-    assert cut_members(blob[a:b], a, index.members[2:5]) == walked[2:5]
+    assert cut_members(_as_read(blob[a:b], a, index.members[2:5], pieces), a, index.members[2:5]) == walked[2:5]
 
 
+def test_members_cut_from_pieces_are_the_pieces_themselves() -> None:
+    """The reader writes each member into its own bytes: cutting must not copy it again."""
+    from awsio.archives.tar import cut_members
+
+    blob = make_tar([(f"s{i}.bin", os.urandom(3000 + i)) for i in range(5)])
+    index = _index_of(blob)
+    read = _as_read(blob, 0, index.members, True)
+    members = cut_members(read, 0, index.members)
+    assert members is not None and [m.data for m in members] == [read[2 * i + 1] for i in range(5)]
+    assert all(m.data is read[2 * i + 1] for i, m in enumerate(members))
+
+
+def test_pieces_that_do_not_match_the_index_are_left_to_the_walk() -> None:
+    from awsio.archives.tar import cut_members, member_cuts
+
+    blob = make_tar([(f"s{i}.bin", os.urandom(3000 + i)) for i in range(3)])
+    members = list(_index_of(blob).members)
+    read = _as_read(blob, 0, members, True)
+    assert cut_members(read[:-2] + (read[-2] + read[-1],), 0, members) is None  # pieces joined
+    assert cut_members(read + (b"",), 0, members) is None  # one piece too many
+    shifted = (read[0][:-1], read[0][-1:] + read[1]) + read[2:]  # a member one byte off
+    assert cut_members(shifted, 0, members) is None
+    assert member_cuts(members[::-1], 0, len(blob)) is None  # out of order
+    assert member_cuts(members, 0, members[-1][1] + 600) is None  # past the range
+
+
+@pytest.mark.parametrize("pieces", [False, True])
 @pytest.mark.parametrize("case", ["directory between", "symlink between", "long name", "header flipped",
-                                  "size differs", "name differs", "junk after"])
-def test_cut_members_leaves_anything_unusual_to_the_header_walk(case):
+                                  "checksum wrong", "size differs", "name differs", "junk after"])
+def test_cut_members_leaves_anything_unusual_to_the_header_walk(case: str, pieces: bool) -> None:
     from awsio.archives.tar import cut_members
 
     members = [("a.jpg", b"x" * 600), ("b.jpg", b"y" * 300)]
@@ -337,10 +378,18 @@ def test_cut_members_leaves_anything_unusual_to_the_header_walk(case):
         blob = bytearray(blob)
         blob[1536 + 3] ^= 1  # in b.jpg's name (its header follows a.jpg's: 512 + 600 padded to 1024)
         blob = bytes(blob)
+    elif case == "checksum wrong":
+        blob = bytearray(blob)
+        blob[1536 + 140] ^= 1  # in b.jpg's mtime: only its header checksum can tell
+        blob = bytes(blob)
     elif case == "size differs":
         expected[1] = (expected[1][0], expected[1][1], expected[1][2] + 1)
     elif case == "name differs":
         expected[0] = ("z.jpg", *expected[0][1:])
     elif case == "junk after":
         blob = blob[:-1] + b"\x01"
+    from awsio.archives.tar import member_cuts
+
+    if pieces and member_cuts(expected, 0, len(blob)) is not None:
+        blob = _as_read(blob, 0, expected, True)
     assert cut_members(blob, 0, expected) is None

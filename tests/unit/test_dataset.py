@@ -240,3 +240,30 @@ def test_a_shard_shorter_than_its_index_is_an_error_not_fewer_samples() -> None:
     with pytest.raises(ArchiveError) as err:
         list(S3IterableDataset(f"{B}short/{{only.tar}}", client=client))
     assert err.value.url == url
+
+
+def test_tar_members_are_delivered_in_the_pieces_the_reader_filled() -> None:
+    """Tar ranges are asked for in pieces (one per member): each sample's bytes are the very
+    object the reader wrote into, never copied out of a larger buffer."""
+    from awsio.s3.backend import cut_body
+
+    class PiecesClient(MemoryClient):
+        def __init__(self, objects: dict[str, bytes]) -> None:
+            super().__init__(objects)
+            self.pieces: dict[int, bytes] = {}
+
+        def get_many(self, items: Any, ordered: bool = True, ramp: bool = False) -> Any:
+            for item in items:
+                data = self.get_range(*item[:3])
+                if len(item) == 5 and item[4] is not None:
+                    data = cut_body(data, item[4])
+                    self.pieces.update((id(p), p) for p in data)
+                yield str(item[0]), data
+
+    objs = shards(2, per=5)
+    client = PiecesClient(objs)
+    recs = list(S3IterableDataset(f"{B}data/", client=client).iter_records())
+    assert len(recs) == 20
+    assert all(client.pieces.get(id(r.data)) is r.data for r in recs)
+    plain = list(S3IterableDataset(f"{B}data/", client=MemoryClient(objs)).iter_records())
+    assert recs == plain

@@ -394,7 +394,8 @@ class PythonBackend:
         window = 1 if ramp else full
         it = enumerate(requests)
         inflight: deque[Tuple[int, Future[bytes], _Cancel, int, Optional[Tuple[int, ...]]]] = deque()
-        held = 0  # known bytes of the requests in `inflight`
+        held = 0  # known bytes of the requests in `inflight` and `finished`
+        finished: deque[Tuple[int, Future[bytes], _Cancel, int, Optional[Tuple[int, ...]]]] = deque()  # not yet taken
         waiting: Optional[Tuple[int, Request]] = None  # the next request, when it did not fit
         exhausted = False
 
@@ -409,7 +410,7 @@ class PythonBackend:
                     waiting = (nxt[0], Request(*nxt[1]))
                 i, req = waiting
                 n = request_bytes(req)
-                if inflight and held + n > budget:
+                if (inflight or finished) and held + n > budget:
                     return
                 waiting = None
                 check_cuts(req)
@@ -434,13 +435,14 @@ class PythonBackend:
                     yield i, data
                 else:
                     done, _ = wait([item[1] for item in inflight], return_when=FIRST_COMPLETED)
-                    ready = [item for item in inflight if item[1] in done]
-                    for item in ready:
+                    for item in [item for item in inflight if item[1] in done]:
                         inflight.remove(item)
-                        held -= item[3]
-                    window = min(full, window << len(ready))
-                    refill()
-                    for i, fut, _, _, cuts in ready:
+                        finished.append(item)
+                    while finished:  # each one's bytes count until the caller takes it
+                        i, fut, _, n, cuts = finished.popleft()
+                        held -= n
+                        window = min(full, 2 * window)
+                        refill()
                         yield i, body(fut, cuts)
         finally:
             for _, fut, cancel, _, _ in inflight:  # on error or early close: abandon the rest

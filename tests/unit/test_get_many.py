@@ -5,6 +5,7 @@ once. Ordered results stay in request order either way."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -79,4 +80,29 @@ def test_requests_out_and_not_taken_stay_within_max_inflight_bytes(stub, backend
     assert sent <= 4, sent  # 3 out, then one more as the first was taken; 8 without the budget
     got = sorted([first] + rest)
     assert len(got) == 14 and all(d == BODY[:len(d)] and len(d) in (20_000, 40_000) for _, d in got)
+    client.close()
+
+
+def test_results_finished_together_count_until_each_is_taken(stub):
+    """Unordered, the Python backend used to stop counting every result of one wait() at once, so
+    while the caller held the first, the others (finished, not taken) were not counted and as many
+    new requests went out: more bytes held than max_inflight_bytes."""
+    client = S3Client(S3Config(endpoint_url=stub.endpoint, region="us-east-1", backend="python",
+                               static_credentials=("AKIDTEST", "secret", None), max_connections=8,
+                               max_inflight_bytes=3 * 20_000))
+    for _ in range(5):  # one wait() does not always see all three finished: try a few times
+        gate = threading.Barrier(3)
+        base = len(stub.seen)
+
+        def together(n: int, seen: Seen) -> Reply:
+            if n - base < 3:
+                gate.wait(timeout=5)  # the first three finish at the same moment
+            return object_reply(BODY, seen)
+
+        stub.script = together
+        it = client.get_many([(f"s3://bkt/o{i}", 0, 20_000, len(BODY)) for i in range(9)], ordered=False)
+        next(it)
+        time.sleep(0.2)  # the caller holds on to the first; the two others are done and not taken
+        assert len(stub.seen) - base <= 4, len(stub.seen) - base
+        assert len(list(it)) == 8
     client.close()

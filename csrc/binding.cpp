@@ -245,7 +245,7 @@ class Client {
   }
 
   void submit(int64_t tag, const std::string& bucket, const std::string& key, int64_t start, int64_t end,
-              bool head, int64_t size, std::vector<int64_t> cuts) {
+              bool head, int64_t size, std::vector<int64_t> cuts, const std::string& query) {
     if (!cuts.empty()) {
       if (head || end < 0) throw py::value_error("cuts need a GET of a range with an end");
       int64_t last = 0;
@@ -255,8 +255,11 @@ class Client {
         last = c;
       }
     }
+    if (!query.empty() && (head || start != 0 || end >= 0 || !cuts.empty() || !key.empty()))
+      throw py::value_error("a query goes with a plain GET of the bucket (no key, range or cuts)");
     awsio::RequestSpec s;
     s.cuts = std::move(cuts);
+    s.query = query;
     s.tag = tag;
     s.bucket = bucket;
     s.key = key;
@@ -462,7 +465,7 @@ PYBIND11_MODULE(_native, m) {
       .def("object_url", &Client::object_url)
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,
            py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1,
-           py::arg("cuts") = std::vector<int64_t>())
+           py::arg("cuts") = std::vector<int64_t>(), py::arg("query") = std::string())
       .def("wait", &Client::wait, py::arg("timeout") = -1.0)
       .def("cancel_all", &Client::cancel_all)
       .def("wakeup", &Client::wakeup)

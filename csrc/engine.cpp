@@ -318,7 +318,9 @@ struct S3Engine::Impl {
     curl_easy_setopt(e, CURLOPT_XFERINFODATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-    configure_request(t, endpoint.url(t->spec.bucket, t->spec.key), opts, creds);
+    std::string url = endpoint.url(t->spec.bucket, t->spec.key);
+    if (!t->spec.query.empty()) url += "?" + t->spec.query;
+    configure_request(t, url, opts, creds);
   }
 
   // ---------------------------------------------------------------- starting requests
@@ -368,7 +370,7 @@ struct S3Engine::Impl {
     // What is to be read, as far as known: a known size clips the range (and a small object
     // known to be small is one plain GET, which S3 answers with its checksum).
     const int64_t end = spec.size < 0 ? spec.end : spec.end < 0 ? spec.size : std::min(spec.end, spec.size);
-    if (!spec.head && part > 0 && (end < 0 || end - spec.start > 2 * part)) {
+    if (!spec.head && spec.query.empty() && part > 0 && (end < 0 || end - spec.start > 2 * part)) {
       t->split = true;  // the first part tells the size; the rest follows in parts
       t->range_end = spec.start + part;
     }

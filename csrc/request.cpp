@@ -91,7 +91,8 @@ void configure_request(Transfer* t, const std::string& url, const EngineOptions&
   }
   if (!t->if_match.empty()) h = curl_slist_append(h, ("If-Match: " + t->if_match).c_str());
   // A GET of a whole object asks for its stored checksum (S3 sends none for a range).
-  if (!s.head && !t->parent && s.start == 0 && s.end < 0) h = curl_slist_append(h, "x-amz-checksum-mode: ENABLED");
+  if (!s.head && !t->parent && s.start == 0 && s.end < 0 && s.query.empty())
+    h = curl_slist_append(h, "x-amz-checksum-mode: ENABLED");
   if (!opts.unsigned_requests) {
     // Always declare the payload hash: S3 requires the header on signed requests.
     h = curl_slist_append(h, "x-amz-content-sha256: UNSIGNED-PAYLOAD");

@@ -128,6 +128,9 @@ struct RequestSpec {
   // range into its members, with no second copy). Honoured when the reply is exactly the range
   // (206); otherwise the body is one piece.
   std::vector<int64_t> cuts;
+  // A request on the bucket with this query (canonical: sorted, URI-encoded; see
+  // canonical_query), `key` empty: a listing. Its reply is one body: no range, no parts.
+  std::string query;
 };
 
 // IntegrityError: the server answered, but the reply contradicted what was asked or is known

@@ -290,7 +290,6 @@ class NativeBackend:
         self._idle: list[_Handle] = []
         # Every handle alive, idle or in use: a forked child must abandon them all.
         self._handles: "weakref.WeakSet[_Handle]" = weakref.WeakSet()
-        self._lister: Any = None
         self._closed = False
         # Retries may start until this many seconds after a request began.
         self._deadline = max(30.0, 2.0 * (config.connect_timeout + config.read_timeout))
@@ -348,7 +347,6 @@ class NativeBackend:
         self._handles = weakref.WeakSet()
         self._idle = []
         self._lock = threading.Lock()
-        self._lister = None
         self._pid = os.getpid()
 
     # -- results -----------------------------------------------------------------------------
@@ -405,18 +403,22 @@ class NativeBackend:
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
 
     def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool,
-             size: Optional[int] = None) -> Any:
+             size: Optional[int] = None, query: str = "") -> Any:
+        """One request, retried by the engine: a GET or HEAD of ``key``, or with ``query`` a GET
+        of the bucket (a listing; ``key`` then names the listed prefix in errors)."""
         self._check_range(bucket, key, start, end)
+        op = "list" if query else "head" if head else "get"
         handle = self._acquire()
         try:
             client = handle.client
-            client.submit(0, bucket, key, start, -1 if end is None else end, head, -1 if size is None else size)
+            client.submit(0, bucket, "" if query else key, start, -1 if end is None else end, head,
+                          -1 if size is None else size, (), query)
             while True:
                 self._refresh(handle)
                 results = _wait(client, f"s3://{bucket}/{key}")
                 for r in results:
                     data = self._body(r, start, end)
-                    self._count("head" if head else "get", r, data)
+                    self._count(op, r, data)
                     if r.kind == "head":
                         return r
                     if data is not None:
@@ -425,7 +427,7 @@ class NativeBackend:
                 if not results and not client.pending():  # pragma: no cover - a bug guard
                     raise RuntimeError("native client lost a request")
         except BaseException:
-            self._cancel(handle.client, "head" if head else "get")
+            self._cancel(handle.client, op)
             raise
         finally:
             self._release(handle)
@@ -468,12 +470,25 @@ class NativeBackend:
             pump.stop()
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
-        """Delegated to the Python backend's ListObjectsV2 code (listing is not a hot path)."""
-        if self._lister is None:
-            from awsio.s3.python_backend import PythonBackend
+        """Every object under ``prefix`` (ListObjectsV2, 1,000 keys a page), in key order: the
+        engine's GETs (signed, retried, counted as LISTs) and :mod:`awsio.s3.list_page`, so a
+        listing needs no botocore (its import and client cost ~0.3 s at start-up)."""
+        from awsio.s3.list_page import list_query_params, parse_list_page
 
-            self._lister = PythonBackend(self._config, self.metrics)
-        return self._lister.list(bucket, prefix)  # type: ignore[no-any-return]
+        where = f"s3://{bucket}/{prefix}"
+        token: Optional[str] = None
+        while True:
+            query = _native.canonical_query(list_query_params(prefix, token))
+            body = self._one(bucket, prefix, 0, None, head=False, query=query)
+            try:
+                page = parse_list_page(body, bucket, where)
+            except ValueError as exc:
+                raise S3Error(str(exc), url=where, status=200, code="MalformedListing",
+                              request_id=None) from None
+            yield from page.objects
+            if page.next_token is None:
+                return
+            token = page.next_token
 
     def close(self) -> None:
         """Release connections. Safe to call twice; in a forked child nothing is touched."""
@@ -484,9 +499,4 @@ class NativeBackend:
             idle, self._idle = self._idle, []
         del idle  # dropping the clients closes their connections
         self._pool.clear()  # free buffers go now; ones still held by callers go with them
-        if self._lister is not None:
-            close = getattr(self._lister, "close", None)
-            if close is not None:
-                close()
-            self._lister = None
         _LIVE.discard(self)

@@ -156,16 +156,20 @@ class PyBytesAllocator : public awsio::BufferAllocator {
     b.warm = warm;
     return b;
   }
-  // A tuple of bytes objects, one per piece (small and many: plain allocations, no pool).
+  // A tuple of bytes objects, one per piece (small and many: plain allocations, no pool). The
+  // tuple is not tracked by the garbage collector: gc.get_objects() must not hand Python pieces
+  // the engine is still writing into without the GIL (a tuple of bytes holds no cycle).
   awsio::Buffer alloc_pieces(size_t size, const std::vector<size_t>& ends) override {
-    py::gil_scoped_acquire gil;
     awsio::Buffer b;
+    b.pieces.reserve(ends.size());  // (may throw: before anything needs freeing)
+    b.ends = ends;
+    py::gil_scoped_acquire gil;
     PyObject* tuple = PyTuple_New(Py_ssize_t(ends.size()));
     if (!tuple) {
       PyErr_Clear();
-      return b;
+      return awsio::Buffer{};
     }
-    b.pieces.reserve(ends.size());
+    PyObject_GC_UnTrack(tuple);
     size_t begin = 0;
     for (size_t i = 0; i < ends.size(); ++i) {
       PyObject* piece = PyBytes_FromStringAndSize(nullptr, Py_ssize_t(ends[i] - begin));
@@ -180,7 +184,6 @@ class PyBytesAllocator : public awsio::BufferAllocator {
     }
     b.handle = tuple;
     b.size = size;
-    b.ends = ends;
     return b;
   }
   void release(awsio::Buffer& buf) override {

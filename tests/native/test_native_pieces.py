@@ -107,3 +107,43 @@ def test_cut_body_is_the_python_side_of_the_same_contract():
     assert cut_body(data, ()) == (data,)
     assert cut_body(data, (0, 10, 10, 50)) == (b"", data[:10], b"", data[10:], b"")
     assert cut_body(data[:30], (10, 40)) == (data[:10], data[10:30], b"")  # a clipped body: short pieces
+
+
+def test_pieces_in_flight_are_not_reachable_through_the_gc(stub):
+    """The engine writes into the pieces without the GIL: Python must not be able to reach them
+    before they are handed over (gc.get_objects() did: a hash taken then stayed cached, wrong)."""
+    import gc
+    import threading
+    import time
+
+    body = os.urandom(2_000_000)
+
+    def slow(n, seen):
+        reply = object_reply(body, seen)
+        reply.chunk_delay = 0.05  # ~1.5 s of body: time to look
+        return reply
+
+    stub.script = slow
+    b = make(stub, part_size=0)
+    sizes, seen, done = (1_000_000, 999_000), [], threading.Event()
+
+    def spy():
+        while not done.is_set() and not seen:
+            for o in gc.get_objects():
+                if (type(o) is tuple and len(o) == 2 and all(type(p) is bytes for p in o)
+                        and tuple(map(len, o)) == sizes):
+                    seen.append((o, hash(o[1])))
+                    break
+            time.sleep(0.01)
+
+    th = threading.Thread(target=spy)
+    th.start()
+    try:
+        [(_, got)] = list(b.get_many([Request("bkt", "k", 1000, 2_000_000, None, (1_000_000,))]))
+    finally:
+        done.set()
+        th.join()
+        b.close()
+    assert got[1] == body[1_001_000:]
+    assert not any(t is got for t, _ in seen), "the pieces were reachable from Python while being written"
+    assert hash(got[1]) == hash(bytes(bytearray(got[1])))

@@ -65,7 +65,7 @@ class _Fetch:
     shard: int
     first: int          # first sample (within the shard)
     stop: int           # one past the last sample
-    request: tuple[str, int, int | None, int | None, tuple[int, ...] | None] | None = None
+    request: tuple[Any, ...] | None = None  # a get_many item: (url, start, end, size[, cuts])
     units: Any = None
     ends: list[int] = field(default_factory=list)
 
@@ -95,7 +95,7 @@ class ShardReader:
         """The fetches of samples ``first..stop-1`` of shard ``sh`` (``units``: each one's unit)."""
         shard = self.shards[sh]
         if shard.kind is None:
-            return [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size, None), units[s - first:s - first + 1])
+            return [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size), units[s - first:s - first + 1])
                     for s in range(first, stop)]
         if shard.kind != "tar":
             return [_Fetch(sh, first, stop, None, units)]
@@ -123,7 +123,8 @@ class ShardReader:
                 b = shard.size  # to the end: members after the last sample (links) are seen
             # each member in a piece of its own, written there by the reader: no copy to cut it out
             cuts = member_cuts(self._members(sh, index, a, b), a, b)
-            out.append(_Fetch(sh, s, e, (shard.url, a, b, shard.size, cuts), units[s - first:e - first]))
+            request = (shard.url, a, b, shard.size) if cuts is None else (shard.url, a, b, shard.size, cuts)
+            out.append(_Fetch(sh, s, e, request, units[s - first:e - first]))
             s = e
         return out
 
@@ -180,7 +181,7 @@ class ShardReader:
 
         source = plans()
 
-        def requests() -> Iterator[tuple[str, int, int | None, int | None, tuple[int, ...] | None]]:
+        def requests() -> Iterator[tuple[Any, ...]]:
             # the fetches already planned (after a restart), then new ones as get_many asks
             for f in itertools.chain(list(planned), source):
                 if f.request is not None:
@@ -263,7 +264,7 @@ class ShardReader:
         shard, index = self.shards[f.shard], self.indexes[f.shard]
         assert f.request is not None
         a, b = f.request[1], int(f.request[2])  # type: ignore[arg-type]
-        got = len(data) if isinstance(data, bytes) else sum(map(len, data))
+        got = sum(map(len, data)) if isinstance(data, tuple) else len(data)
         if got != b - a:  # only possible when the size was not known: S3 clips the range
             raise ArchiveError(f"the shard ends {got} bytes into [{a}, {b}): shorter than its index "
                                "says (rewritten since it was indexed?)", url=shard.url, member=None, offset=a)

@@ -216,17 +216,18 @@ def member_cuts(expected: Sequence[tuple[str, int, int]], start: int, end: int) 
     """Where to cut the bytes ``[start, end)`` of a tar so that each member ``expected``
     (``(name, offset, size)`` from a shard index, in order) lands in a piece of its own: after
     its header, after its data. The pieces alternate: headers (with the padding before them),
-    members, ..., and what follows the last member. None if the members do not fit the range in
-    order (the index does not describe it)."""
+    members, ..., and what follows the last member. None unless the members sit one right after
+    the other from ``start`` (each header after the previous member's padded data), as
+    :func:`cut_members` requires: a tar with anything else between them (pax or long-name
+    headers, directories) is walked instead, and pieces would only cost."""
     cuts: list[int] = []
-    last = 0
+    pos = 0  # where the next header must start
     for _, offset, size in expected:
-        data = offset - start + BLOCK
-        if data < last or size < 0:
+        if offset - start != pos or size < 0:
             return None
-        last = data + size
-        cuts += (data, last)
-    return tuple(cuts) if last <= end - start else None
+        cuts += (pos + BLOCK, pos + BLOCK + size)
+        pos += BLOCK + ((size + BLOCK - 1) & ~(BLOCK - 1))
+    return tuple(cuts) if not cuts or cuts[-1] <= end - start else None
 
 
 def cut_members(data: bytes | tuple[bytes, ...], start: int,

@@ -346,6 +346,11 @@ def test_pieces_that_do_not_match_the_index_are_left_to_the_walk() -> None:
     assert cut_members(shifted, 0, members) is None
     assert member_cuts(members[::-1], 0, len(blob)) is None  # out of order
     assert member_cuts(members, 0, members[-1][1] + 600) is None  # past the range
+    # headers between members (a GNU long name, pax): walked, so no pieces are asked for
+    for fmt in ("gnu", "pax"):
+        long = make_tar([("d" * 120 + f"/s{i}.bin", b"z" * 700) for i in range(3)],
+                        fmt=tarfile.GNU_FORMAT if fmt == "gnu" else tarfile.PAX_FORMAT)
+        assert member_cuts(_index_of(long).members, 0, len(long)) is None, fmt
 
 
 @pytest.mark.parametrize("pieces", [False, True])

@@ -39,6 +39,7 @@ from awsio.epoch import Order
 from awsio.errors import ArchiveError, AwsioError
 from awsio.grouping import Record, sample_key, sample_runs
 from awsio.handlers import Handler, SkipStats
+from awsio.s3.backend import body_len
 
 __all__ = ["FIRST_CHUNK", "Shard", "ShardReader", "ZipIndex", "zip_index"]
 
@@ -264,7 +265,7 @@ class ShardReader:
         shard, index = self.shards[f.shard], self.indexes[f.shard]
         assert f.request is not None
         a, b = f.request[1], int(f.request[2])  # type: ignore[arg-type]
-        got = sum(map(len, data)) if isinstance(data, tuple) else len(data)
+        got = body_len(data)
         if got != b - a:  # only possible when the size was not known: S3 clips the range
             raise ArchiveError(f"the shard ends {got} bytes into [{a}, {b}): shorter than its index "
                                "says (rewritten since it was indexed?)", url=shard.url, member=None, offset=a)

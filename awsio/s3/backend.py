@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple, Optional, Protocol, Tuple, Union
 
-__all__ = ["Backend", "Body", "ObjectInfo", "Request", "check_cuts", "cut_body", "request_bytes"]
+__all__ = ["Backend", "Body", "ObjectInfo", "Request", "body_len", "check_cuts", "cut_body", "request_bytes"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Request(NamedTuple):
 
 #: What a GET brings: ``bytes``, or for a :class:`Request` with ``cuts`` a tuple of them.
 Body = Union[bytes, Tuple[bytes, ...]]
+
+
+def body_len(body: Body) -> int:
+    """The bytes a body holds, in one piece or in several."""
+    return sum(map(len, body)) if isinstance(body, tuple) else len(body)
 
 
 def cut_body(data: bytes, cuts: Tuple[int, ...]) -> Tuple[bytes, ...]:

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Optional, Tuple
 from awsio.config import Credentials, S3Config, credentials_provider
 from awsio.errors import EndpointConnectionError, IntegrityError, S3Error, s3_error
 from awsio.metrics import CAUSES, Metrics
-from awsio.s3.backend import Body, ObjectInfo, Request, check_cuts, cut_body, request_bytes
+from awsio.s3.backend import Body, ObjectInfo, Request, body_len, check_cuts, cut_body, request_bytes
 
 __all__ = ["NativeBackend", "native_available", "native_client"]
 
@@ -355,8 +355,7 @@ class NativeBackend:
         """Feed one result's requests, retries by cause and TTFB into ``metrics`` (a "cancelled"
         result: what abandoned requests cost; they are not errors)."""
         m = self.metrics
-        size = 0 if data is None else len(data) if isinstance(data, bytes) else sum(map(len, data))
-        m.request(op, size, n=r.requests)
+        m.request(op, 0 if data is None else body_len(data), n=r.requests)
         for cause, n in zip(CAUSES, r.retries):
             if n:
                 m.retry(cause, n)

@@ -240,7 +240,10 @@ def cut_members(data: bytes | tuple[bytes, ...], start: int,
     zero bytes after the last. That is the common case, and several times cheaper than walking
     the headers. None when anything else is there (a link, a pax or GNU long-name header, a
     directory, a mismatch): walk the range with :func:`iter_tar` instead, which resolves, counts
-    or raises as it should."""
+    or raises as it should.
+
+    The layout, type, size and checksum of all headers are checked at once with array operations
+    (per header in Python, they cost more than the rest of cutting a member)."""
     if isinstance(data, tuple):
         pieces = data
     else:
@@ -248,44 +251,60 @@ def cut_members(data: bytes | tuple[bytes, ...], start: int,
         if cuts is None:
             return None
         pieces = cut_body(data, cuts)
-    if len(pieces) != 2 * len(expected) + 1:
+    n = len(expected)
+    if len(pieces) != 2 * n + 1:
         return None
-    out: list[TarMember] = []
-    headers: list[bytes] = []
-    at = pos = 0  # where the next piece starts; where the next header must end
+    if not n:
+        return [] if not pieces[0].strip(b"\0") else None
+    offsets = np.fromiter((m[1] for m in expected), dtype=np.int64, count=n) - start
+    sizes = np.fromiter((m[2] for m in expected), dtype=np.int64, count=n)
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=2 * n + 1)
+    ends = np.cumsum(lengths)
+    padded = (sizes + (BLOCK - 1)) & ~(BLOCK - 1)
+    # each header ends its lead piece at the member's offset, each member piece is its size, and
+    # each member starts where the previous one's padded data ends (the first one at `start`)
+    if (offsets[0] != 0 or (offsets[1:] != offsets[:-1] + BLOCK + padded[:-1]).any()
+            or (ends[0:-1:2] != offsets + BLOCK).any() or (lengths[0:-1:2] < BLOCK).any()
+            or (lengths[1::2] != sizes).any()):
+        return None
+    headers = [lead[-BLOCK:] for lead in pieces[0:-1:2]]
+    blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(n, BLOCK)
+    if not np.isin(blocks[:, 156], (0x30, 0)).all():  # regular files only
+        return None
     try:
-        for i, (name, offset, size) in enumerate(expected):
-            lead, member = pieces[2 * i], pieces[2 * i + 1]
-            at += len(lead)
-            header = lead[-BLOCK:]
-            if (offset - start != pos or at - BLOCK != pos or len(header) < BLOCK or header[156] not in (0x30, 0)
-                    or _number(header[124:136]) != size or _name(header) != name or len(member) != size):
-                return None
-            headers.append(header)
-            out.append(TarMember(name, member, offset))
-            at += size
-            pos += BLOCK + ((size + BLOCK - 1) & ~(BLOCK - 1))
+        if (_numbers(blocks, headers, 124, 136, 11) != sizes).any():
+            return None
+        stored = _numbers(blocks, headers, 148, 156, 6)
     except ValueError:
         return None
-    if pieces[-1][pos - at:].strip(b"\0") or not _checksums_ok(headers):  # zero blocks only after the last
+    unsigned = blocks.sum(axis=1, dtype=np.int64) - blocks[:, 148:156].sum(axis=1, dtype=np.int64) + 256
+    for i in np.flatnonzero(stored != unsigned).tolist():  # (or signed, as some tars write it)
+        if not _checksum_ok(headers[i]):
+            return None
+    out: list[TarMember] = []
+    for header, member, (name, offset, _) in zip(headers, pieces[1::2], expected):
+        if _name(header) != name:
+            return None
+        out.append(TarMember(name, member, offset))
+    at = int(offsets[-1] + BLOCK + padded[-1] - ends[-2])  # the last member's padding, in the tail
+    if pieces[-1][at:].strip(b"\0"):  # zero bytes only after the last member
         return None
     return out
 
 
-def _checksums_ok(headers: list[bytes]) -> bool:
-    """Whether every header's checksum is right (all at once: a per-header ``sum`` costs more
-    than the rest of cutting a member)."""
-    if not headers:
-        return True
-    blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(len(headers), BLOCK)
-    unsigned = blocks.sum(axis=1, dtype=np.int64) - blocks[:, 148:156].sum(axis=1, dtype=np.int64) + 256
-    for header, total in zip(headers, unsigned.tolist()):
-        try:
-            if _number(header[148:156]) != total and not _checksum_ok(header):  # (or signed, as some tars)
-                return False
-        except ValueError:
-            return False
-    return True
+def _numbers(blocks: np.ndarray, headers: list[bytes], lo: int, hi: int, digits: int) -> np.ndarray:
+    """The numeric field ``[lo, hi)`` of every header (rows of ``blocks``), as :func:`_number` reads
+    it: ``digits`` octal digits then NULs or spaces to the field's end (the form tar writers use:
+    ``"%011o\\0"`` for a size, ``"%06o\\0 "`` for a checksum) read as arrays, any other form one
+    row at a time. Raises ValueError as :func:`_number` does."""
+    field = blocks[:, lo:hi]
+    octal = field[:, :digits].astype(np.int64) - 0x30
+    ok = (((octal >= 0) & (octal <= 7)).all(axis=1)
+          & ((field[:, digits:] == 0) | (field[:, digits:] == 0x20)).all(axis=1))
+    values = octal @ (8 ** np.arange(digits - 1, -1, -1, dtype=np.int64))
+    for i in np.flatnonzero(~ok).tolist():
+        values[i] = _number(headers[i][lo:hi])
+    return values
 
 
 def iter_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,

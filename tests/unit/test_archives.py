@@ -353,6 +353,32 @@ def test_pieces_that_do_not_match_the_index_are_left_to_the_walk() -> None:
         assert member_cuts(_index_of(long).members, 0, len(long)) is None, fmt
 
 
+@pytest.mark.parametrize("size_form", ["%011o\0", "%011o ", " %010o\0", "%o\0", "base-256"])
+@pytest.mark.parametrize("checksum_form", ["%06o\0 ", "%07o\0", " %06o\0", "%06o  ", "signed"])
+def test_cut_members_reads_every_form_of_the_numeric_fields(size_form: str, checksum_form: str) -> None:
+    """Headers are checked as arrays in the form tar writers use, any other form one by one:
+    the same members either way, and a checksum that is wrong in any form is caught."""
+    from awsio.archives.tar import cut_members
+
+    blob = bytearray(make_tar([(f"s{i}.bin", os.urandom(700 + i)) for i in range(4)]))
+    expected = list(_index_of(bytes(blob)).members)
+    h = expected[2][1]  # rewrite the third member's header
+    size = expected[2][2]
+    blob[h + 124:h + 136] = (b"\x80" + size.to_bytes(11, "big") if size_form == "base-256"
+                             else (size_form % size).encode().ljust(12, b"\0"))
+    blob[h + 297] = 0xC3 if checksum_form == "signed" else 0  # a byte > 127 (in the group name)
+    total = sum(blob[h:h + 148]) + 256 + sum(blob[h + 156:h + 512])
+    if checksum_form == "signed":  # as some old tars sum the header: bytes as signed chars
+        total -= 2 * sum(b for b in blob[h:h + 148] + blob[h + 156:h + 512] if b > 127)
+    blob[h + 148:h + 156] = ((checksum_form if checksum_form != "signed" else "%06o\0 ") % total).encode()
+    walked = list(iter_tar(io.BytesIO(bytes(blob))))
+    for pieces in (False, True):
+        assert cut_members(_as_read(bytes(blob), 0, expected, pieces), 0, expected) == walked
+    blob[h + 100] ^= 1  # the mode: only the checksum can tell
+    for pieces in (False, True):
+        assert cut_members(_as_read(bytes(blob), 0, expected, pieces), 0, expected) is None
+
+
 @pytest.mark.parametrize("pieces", [False, True])
 @pytest.mark.parametrize("case", ["directory between", "symlink between", "long name", "header flipped",
                                   "checksum wrong", "size differs", "name differs", "junk after"])

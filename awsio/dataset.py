@@ -221,7 +221,11 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
             return items, _load_indexes(self.client, shards, self.handler, skips, self._every_zip_entry), skips
 
         self._items, self._indexes, self._index_skips = self._once_per_job(scan)
-        self._shards = [Shard(u, archive_kind(u, self._suffixes), size, etag) for u, size, etag in self._items]
+        # a shard's size, when no listing gave it, is the one its index describes: every read
+        # then checks it (a shard rewritten since it was indexed fails, never reads short)
+        self._shards = [Shard(u, archive_kind(u, self._suffixes),
+                              size if size is not None else getattr(self._indexes.get(i), "size", None), etag)
+                        for i, (u, size, etag) in enumerate(self._items)]
         self._counts = [self._indexes[i].sample_count if i in self._indexes
                         else (0 if self._shards[i].kind else 1) for i in range(len(self._shards))]
 

@@ -26,7 +26,7 @@ import bisect
 import functools
 import io
 import itertools
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -37,7 +37,7 @@ from awsio.archives.tar import TarMember, cut_members, iter_tar, member_cuts
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.epoch import Order
 from awsio.errors import ArchiveError, AwsioError
-from awsio.grouping import Record, sample_key, sample_runs
+from awsio.grouping import Record, sample_runs
 from awsio.handlers import Handler, SkipStats
 from awsio.s3.backend import body_len
 
@@ -105,7 +105,7 @@ class ShardReader:
         out: list[_Fetch] = []
         s = first
         while s < stop:
-            a = starts[s]
+            a = starts[s] if s else 0  # from byte 0: members before the first sample are seen
             # the longest run of whole samples from s within `step` bytes (at least one): samples
             # s..e-1 end where sample e starts (or at the index's end for the shard's last sample)
             if self._first_unit is None:
@@ -275,28 +275,14 @@ class ShardReader:
             return [(index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data)) for m in direct]
         if isinstance(data, tuple):
             data = b"".join(data)  # the walk below reads the range as one piece
-        links = self.stats.counts[("read", "hardlink")]
         # one read of the whole range (BytesIO hands back the bytes object itself: no copy)
         members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=b != shard.size,
                            chunk_size=max(1, len(data)), skips=self.stats,
                            reread=functools.partial(self.client.get_range, shard.url))
-        out: list[tuple[int, Record]] = []
-        k = 0
-        for m in members:
-            # every member read must be the index's next one; an index entry may be passed over
-            # only for a hardlink that iter_tar could not resolve within this range (and counted)
-            while k < len(expected) and expected[k][1] < m.offset:
-                k += 1
-            if k >= len(expected) or expected[k][:2] != (m.name, m.offset):
-                raise ArchiveError("the shard does not match its index (rewritten since it was indexed?)",
-                                   url=shard.url, member=m.name, offset=m.offset)
-            k += 1
-            out.append((index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data)))
-        passed_over = len(expected) - len(out)
-        if passed_over > self.stats.counts[("read", "hardlink")] - links:  # not all explained by links
-            raise ArchiveError(f"{passed_over} member(s) of the index are missing from the shard "
-                               "(rewritten since it was indexed?)", url=shard.url, member=None, offset=a)
-        return out
+        # every member read must be the index's next one (an entry passed over only for a
+        # hardlink that iter_tar could not resolve within this range, and counted)
+        return [(index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data))
+                for m in _IndexMatch(shard.url, expected, self.stats).members(members, a)]
 
     def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> Sequence[tuple[str, int, int]]:
         """``(name, offset, size)`` of the index's members that start in ``[a, b)``."""
@@ -318,15 +304,19 @@ class ShardReader:
         cursor = self._tgz.get(f.shard)
         if cursor is None or cursor.next_sample > f.first:
             if cursor is not None:
-                cursor.close()
+                self._tgz.pop(f.shard).close()
             if len(self._tgz) >= 4:  # a few open streams at most
                 oldest = next(iter(self._tgz))
                 self._tgz.pop(oldest).close()
             shard = self.shards[f.shard]
             reader = self.client.open(shard.url, chunk_size=self.open_chunk, prefetch=self.prefetch,
                                       size=shard.size)
-            cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader, self.stats)
-        return cursor.take(f.first, f.stop)
+            cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader, self.indexes[f.shard], self.stats)
+        try:
+            return cursor.take(f.first, f.stop)
+        except BaseException:
+            self._tgz.pop(f.shard).close()  # a failed stream is not read on: the next fetch reopens it
+            raise
 
 
 @dataclass(frozen=True)
@@ -349,40 +339,106 @@ def zip_index(client: Any, url: str, size: int | None, *, every_entry: bool = Fa
     return ZipIndex(tuple(tuple(run) for run in sample_runs(entries, name=lambda e: e.name)))
 
 
+class _IndexMatch:
+    """Checks that the members a header walk yields are the index's, in order: each one the
+    index's next member (name, offset and size); an index entry passed over only for a hardlink
+    the walk could not resolve (counted in ``walked``, the walk's skip counts). A shard rewritten
+    since it was indexed is an :class:`~awsio.errors.ArchiveError`, never a wrong or a missing
+    sample."""
+
+    def __init__(self, url: str, expected: Sequence[tuple[str, int, int]], walked: SkipStats) -> None:
+        self.url, self.expected, self.walked = url, expected, walked
+        self.k = 0     # the index of the next expected member
+        self.read = 0  # members read
+        self.links = walked.counts[("read", "hardlink")]
+
+    def check(self, m: TarMember) -> None:
+        expected, k = self.expected, self.k
+        while k < len(expected) and expected[k][1] < m.offset:
+            k += 1
+        if k >= len(expected) or expected[k] != (m.name, m.offset, len(m.data)):
+            raise ArchiveError("the shard does not match its index (rewritten since it was indexed?)",
+                               url=self.url, member=m.name, offset=m.offset)
+        self.k, self.read = k + 1, self.read + 1
+        self._explained(self.k - self.read, m.offset)
+
+    def done(self, offset: int) -> None:
+        """The walk has ended: every index entry not read must be an unresolvable hardlink."""
+        self._explained(len(self.expected) - self.read, offset)
+
+    def _explained(self, passed_over: int, offset: int) -> None:
+        if passed_over > self.walked.counts[("read", "hardlink")] - self.links:
+            raise ArchiveError(f"{passed_over} member(s) of the index are missing from the shard "
+                               "(rewritten since it was indexed?)", url=self.url, member=None, offset=offset)
+
+    def members(self, walk: Iterator[TarMember], end: int) -> Iterator[TarMember]:
+        """``walk``'s members, each checked, then the walk's end (at byte ``end``)."""
+        for m in walk:
+            self.check(m)
+            yield m
+        self.done(end)
+
+
 class _TgzCursor:
-    """Samples of a tar.gz stream, forward only; samples before the wanted ones are dropped."""
+    """Samples of a tar.gz stream, forward only, numbered by the shard's index (samples before the
+    wanted ones are dropped); every member and the stream's end are checked against the index
+    (:class:`_IndexMatch`). A member the walk skips (a link, an unsupported type) is counted once
+    in an epoch, whoever walks past it (another rank's reader, a stream reopened for a shuffled
+    window): by the ``take`` whose samples hold its bytes."""
 
-    def __init__(self, url: str, reader: Any, skips: SkipStats) -> None:
-        self.url = url
-        self.reader = reader
+    def __init__(self, url: str, reader: Any, index: ShardIndex, stats: SkipStats) -> None:
+        self.url, self.reader, self.index, self.stats = url, reader, index, stats
+        self.walked = SkipStats()  # every skip of the walk; counted into `stats` by its owner
         self.members: Iterator[TarMember] = iter_tar(reader, url=url, gzip=True, chunk_size=1 << 20,
-                                                     skips=skips)
-        self.next_sample = 0      # index of the sample of `held` (or of the next member)
-        self.held: TarMember | None = None
-        self.key: str | None = None
-        self.sample = -1
+                                                     skips=self.walked)
+        self.match = _IndexMatch(url, index.members, self.walked)
+        self.next_sample = 0  # the first sample the next take may ask for
+        self.held: tuple[int, TarMember] | None = None  # read, belongs to a later take
+        self.owed: tuple[int, SkipStats] | None = None  # skips that belong to a later take's sample
+        self._seen: Counter[tuple[str, str]] = Counter()  # walked.counts already handed on
+        self._examples = 0  # walked.examples already handed on
 
-    def _next(self) -> tuple[int, TarMember] | None:
-        if self.held is not None:
-            held, self.held = self.held, None
-            return self.sample, held
+    def _owe(self, sample: int, first: int, stop: int) -> None:
+        """The walk's new skips belong to ``sample``: count them if this take holds it."""
+        new = self.walked.counts - self._seen
+        if not new:
+            return
+        self._seen = Counter(self.walked.counts)
+        skips = SkipStats(new, self.walked.examples[self._examples:])
+        self._examples = len(self.walked.examples)
+        if first <= sample < stop:
+            self.stats.merge(skips)
+        elif sample >= stop:
+            self.owed = (sample, skips)
+
+    def _next(self, first: int, stop: int) -> tuple[int, TarMember] | None:
         m = next(self.members, None)
+        # members skipped on the way lie in the sample that holds the byte before m (or the last)
+        self._owe(max(0, self.index.sample_of_offset((m.offset if m is not None else self.index.end) - 1)),
+                  first, stop)
         if m is None:
+            self.match.done(self.index.end)
             return None
-        key = sample_key(m.name)[0]
-        if key != self.key:
-            self.key, self.sample = key, self.sample + 1
-        return self.sample, m
+        self.match.check(m)
+        return self.index.sample_of_offset(m.offset), m
 
     def take(self, first: int, stop: int) -> list[tuple[int, Record]]:
+        if self.owed is not None and self.owed[0] < stop:
+            sample, skips = self.owed
+            self.owed = None
+            if sample >= first:
+                self.stats.merge(skips)
         out: list[tuple[int, Record]] = []
         while True:
-            nxt = self._next()
-            if nxt is None:
-                break
+            if self.held is not None:
+                nxt, self.held = self.held, None
+            else:
+                nxt = self._next(first, stop)
+                if nxt is None:
+                    break
             s, m = nxt
             if s >= stop:
-                self.held = m
+                self.held = nxt
                 break
             if s >= first:
                 out.append((s, Record(self.url, m.name, m.data)))

@@ -267,3 +267,130 @@ def test_tar_members_are_delivered_in_the_pieces_the_reader_filled() -> None:
     assert all(client.pieces.get(id(r.data)) is r.data for r in recs)
     plain = list(S3IterableDataset(f"{B}data/", client=MemoryClient(objs)).iter_records())
     assert recs == plain
+
+
+# -- a shard that differs from its index, failures in tar.gz streams, skipped members counted once --
+def _member(name: str, data: bytes = b"", typeflag: bytes = b"0", linkname: str = "") -> bytes:
+    """One tar member (header + padded data), as a writer puts it in the middle of a stream."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size, info.type, info.linkname = len(data), typeflag, linkname
+    return info.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * (-len(data) % 512)
+
+
+_END = b"\0" * 1024
+
+
+@pytest.mark.parametrize("kind", ["tar", "tgz"])
+@pytest.mark.parametrize("change", ["shorter", "longer"])
+def test_a_shard_that_differs_from_its_index_is_an_error(kind: str, change: str) -> None:
+    """Not listed (a brace pattern: no size known), a shard rewritten shorter or longer than its
+    sidecar index says fails when read, tar and tar.gz alike: never fewer samples without a word."""
+    from awsio.archives.index import build_index, index_url, write_index
+    from awsio.errors import IntegrityError
+
+    members = [(f"k{i}.bin", bytes([i]) * 3000) for i in range(8)]
+    indexed, actual = (members, members[:4]) if change == "shorter" else (members[:4], members)
+    pack = (lambda m: gzip.compress(make_tar(m))) if kind == "tgz" else make_tar
+    url = f"{B}{change}/only.{kind}"
+    client = MemoryClient({url: pack(actual)})
+    write_index(build_index(io.BytesIO(pack(indexed)), gzip=kind == "tgz"), index_url(url), client=client)
+    with pytest.raises((ArchiveError, IntegrityError)) as err:
+        list(S3IterableDataset(f"{B}{change}/{{only.{kind}}}", client=client))
+    assert err.value.url == url
+
+
+def test_a_member_whose_size_differs_from_the_index_is_an_error() -> None:
+    """Same names, same offsets, same shard size, another member size: the header walk must
+    compare sizes too (the cut path already does)."""
+    from awsio.archives.index import build_index, index_url
+
+    old = make_tar([("a.jpg", b"A" * 100), ("b.jpg", b"B" * 100)])
+    new = make_tar([("a.jpg", b"X" * 200), ("b.jpg", b"B" * 100)])
+    assert len(old) == len(new)
+    url = f"{B}s.tar"
+    client = MemoryClient({url: new, index_url(url): build_index(io.BytesIO(old)).to_json().encode()})
+    with pytest.raises(ArchiveError) as err:
+        list(S3IterableDataset(url, client=client))
+    assert err.value.url == url
+
+
+def test_a_failure_inside_a_tgz_stream_skips_only_what_failed() -> None:
+    """After a read failure inside a tar.gz stream (after the client's retries) the next fetch of
+    that shard reads again: every sample is delivered or counted."""
+    from awsio.errors import ServerError
+
+    n = 2100  # more than one planning block: the shard is read in two fetches
+    url = f"{B}x.tgz"
+    raw = b"".join(_member(f"d/s{i:05d}.bin", i.to_bytes(4, "big")) for i in range(n)) + _END
+
+    class Flaky(MemoryClient):
+        fail_at: int | None = None
+
+        def get_range(self, u: str, start: int, end: int | None, *, size: int | None = None) -> bytes:
+            if u == url and self.fail_at is not None and start >= self.fail_at:
+                self.fail_at = None  # fails once, then works again
+                raise ServerError("injected 500", url=u, status=500, code="InternalError")
+            return super().get_range(u, start, end, size=size)
+
+    client = Flaky({url: gzip.compress(raw)})
+    ds = S3IterableDataset(url, client=client, handler="skip", chunk_size=4096)
+    client.fail_at = 8192
+    got = [name for name, _ in ds]
+    assert ds.stats.counts[("read", "ServerError")] > 0
+    assert len(got) + ds.stats.total == n
+    assert got == sorted(set(got))  # in order, none twice
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tgz"])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_skipped_members_are_counted_wherever_they_are(suffix: str, where: str) -> None:
+    """A symlink and an unsupported member are counted, before the first sample, between samples
+    or after the last one (a brace pattern: the shard's size is not listed)."""
+    odd = _member("d/sparse.bin", b"S" * 600, typeflag=b"S") + _member("d/ln.jpg", typeflag=b"2", linkname="x")
+    a, b = _member("d/a.jpg", b"A" * 10), _member("d/b.jpg", b"B" * 10)
+    raw = {"first": odd + a + b, "middle": a + odd + b, "last": a + b + odd}[where] + _END
+    url = f"{B}{where}{suffix}"
+    ds = S3IterableDataset(f"{B}{{{where}{suffix}}}",
+                           client=MemoryClient({url: gzip.compress(raw) if suffix == ".tgz" else raw}))
+    assert [name for name, _ in ds] == ["d/a.jpg", "d/b.jpg"]
+    assert ds.stats.counts == Counter({("read", "symlink"): 1, ("read", "unsupported member type"): 1})
+
+
+def test_tgz_skipped_members_are_counted_once_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever walks past a link in a tar.gz (a shuffled window reopening the stream, the other
+    ranks' readers), it is counted once in the epoch, by the reader of the sample it belongs to."""
+    raw = (_member("d/a.jpg", b"A" * 10) + _member("d/ln.jpg", typeflag=b"2", linkname="x")
+           + b"".join(_member(f"d/s{i}.jpg", bytes([i]) * 10) for i in range(8)) + _END)
+    url = f"{B}links.tgz"
+    client = MemoryClient({url: gzip.compress(raw)})
+    shuffled = S3IterableDataset(url, client=client, shuffle_urls=True, seed=1)
+    assert len(list(shuffled)) == 9
+    assert sum(c[0] == "open" for c in client.calls) > 1  # the stream was read again
+    assert shuffled.stats.counts == Counter({("read", "symlink"): 1})
+    total: Counter[tuple[str, str]] = Counter()
+    for rank in range(2):
+        monkeypatch.setattr(srcmod, "current_world", lambda rank=rank: World(rank, 2, 0, 1))
+        ds = S3IterableDataset(url, client=client)
+        list(ds)
+        total.update(ds.stats.counts)
+    assert total == Counter({("read", "symlink"): 1})
+
+
+def test_tgz_samples_are_numbered_by_the_index_past_a_hardlink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hardlink of its own sample is in a tar.gz's index but cannot be read from the stream
+    (skipped, counted): the samples after it keep their index numbers, so ranks split them exactly."""
+    raw = (_member("d/a.jpg", b"A" * 10) + _member("d/x.jpg", typeflag=b"1", linkname="d/a.jpg")
+           + b"".join(_member(f"d/s{i}.jpg", bytes([i]) * 10) for i in range(5)) + _END)
+    url = f"{B}hardlink.tgz"
+    client = MemoryClient({url: gzip.compress(raw)})
+    got: list[str] = []
+    total: Counter[tuple[str, str]] = Counter()
+    for rank in range(2):
+        monkeypatch.setattr(srcmod, "current_world", lambda rank=rank: World(rank, 2, 0, 1))
+        ds = S3IterableDataset(url, client=client)
+        got += [name for name, _ in ds]
+        total.update(ds.stats.counts)
+    assert sorted(got) == ["d/a.jpg"] + [f"d/s{i}.jpg" for i in range(5)]
+    assert total == Counter({("read", "hardlink"): 1})

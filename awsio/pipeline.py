@@ -106,7 +106,8 @@ class PipelineMixin:
         ``shuffle`` shuffles the epoch's order at the source (shards, then samples within
         windows of shards: :mod:`awsio.epoch`), which resumes exactly; ``batch_size`` collates
         the final items into batches at the *end* of the pipeline, one batch per unit of
-        ``batch_size`` samples (``drop_last`` drops a short batch); ``seed`` seeds the shuffle
+        ``batch_size`` samples (``drop_last``: not the rank's last batch when it would be short;
+        a batch short of skipped samples is delivered); ``seed`` seeds the shuffle
         (default: the source's ``seed``); ``handler`` becomes the default policy of the stages
         added after this one. ``shuffle_buffer > 1`` adds a streaming ``.shuffle(n)`` buffer
         here as well (it spans batches, so such a pipeline cannot save an exact state).
@@ -282,7 +283,8 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
     def __len__(self) -> int:
         """Units (batches, or samples when nothing batches) this rank yields in a whole epoch."""
         w = current_world()
-        return -(-int(self.source.rank_size(w.world_size, w.rank)) // self.unit)
+        size = int(self.source.rank_size(w.world_size, w.rank))
+        return size // self.unit if self.drop_last and self.batch_size is not None else -(-size // self.unit)
 
     def metrics(self, ranks: bool = False) -> Any:
         """The source's counters (:meth:`awsio.dataset.S3IterableDataset.metrics`): requests,
@@ -301,13 +303,14 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         self.stats = stats
         ctx = Context(epoch, world, self.seed, stats)
         group = Group(self.handler)
-        final = (Batched(self.batch_size, None, not self.drop_last, self.handler)
-                 if self.batch_size is not None else None)
+        # drop_last drops the rank's last unit when it is short, at the source (never read); a
+        # batch short of samples that were skipped (and counted) is delivered
+        final = Batched(self.batch_size, None, True, self.handler) if self.batch_size is not None else None
         if final is not None or self.unit > 1:
             register_collation()  # also in a spawned DataLoader worker, where collation runs
             if get_worker_info() is not None:
                 use_shared_memory()  # its batches' bytes reach the training process through shared memory
-        units = self.source.iter_units(self.unit)
+        units = self.source.iter_units(self.unit, drop_last=self.drop_last and self.batch_size is not None)
         samples = [0]  # grouped samples not yet reported to the source's counters
 
         def run(records: Iterable[Any]) -> Iterator[Any]:

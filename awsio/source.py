@@ -174,9 +174,10 @@ class IndexedSource:
         return self.rank_size(w.world_size, w.rank)
 
     # -- iteration ----------------------------------------------------------------------------
-    def iter_units(self, unit: int = 1) -> Generator[tuple[int, list[Record]], None, None]:
+    def iter_units(self, unit: int = 1, *, drop_last: bool = False) -> Generator[tuple[int, list[Record]], None, None]:
         """This rank's and worker's units of ``unit`` samples, as ``(position of the unit's first
-        sample, records)`` (see the module docstring)."""
+        sample, records)`` (see the module docstring). ``drop_last``: not the rank's last unit
+        when it is short (it is never read)."""
         if unit < 1:
             raise ConfigError("unit must be >= 1", field="unit", value=unit)
         world = current_world()
@@ -210,7 +211,7 @@ class IndexedSource:
         progress = _Progress(epoch, remaining, world.world_size, world.rank, world.worker,
                              world.num_workers, unit, intervals_total(run.core), units=skip)
         self._progress = progress
-        n_units = -(-len(positions) // unit)
+        n_units = len(positions) // unit if drop_last else -(-len(positions) // unit)
         first = world.worker + world.num_workers * skip
         mine = range(first, n_units, world.num_workers)
         order = self.order(epoch)

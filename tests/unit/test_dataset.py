@@ -394,3 +394,19 @@ def test_tgz_samples_are_numbered_by_the_index_past_a_hardlink(monkeypatch: pyte
         total.update(ds.stats.counts)
     assert sorted(got) == ["d/a.jpg"] + [f"d/s{i}.jpg" for i in range(5)]
     assert total == Counter({("read", "hardlink"): 1})
+
+
+def test_drop_last_drops_only_the_short_last_batch_of_the_rank() -> None:
+    """``drop_last`` drops the rank's last unit when it is short (planned: never read), not a
+    batch that is short because a sample in it was skipped: its other samples are delivered."""
+    urls = [f"{B}d/o{j:02d}.bin" for j in range(10)]
+    objects = {u: u.encode() for u in urls}
+    del objects[urls[2]]
+    client = MemoryClient(objects)
+    ds = S3IterableDataset(urls, client=client, handler="skip")
+    pipe = ds.dataproc(batch_size=4, shuffle=False, drop_last=True).map(lambda s: s["__key__"])
+    batches = [[key.rsplit("/", 1)[1] for key in b] for b in pipe]
+    assert batches == [["o00", "o01", "o03"], ["o04", "o05", "o06", "o07"]]
+    assert pipe.stats.counts == Counter({("read", "NoSuchKeyError"): 1})
+    assert len(pipe) == 2
+    assert not [c for c in client.calls if c[1] in (urls[8], urls[9])]  # the short last unit: not read

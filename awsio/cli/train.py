@@ -250,6 +250,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             dataset.set_epoch(start_epoch)
             if state.get("data"):
                 dataset.load_state_dict(state["data"])  # StateError if the data set changed
+                start_epoch = dataset.epoch  # the next one when the saved epoch was all consumed
             if rank == 0:
                 print(_resume_line(ckpt_loc, state, world, workers), flush=True)
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \

@@ -27,6 +27,7 @@ class _Synthetic(MemorySource):
         records.sort(key=lambda r: r[0])
         super().__init__(records)
         self.epochs: list[int] = []
+        self.epochs_read: list[int] = []  # the epoch of each pass that read
         self.units_read = 0
         self.fail_after: int | None = None
 
@@ -35,6 +36,7 @@ class _Synthetic(MemorySource):
         super().set_epoch(epoch)
 
     def _read(self, order, units):
+        self.epochs_read.append(self._progress.epoch)
         for unit in super()._read(order, units):
             if self.fail_after is not None and self.units_read == self.fail_after:
                 raise Crash("storage went away")
@@ -157,3 +159,14 @@ def test_resume_says_what_changed(tmp_path, fake_data, capsys):
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("train: resumed")][0]
     assert "64 of 192 samples done, none read again" in line
     assert "saved with 1 process(es) x 3 worker(s), now 1 x 0" in line
+
+
+def test_a_budget_that_ends_with_the_epoch_resumes_at_the_next_epoch(tmp_path, fake_data):
+    """trainer.max_steps running out exactly at an epoch's last batch saves a complete data state:
+    the resume starts the next epoch once, in its own order, and runs trainer.epochs in all."""
+    first = train.run(_cfg(tmp_path, "data.shuffle_urls=true", "trainer.epochs=3", "trainer.max_steps=12"))
+    assert [(m["epoch"], m["steps"]) for m in first] == [(0, 12)]  # 192 samples / 16: 12 steps
+    fake_data.epochs_read.clear()
+    second = train.run(_cfg(tmp_path, "data.shuffle_urls=true", "trainer.epochs=3", "trainer.resume=true"))
+    assert [(m["epoch"], m["steps"]) for m in second] == [(1, 12), (2, 12)]
+    assert fake_data.epochs_read == [1, 2]

@@ -328,14 +328,22 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         streams = (((r for _, recs in units for r in recs),) if self._spans_units()
                    else (recs for _, recs in units))
         count = 0
+        warned = False
         try:
             for records in streams:
                 if samples[0]:
                     self.source.note_samples(samples[0])  # (a DataLoader worker publishes now and then)
                     samples[0] = 0
+                before = count
                 for item in run(records):
                     count += 1
                     yield item
+                if count == before and world.num_workers > 1 and not warned:
+                    warned = True  # this worker's next batch takes the empty unit's turn
+                    log.warning("pipeline epoch %d rank %d worker %d/%d: a unit yielded no batch (every "
+                                "sample in it skipped): state_dict(delivered=n) is not exact for the rest "
+                                "of this epoch; torchdata's StatefulDataLoader is (see the README, "
+                                "Resuming mid-epoch)", epoch, world.rank, world.worker, world.num_workers)
         finally:
             stats.merge(self.source.stats)
             self.source.note_samples(samples[0], stats.total, final=True)

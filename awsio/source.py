@@ -39,7 +39,7 @@ from awsio.epoch import EQUAL_WORK, Intervals, Order, advance, global_order, int
 from awsio.errors import ConfigError, StateError
 from awsio.grouping import Record, sample_runs
 from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
-from awsio.world import World, current_world, pass_epoch
+from awsio.world import World, current_world, loader_base_seed, pass_epoch
 
 __all__ = ["IndexedSource", "MemorySource", "STATE_VERSION", "digest"]
 
@@ -250,6 +250,13 @@ class IndexedSource:
         if p is not None:
             epoch, remaining, size = p.epoch, p.remaining, p.unit
         else:
+            if self.shuffled and not self._epoch_set and loader_base_seed() is None:
+                # DataLoader workers took each pass's epoch from the loader's base seed (see
+                # awsio.world.pass_epoch), which the main process never sees
+                raise StateError("call set_epoch(epoch) before each epoch to save the state of a "
+                                 "shuffled data set iterated by DataLoader workers: without it the "
+                                 "workers' order cannot be named here", field="epoch",
+                                 saved=None, current=self._epoch)
             epoch = self._epoch
             r = self._resume
             remaining = r.remaining if r is not None and r.epoch == epoch else [(0, total)]

@@ -410,3 +410,20 @@ def test_drop_last_drops_only_the_short_last_batch_of_the_rank() -> None:
     assert pipe.stats.counts == Counter({("read", "NoSuchKeyError"): 1})
     assert len(pipe) == 2
     assert not [c for c in client.calls if c[1] in (urls[8], urls[9])]  # the short last unit: not read
+
+
+def test_a_worker_warns_when_a_unit_yields_no_batch(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    """A unit whose samples were all skipped yields no batch: in one of several DataLoader
+    workers the next batch takes its turn, so the count-based state is no longer exact. Said."""
+    import awsio.pipeline as pipemod
+
+    world = World(0, 1, 0, 2)  # worker 0 of 2: units 0, 2, 4
+    monkeypatch.setattr(srcmod, "current_world", lambda: world)
+    monkeypatch.setattr(pipemod, "current_world", lambda: world)
+    urls = [f"{B}e/o{j:02d}.bin" for j in range(12)]
+    objects = {u: b"x" for u in urls[:4] + urls[6:]}  # unit 2 (o04, o05) is missing
+    ds = S3IterableDataset(urls, client=MemoryClient(objects), handler="skip")
+    pipe = ds.map(lambda s: s["__key__"]).batched(2, collate=list)
+    with caplog.at_level("WARNING", logger="awsio.pipeline"):
+        assert [[k.rsplit("/", 1)[1] for k in b] for b in pipe] == [["o00", "o01"], ["o08", "o09"]]
+    assert "yielded no batch" in caplog.text

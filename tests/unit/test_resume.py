@@ -313,6 +313,30 @@ def test_dataloader_resume_with_other_worker_count(k0: int, k1: int) -> None:
     assert flat(got) == whole[:len(flat(got))]  # consumed = delivered, not read ahead
 
 
+def test_a_shuffled_state_needs_set_epoch_when_workers_iterate() -> None:
+    """Without set_epoch, DataLoader workers take each pass's epoch from the loader's base seed,
+    which the main process never sees: its state_dict(delivered=n) cannot name the order they
+    read, so it refuses (a resume would read another order: samples twice and never)."""
+    import torch
+
+    def make() -> Pipeline:
+        return Pipeline(MemorySource(memory_records(4, 6), shuffle=True, seed=1)).map(_key).batched(3, collate=list)
+
+    p = make()
+    loader = torch.utils.data.DataLoader(p, batch_size=None, num_workers=2, multiprocessing_context="fork")
+    got = []
+    for batch in loader:
+        got.append(batch)
+        if len(got) == 3:
+            break
+    with pytest.raises(StateError, match="set_epoch"):
+        p.state_dict(delivered=3)
+    p.set_epoch(0)
+    assert p.state_dict(delivered=3)["epoch"] == 0
+    unshuffled = Pipeline(MemorySource(memory_records(4, 6))).map(_key).batched(3, collate=list)
+    assert unshuffled.state_dict(delivered=3)["consumed"] == 9  # the order is the same every epoch
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stateful_dataloader_saves_and_restores(workers: int) -> None:
     sdl = pytest.importorskip("torchdata.stateful_dataloader")

@@ -2,9 +2,9 @@
 
 Reads any object with ``read(n)`` (an :class:`awsio.s3.reader.S3Reader`, a file, a socket)
 sequentially, holding at most one member plus one read chunk in memory, whatever the shard size
-(so a member's declared size is what it costs). Handles ustar (with the ``prefix`` field), GNU
-long names/links (``L``/``K``), pax headers (``path``, ``linkpath``, ``size``; global ``g``
-headers are skipped), GNU base-256 sizes, and gzip streams (``.tar.gz``/``.tgz``, multi-member
+(so a member's declared size is what it costs). Handles ustar (with the ``prefix`` field of POSIX
+headers), GNU long names/links (``L``/``K``), pax headers (``path``, ``linkpath``, ``size``;
+global ``g`` headers are skipped), GNU base-256 sizes, and gzip streams (``.tar.gz``/``.tgz``, multi-member
 gzip included) decompressed incrementally with ``zlib`` and read to their end, so every gzip
 member's CRC-32 and length are checked. Hardlinks are read again by range when the caller can
 (else counted as skipped, like symlinks and unsupported member types: see :func:`iter_tar`);
@@ -18,13 +18,15 @@ is (S3 checksums and length checks guard the transfer). Everything else that is 
 :class:`awsio.errors.ArchiveError` naming the shard URL, the member (when known) and the offset
 in the uncompressed stream: an empty shard, a missing end-of-archive marker (a shard cut at a
 member boundary), a truncated header or member, a bad header checksum, a size field that is not
-a number, a malformed pax record, a corrupt or truncated gzip stream.
+a number, a malformed pax record, a long-name or pax header over ``MAX_EXTENDED_SIZE``, a corrupt
+or truncated gzip stream.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import struct
 import zlib
 from typing import BinaryIO, Callable, Iterator, NamedTuple, Protocol, Sequence
 
@@ -46,7 +48,13 @@ _NO_DATA = (b"3", b"4", b"5", b"6")  # devices, directories, FIFOs: nothing to y
 _OCTAL = re.compile(rb"[0-7]*")
 _DECIMAL = re.compile(r"[0-9]+", re.ASCII)
 _PAX_RECORD = re.compile(rb"([0-9]{1,12}) ")
+_PAX_KEYS = ("path", "linkpath", "size")
 MAX_MEMBER_SIZE = 1 << 48  # larger sizes come from corrupt headers (S3 objects stop at 5 TiB)
+# A GNU long name/link or pax header is read whole into memory (it describes the next member), so
+# its size must not be what a header says: names are at most kilobytes (PATH_MAX is 4 KiB), pax
+# records a few xattrs (64 KiB each on Linux). Larger ones come from corrupt or hostile headers,
+# and a tar.gz inflates a long run of one byte ~1000x: 64 KiB would cost 64 MiB.
+MAX_EXTENDED_SIZE = 8 << 20
 
 
 class _Readable(Protocol):
@@ -167,7 +175,9 @@ def _number(field: bytes) -> int:
 
 
 def _parse_pax(data: bytes) -> dict[str, str]:
-    """The records of a pax header (``"<length> <key>=<value>\\n"`` each); raises ValueError."""
+    """The records of a pax header (``"<length> <key>=<value>\\n"`` each) that awsio uses (path,
+    linkpath, size: the others are checked and dropped, so that the records of a run of pax headers
+    take no more memory than those); raises ValueError."""
     out: dict[str, str] = {}
     pos = 0
     while pos < len(data):
@@ -181,7 +191,9 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         key, eq, value = data[m.end():end - 1].partition(b"=")
         if not eq:
             raise ValueError(f"pax record at byte {pos} has no '='")
-        out[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        key_text = key.decode("utf-8")
+        if key_text in _PAX_KEYS:
+            out[key_text] = value.decode("utf-8", "surrogateescape")
         pos = end
     size = out.get("size")
     if size == "":  # an empty value restores the header's own field (POSIX)
@@ -192,20 +204,19 @@ def _parse_pax(data: bytes) -> dict[str, str]:
 
 
 def _checksum_ok(header: bytes) -> bool:
+    """The header's checksum: its bytes summed as unsigned chars (POSIX) or, as some old tars
+    wrote it, as signed chars; the checksum field itself counts as 8 spaces (as tarfile reads it)."""
     try:
         stored = _number(header[148:156])
     except ValueError:
         return False
-    unsigned = sum(header[:148]) + 256 + sum(header[156:])  # 8 spaces for the checksum field
-    if stored == unsigned:
-        return True
-    signed = unsigned - sum(b for b in header if b > 127) * 2 + sum(b for b in header[148:156] if b > 127) * 2
-    return stored == signed
+    return (stored == sum(header[:148]) + 256 + sum(header[156:])
+            or stored == 256 + sum(struct.unpack_from("148b8x356b", header)))
 
 
 def _name(header: bytes) -> str:
     name = header[0:100].split(b"\0", 1)[0]
-    if header[257:262] == b"ustar":
+    if header[257:263] == b"ustar\0":  # POSIX only: a GNU header ("ustar  \0") keeps times there
         prefix = header[345:500].split(b"\0", 1)[0]
         if prefix:
             name = prefix + b"/" + name
@@ -403,8 +414,9 @@ def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
             current = name
             offset, chain_start, long_name, long_link, pax = chain_start, None, None, None, {}
             padded = (size + BLOCK - 1) & ~(BLOCK - 1)
-            if typeflag in (b"1", b"2"):
-                padded = 0  # links carry no data (as tarfile reads them)
+            if typeflag in (b"1", b"2", b"5"):
+                padded = 0  # links and directories carry no data, whatever their size field says
+                # (as GNU tar and tarfile read them); a device or FIFO's declared data is skipped
             quiet = typeflag in _NO_DATA or name.endswith("/") or is_metadata(name)
             if typeflag in _REGULAR and not quiet:
                 data_at = buf.offset
@@ -442,14 +454,17 @@ def _text(field: bytes) -> str:
 
 
 def _read_extended(buf: _Buffered, header: bytes, url: str, at: int) -> bytes:
-    """The data of a GNU long name/link or pax header."""
+    """The data of a GNU long name/link or pax header (at most :data:`MAX_EXTENDED_SIZE` bytes)."""
     try:
         size = _number(header[124:136])
     except ValueError as exc:
         raise ArchiveError(f"corrupt tar header (size field): {exc}", url=url, member=_name(header),
                            offset=at) from exc
+    if size > MAX_EXTENDED_SIZE:
+        raise ArchiveError(f"tar extended header of {size} bytes is over the {MAX_EXTENDED_SIZE} byte "
+                           "limit (corrupt header?)", url=url, member=_name(header), offset=at)
     padded = (size + BLOCK - 1) & ~(BLOCK - 1)
-    data = buf.read(padded) if size <= MAX_MEMBER_SIZE else b""
+    data = buf.read(padded)
     if len(data) < padded:
         raise ArchiveError("truncated tar extended header", url=url, member=_name(header), offset=at)
     return data[:size]

@@ -369,7 +369,7 @@ def test_cut_members_reads_every_form_of_the_numeric_fields(size_form: str, chec
     blob[h + 297] = 0xC3 if checksum_form == "signed" else 0  # a byte > 127 (in the group name)
     total = sum(blob[h:h + 148]) + 256 + sum(blob[h + 156:h + 512])
     if checksum_form == "signed":  # as some old tars sum the header: bytes as signed chars
-        total -= 2 * sum(b for b in blob[h:h + 148] + blob[h + 156:h + 512] if b > 127)
+        total -= 256 * sum(b > 127 for b in blob[h:h + 148] + blob[h + 156:h + 512])
     blob[h + 148:h + 156] = ((checksum_form if checksum_form != "signed" else "%06o\0 ") % total).encode()
     walked = list(iter_tar(io.BytesIO(bytes(blob))))
     for pieces in (False, True):

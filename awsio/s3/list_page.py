@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 
 from awsio.s3.backend import ObjectInfo
 
-__all__ = ["ListPage", "list_query_params", "parse_list_page"]
+__all__ = ["ListPage", "list_query_params", "next_page_token", "parse_list_page"]
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -38,9 +38,27 @@ def _timestamp(text: Optional[str]) -> Optional[float]:
     return when.timestamp()
 
 
-def parse_list_page(body: bytes, bucket: str, where: str) -> ListPage:
-    """The objects of one page and the token of the next. ValueError naming ``where`` (the
-    listed ``s3://bucket/prefix``) when the reply is not a ListObjectsV2 result."""
+def next_page_token(truncated: Optional[bool], token: Optional[str], asked: Optional[str], where: str) -> Optional[str]:
+    """The continuation token of the page after one that says ``truncated`` and ``token``
+    (``asked``: the token it was asked with); None after the last page. ValueError naming
+    ``where`` for a page that cannot be followed: no IsTruncated (not a ListObjectsV2 result),
+    truncated without a token (the listing would end early, keys lost), or the token it was
+    asked with (it would repeat keys and never end). Both backends list by this rule."""
+    if truncated is None:
+        raise ValueError(f"the listing of {where} has no IsTruncated: not a ListObjectsV2 result")
+    if not truncated:
+        return None
+    if not token:
+        raise ValueError(f"the listing of {where} says it is truncated but gives no continuation token")
+    if token == asked:
+        raise ValueError(f"the listing of {where} gives back the continuation token it was asked with")
+    return token
+
+
+def parse_list_page(body: bytes, bucket: str, where: str, asked: Optional[str] = None) -> ListPage:
+    """The objects of one page (asked with the token ``asked``) and the token of the next.
+    ValueError naming ``where`` (the listed ``s3://bucket/prefix``) when the reply is not a
+    ListObjectsV2 result or cannot be followed (:func:`next_page_token`)."""
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as exc:
@@ -53,11 +71,14 @@ def parse_list_page(body: bytes, bucket: str, where: str) -> ListPage:
     try:
         for c in root.iterfind(f"{ns}Contents"):
             key = c.findtext(f"{ns}Key") or ""
+            size = c.findtext(f"{ns}Size")
+            if size is None:
+                raise ValueError(f"{key!r} has no Size")
             objects.append(ObjectInfo(f"s3://{bucket}/{unquote_plus(key) if encoded else key}",
-                                      int(c.findtext(f"{ns}Size") or "0"), c.findtext(f"{ns}ETag"),
+                                      int(size), c.findtext(f"{ns}ETag"),
                                       _timestamp(c.findtext(f"{ns}LastModified"))))
     except ValueError as exc:
         raise ValueError(f"the listing of {where} has a malformed entry: {exc}") from None
-    truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
-    token = root.findtext(f"{ns}NextContinuationToken") if truncated else None
-    return ListPage(objects, token or None)
+    truncated = root.findtext(f"{ns}IsTruncated")
+    return ListPage(objects, next_page_token(None if truncated is None else truncated.strip().lower() == "true",
+                                             root.findtext(f"{ns}NextContinuationToken"), asked, where))

@@ -480,7 +480,7 @@ class NativeBackend:
             query = _native.canonical_query(list_query_params(prefix, token))
             body = self._one(bucket, prefix, 0, None, head=False, query=query)
             try:
-                page = parse_list_page(body, bucket, where)
+                page = parse_list_page(body, bucket, where, token)
             except ValueError as exc:
                 raise S3Error(str(exc), url=where, status=200, code="MalformedListing",
                               request_id=None) from None

@@ -31,6 +31,7 @@ from awsio.logsafe import redact_aws_logs
 from awsio.metrics import Metrics
 from awsio.s3.backend import Body, ObjectInfo, Request, check_cuts, cut_body, request_bytes
 from awsio.s3.integrity import check_reply, parse_content_range
+from awsio.s3.list_page import next_page_token
 from awsio.s3.ratelimit import RateLimiter
 from awsio.s3.threads import DaemonPool
 
@@ -472,14 +473,17 @@ class PythonBackend:
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._retrying(url, "list", lambda: self._client.list_objects_v2(**kwargs))
-            for obj in page.get("Contents", ()) or ():
-                lm = obj.get("LastModified")
-                yield ObjectInfo(self._url(bucket, obj["Key"]), int(obj["Size"]), obj.get("ETag"),
-                                 lm.timestamp() if lm is not None else None)
-            if not page.get("IsTruncated"):
-                return
-            token = page.get("NextContinuationToken")
-            if not token:
+            try:
+                objects = [ObjectInfo(self._url(bucket, obj["Key"]), int(obj["Size"]), obj.get("ETag"),
+                                      obj["LastModified"].timestamp() if obj.get("LastModified") else None)
+                           for obj in page.get("Contents", ()) or ()]
+                # (botocore reads any 200 as a page: what it lacks, the same rule as the native one)
+                token = next_page_token(page.get("IsTruncated"), page.get("NextContinuationToken"), token, url)
+            except (KeyError, ValueError) as exc:
+                raise S3Error(f"malformed listing: {exc}" if isinstance(exc, KeyError) else str(exc), url=url,
+                              status=200, code="MalformedListing", request_id=None) from None
+            yield from objects
+            if token is None:
                 return
 
     def close(self) -> None:

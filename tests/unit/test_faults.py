@@ -355,3 +355,45 @@ def test_verify_checksums_off_skips_only_the_checksum(stub, backend, how, monkey
     assert len(stub.seen) == 1 and stub.seen[0].headers.get("x-amz-checksum-mode") == "ENABLED"
     with pytest.raises(IntegrityError, match="SizeMismatch|known size"):  # lengths are still checked
         get(client, size=N + 1)
+
+
+# -- listings that cannot be trusted: a typed error, never fewer (or repeated) keys -------------
+
+def _list_page(keys: list[str], truncated: bool | None, token: str | None = None, size: bool = True) -> bytes:
+    from urllib.parse import quote_plus
+
+    contents = "".join(f"<Contents><Key>{quote_plus(k)}</Key><LastModified>2026-01-02T03:04:05.000Z</LastModified>"
+                       f"<ETag>&quot;e&quot;</ETag>{'<Size>10</Size>' if size else ''}</Contents>" for k in keys)
+    more = "" if truncated is None else f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"
+    more += f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
+    return (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>bkt</Name><Prefix>p/</Prefix><EncodingType>url</EncodingType>{more}{contents}</ListBucketResult>").encode()
+
+
+LISTING_FAULTS = {
+    "truncated without a token": lambda n: _list_page(["p/a", "p/b"], True),
+    "the same token again": lambda n: _list_page([f"p/{n}"], True, "t1"),
+    "no IsTruncated": lambda n: _list_page(["p/a"], None),
+    "an Error document": lambda n: b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>x</Message></Error>",
+    "an HTML page": lambda n: b"<html><body>login</body></html>",
+    "an entry without a size": lambda n: _list_page(["p/a"], False, size=False),
+    "page 2 an HTML page": lambda n: _list_page(["p/a"], True, "t1") if n == 0 else b"<html></html>",
+}
+
+
+@pytest.mark.parametrize("fault", sorted(LISTING_FAULTS))
+def test_a_listing_that_cannot_be_trusted_is_a_typed_error(stub, backend, fault):
+    """A page that is not a ListObjectsV2 result, says it is truncated without a way on, or asks
+    for the page it came from again: MalformedListing naming the prefix, on both backends (the
+    listing would otherwise end early, repeat keys or never end)."""
+    from awsio.errors import S3Error
+
+    stub.script = lambda n, seen: Reply(200, LISTING_FAULTS[fault](n), {"Content-Type": "application/xml"})
+    client = make(stub, backend)
+    with pytest.raises(S3Error) as err:
+        for i, _ in enumerate(client.list("s3://bkt/p/")):
+            assert i < 10, "the listing does not end"
+    # (a 200 carrying an S3 <Error>: botocore raises the error it names, the native parser refuses it)
+    codes = {"MalformedListing", "InternalError"} if fault == "an Error document" else {"MalformedListing"}
+    assert err.value.code in codes and err.value.url == "s3://bkt/p/"
+    client.close()

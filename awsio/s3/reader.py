@@ -33,7 +33,8 @@ class S3Reader(io.RawIOBase):
         start, end: read only the half-open byte range [start, end) of the object.
 
     Raises the backend's :mod:`awsio.errors` exceptions from ``read`` when a chunk fails
-    (``IntegrityError`` when a reply contradicts ``size`` or the range asked for).
+    (``IntegrityError`` when a reply contradicts ``size`` or the range asked for), and the same
+    exception from every later ``read`` or ``skip``: the stream never goes on past a gap.
     Read-ahead runs on daemon threads that :meth:`close` releases: a reader abandoned in a
     stalled read never holds up the interpreter's exit.
     """
@@ -57,6 +58,7 @@ class S3Reader(io.RawIOBase):
         self._end = end
         self._next_fetch = start  # offset of the next chunk to request
         self._pos = start  # offset of the next byte handed to the caller
+        self._failed: Optional[BaseException] = None  # a chunk failed for good: the stream stops there
         self._chunk_size = chunk_size
         self._prefetch = prefetch
         self._pending: deque[tuple[int, int, Future[bytes]]] = deque()  # (lo, hi, its bytes)
@@ -95,15 +97,21 @@ class S3Reader(io.RawIOBase):
             raise ValueError(f"I/O operation on a closed S3Reader ({self.url})")
         if len(self._buf):
             return True
-        self._schedule()
-        if not self._pending:
-            return False
-        lo, hi, fut = self._pending.popleft()
-        data = fut.result()
-        if len(data) != hi - lo:  # the object ends before the range this reader was opened for
-            raise IntegrityError(f"the object ended {len(data)} bytes into [{lo}, {hi}) of the range "
-                                 f"being read (it is shorter than the caller said)", url=self.url,
-                                 status=None, code="SizeMismatch", request_id=None, expected=hi, got=lo + len(data))
+        if self._failed is not None:  # every read after a failed chunk fails: never the next chunk's bytes
+            raise self._failed
+        try:
+            self._schedule()
+            if not self._pending:
+                return False
+            lo, hi, fut = self._pending.popleft()
+            data = fut.result()
+            if len(data) != hi - lo:  # the object ends before the range this reader was opened for
+                raise IntegrityError(f"the object ended {len(data)} bytes into [{lo}, {hi}) of the range "
+                                     f"being read (it is shorter than the caller said)", url=self.url, status=None,
+                                     code="SizeMismatch", request_id=None, expected=hi, got=lo + len(data))
+        except BaseException as exc:
+            self._failed = exc
+            raise
         if self._pool is not None:  # refill the window while the caller works on this chunk
             self._schedule()
         self._buf = memoryview(data)
@@ -151,6 +159,8 @@ class S3Reader(io.RawIOBase):
         restarts at the new offset (header scans jump over member data this way)."""
         if self.closed:
             raise ValueError(f"I/O operation on a closed S3Reader ({self.url})")
+        if self._failed is not None:
+            raise self._failed
         n = max(0, min(n, self._end - self._pos))
         if n <= len(self._buf):
             self._buf = self._buf[n:]

@@ -397,3 +397,29 @@ def test_a_listing_that_cannot_be_trusted_is_a_typed_error(stub, backend, fault)
     codes = {"MalformedListing", "InternalError"} if fault == "an Error document" else {"MalformedListing"}
     assert err.value.code in codes and err.value.url == "s3://bkt/p/"
     client.close()
+
+
+def test_a_stream_that_failed_keeps_failing(stub, backend):
+    """S3Reader: once a chunk failed for good, every later read raises it again: a caller that
+    catches the error and reads on must never get the next chunk's bytes as if they followed."""
+    from awsio.errors import ServerError
+
+    body = bytes(i % 251 for i in range(3000))
+    failed: list[int] = []
+
+    def script(n: int, seen: Seen) -> Reply:
+        if seen.headers.get("range") == "bytes=1000-1999" and not failed:
+            failed.append(n)
+            return Reply(500, error_xml("InternalError"))
+        return object_reply(body, seen)
+
+    stub.script = script
+    client = make(stub, backend, max_attempts=1)
+    reader = client.open("s3://bkt/obj", chunk_size=1000, prefetch=0, size=len(body))
+    assert reader.read(1000) == body[:1000]
+    for _ in range(3):
+        with pytest.raises(ServerError):
+            reader.read(1000)
+    assert reader.tell() == 1000
+    reader.close()
+    client.close()

@@ -180,6 +180,12 @@ struct S3Engine::Impl {
       return 0;
     }
     size_t need = body_size(t, status, len);
+    if (need > size_t(len) && t->reply.etag.empty()) {  // no ETag to pin the parts to one version:
+      t->unsplit = true;                                 // the whole range in one request instead
+      *stop = true;
+      t->first_write = false;
+      return 0;
+    }
     if (t->charged == 0 && !budget.admits(need, !paused.empty())) {
       // Over budget: leave the body in the socket (libcurl delivers this data again on resume)
       // until results are returned. resume_paused() charges it first.
@@ -256,6 +262,7 @@ struct S3Engine::Impl {
     t->first_write = true;
     t->alloc_failed = false;
     t->no_total = false;
+    t->unsplit = false;
     t->mismatch = Mismatch{};
     t->sum.start(ChecksumAlgo::None);
     t->written = 0;
@@ -545,6 +552,16 @@ struct S3Engine::Impl {
     if (t->mismatch.any()) {
       if (maybe_retry(t, Cause::Integrity)) return;
       finish(t, integrity_error(t, status));
+      return;
+    }
+    if (t->unsplit) {  // not a failed attempt: the same request, asked for in one piece
+      curl_multi_remove_handle(multi, t->easy);
+      active.erase(t);
+      t->attempts -= 1;
+      t->split = false;
+      t->range_end = t->spec.end;
+      configure(t);
+      start(t);
       return;
     }
     Result r;

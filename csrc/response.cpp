@@ -181,12 +181,13 @@ bool check_reply(Transfer* t, long status, curl_off_t cl) {
     return t->mismatch.record("SizeMismatch", "the object size in Content-Range differs from the known size",
                               to_string(known), to_string(h.total));
   }
-  // [range_start, range_end) clipped by the size when known; unknown: at most range_end.
+  // [range_start, range_end) clipped by the size when known. Size unknown: exactly range_end,
+  // but the first part of a split open-ended GET may end early (an object smaller than a part).
   const int64_t total = h.total >= 0 ? h.total : known;
   int64_t end = t->range_end;
   if (total >= 0) end = end < 0 ? total : std::min(end, total);
-  const bool exact = total >= 0;
-  if (h.cr_first != t->range_start || (end >= 0 && (exact ? h.cr_last + 1 != end : h.cr_last + 1 > end))) {
+  const bool at_most = total < 0 && t->split && t->spec.end < 0;
+  if (h.cr_first != t->range_start || (end >= 0 && (at_most ? h.cr_last + 1 > end : h.cr_last + 1 != end))) {
     return t->mismatch.record("RangeMismatch", "a 206 reply for another range than asked", asked, h.content_range);
   }
   const int64_t n = h.cr_last - h.cr_first + 1;

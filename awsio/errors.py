@@ -229,6 +229,7 @@ _CODE_TO_CLASS: dict[str, type[S3Error]] = {
     "TooManyRequests": ThrottledError,
     "InternalError": ServerError,
     "ServiceUnavailable": ServerError,
+    "PreconditionFailed": IntegrityError,  # If-Match: the object was replaced while it was read
 }
 
 
@@ -254,6 +255,8 @@ def s3_error(
             cls = AccessDeniedError
         elif status in (301, 302, 307, 308):
             cls = RedirectError
+        elif status == 412:  # (a HEAD's 412 has no body, so no code)
+            cls = IntegrityError
         elif status in (429,) or (status == 503 and code == "SlowDown"):
             cls = ThrottledError
         elif status is not None and status >= 500:

@@ -124,7 +124,10 @@ class ShardReader:
                 b = shard.size  # to the end: members after the last sample (links) are seen
             # each member in a piece of its own, written there by the reader: no copy to cut it out
             cuts = member_cuts(self._members(sh, index, a, b), a, b)
-            request = (shard.url, a, b, shard.size) if cuts is None else (shard.url, a, b, shard.size, cuts)
+            # (the listed ETag, when there is one, keeps every range of the shard on one version)
+            request: tuple[Any, ...] = (shard.url, a, b, shard.size)
+            if cuts is not None or shard.etag:
+                request += (cuts,) + ((shard.etag,) if shard.etag else ())
             out.append(_Fetch(sh, s, e, request, units[s - first:e - first]))
             s = e
         return out
@@ -278,7 +281,7 @@ class ShardReader:
         # one read of the whole range (BytesIO hands back the bytes object itself: no copy)
         members = iter_tar(io.BytesIO(data), url=shard.url, start_offset=a, partial=b != shard.size,
                            chunk_size=max(1, len(data)), skips=self.stats,
-                           reread=functools.partial(self.client.get_range, shard.url))
+                           reread=functools.partial(self.client.get_range, shard.url, if_match=shard.etag))
         # every member read must be the index's next one (an entry passed over only for a
         # hardlink that iter_tar could not resolve within this range, and counted)
         return [(index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data))
@@ -310,7 +313,7 @@ class ShardReader:
                 self._tgz.pop(oldest).close()
             shard = self.shards[f.shard]
             reader = self.client.open(shard.url, chunk_size=self.open_chunk, prefetch=self.prefetch,
-                                      size=shard.size)
+                                      size=shard.size, etag=shard.etag)
             cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader, self.indexes[f.shard], self.stats)
         try:
             return cursor.take(f.first, f.stop)

@@ -248,7 +248,8 @@ class Client {
   }
 
   void submit(int64_t tag, const std::string& bucket, const std::string& key, int64_t start, int64_t end,
-              bool head, int64_t size, std::vector<int64_t> cuts, const std::string& query) {
+              bool head, int64_t size, std::vector<int64_t> cuts, const std::string& query,
+              const std::string& if_match) {
     if (!cuts.empty()) {
       if (head || end < 0) throw py::value_error("cuts need a GET of a range with an end");
       int64_t last = 0;
@@ -263,6 +264,7 @@ class Client {
     awsio::RequestSpec s;
     s.cuts = std::move(cuts);
     s.query = query;
+    s.if_match = if_match;
     s.tag = tag;
     s.bucket = bucket;
     s.key = key;
@@ -468,7 +470,8 @@ PYBIND11_MODULE(_native, m) {
       .def("object_url", &Client::object_url)
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,
            py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1,
-           py::arg("cuts") = std::vector<int64_t>(), py::arg("query") = std::string())
+           py::arg("cuts") = std::vector<int64_t>(), py::arg("query") = std::string(),
+           py::arg("if_match") = std::string())
       .def("wait", &Client::wait, py::arg("timeout") = -1.0)
       .def("cancel_all", &Client::cancel_all)
       .def("wakeup", &Client::wakeup)

@@ -373,6 +373,7 @@ struct S3Engine::Impl {
     t->range_start = spec.start;
     t->range_end = spec.end;
     t->size = spec.size;
+    t->if_match = spec.if_match;
     const int64_t part = int64_t(opts.part_size);
     // What is to be read, as far as known: a known size clips the range (and a small object
     // known to be small is one plain GET, which S3 answers with its checksum).

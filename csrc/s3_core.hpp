@@ -131,6 +131,9 @@ struct RequestSpec {
   // A request on the bucket with this query (canonical: sorted, URI-encoded; see
   // canonical_query), `key` empty: a listing. Its reply is one body: no range, no parts.
   std::string query;
+  // The ETag the object must still have (If-Match, on every attempt and part): the requests of
+  // one read stay on one version; a replaced object is a 412, not a mix of versions.
+  std::string if_match;
 };
 
 // IntegrityError: the server answered, but the reply contradicted what was asked or is known

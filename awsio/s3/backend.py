@@ -39,6 +39,10 @@ class Request(NamedTuple):
     these offsets into the range (non-decreasing, each within it; see :func:`cut_body`). The
     native backend writes the bytes straight into the pieces as they arrive (a tar range into
     its members: no second copy); the Python backend cuts the body it received.
+
+    ``if_match``: the ETag the object must still have (``If-Match``): the requests of one read
+    (the ranges of a shard, the chunks of a stream) stay on one version of the object; a replaced
+    object is :class:`awsio.errors.IntegrityError` (``PreconditionFailed``, HTTP 412, not retried).
     """
 
     bucket: str
@@ -47,6 +51,7 @@ class Request(NamedTuple):
     end: Optional[int] = None
     size: Optional[int] = None
     cuts: Optional[Tuple[int, ...]] = None
+    if_match: Optional[str] = None
 
 
 #: What a GET brings: ``bytes``, or for a :class:`Request` with ``cuts`` a tuple of them.
@@ -94,8 +99,9 @@ class Backend(Protocol):
     name: str  # "native" or "python"
 
     def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
-            size: Optional[int] = None) -> bytes:
-        """One object or one range of it, as real ``bytes`` (``size``: see :class:`Request`)."""
+            size: Optional[int] = None, if_match: Optional[str] = None) -> bytes:
+        """One object or one range of it, as real ``bytes`` (``size``, ``if_match``: see
+        :class:`Request`)."""
 
     def get_many(self, requests: Iterable[Request], ordered: bool = True,
                  ramp: bool = False) -> Iterator[Tuple[int, Body]]:

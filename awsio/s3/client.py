@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 URLLike = Union[str, S3URL]
 # A get_many item: a URL (whole object), an ObjectInfo from a listing (whole object of a known
 # size), (url, start, end) for a half-open range, (url, start, end, size) with the object's size,
-# or (url, start, end, size, cuts): the range's body in pieces cut at `cuts` (see backend.Request).
+# or (url, start, end, size, cuts): the range's body in pieces cut at `cuts` (see backend.Request),
+# or (url, start, end, size, cuts, if_match): and the ETag the object must still have.
 GetItem = Union[URLLike, ObjectInfo, Tuple[URLLike, int, Optional[int]],
                 Tuple[URLLike, int, Optional[int], Optional[int]],
-                Tuple[URLLike, int, Optional[int], Optional[int], Optional[Tuple[int, ...]]]]
+                Tuple[URLLike, int, Optional[int], Optional[int], Optional[Tuple[int, ...]]],
+                Tuple[URLLike, int, Optional[int], Optional[int], Optional[Tuple[int, ...]], Optional[str]]]
 
 _warned_fallback = False
 _warn_lock = threading.Lock()
@@ -162,15 +164,17 @@ class S3Client:
         u = parse_url(url)
         return self.backend.get(u.bucket, u.key, 0, None, size)
 
-    def get_range(self, url: URLLike, start: int, end: Optional[int], *, size: Optional[int] = None) -> bytes:
+    def get_range(self, url: URLLike, start: int, end: Optional[int], *, size: Optional[int] = None,
+                  if_match: Optional[str] = None) -> bytes:
         """Bytes ``[start, end)`` of the object (``end=None``: to the end). Clipped like S3.
 
         ``size``: the object's size when known; a reply that contradicts it raises IntegrityError.
+        ``if_match``: the ETag it must still have (IntegrityError ``PreconditionFailed`` if not).
         """
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for {url}")
         u = parse_url(url)
-        return self.backend.get(u.bucket, u.key, start, end, size)
+        return self.backend.get(u.bucket, u.key, start, end, size, if_match)
 
     def get_many(self, urls: Iterable[GetItem], ordered: bool = True,
                  ramp: bool = False) -> Iterator[Tuple[str, Body]]:
@@ -178,7 +182,8 @@ class S3Client:
 
         Yields ``(url, bytes)``; in the input order with ``ordered=True``, else as they complete.
         An item with ``cuts`` (a 5-tuple) yields its range as a tuple of pieces instead: with the
-        native backend each member of a tar range arrives in its own ``bytes``, copied once.
+        native backend each member of a tar range arrives in its own ``bytes``, copied once. A
+        6-tuple adds ``if_match``, the ETag the object must still have (:class:`Request`).
         ``urls`` is consumed lazily, so memory is bounded by the in-flight window. Items that
         carry the object's size (an ObjectInfo, a 4-tuple) are checked against it. ``ramp``:
         one request in flight at first, the window doubling with each result taken (the first
@@ -189,18 +194,19 @@ class S3Client:
         def requests() -> Iterator[Request]:
             for i, item in enumerate(urls):
                 url: URLLike
-                start, end, size, cuts = 0, None, None, None
+                start, end, size, cuts, if_match = 0, None, None, None, None
                 if isinstance(item, ObjectInfo):
                     url, size = item.url, item.size
                 elif isinstance(item, tuple):
-                    if not 3 <= len(item) <= 5:
-                        raise ValueError(f"a get_many item is (url, start, end[, size[, cuts]]), not {item!r}")
-                    url, start, end, size, cuts = (*item, None, None)[:5]
+                    if not 3 <= len(item) <= 6:
+                        raise ValueError("a get_many item is (url, start, end[, size[, cuts[, if_match]]]), "
+                                         f"not {item!r}")
+                    url, start, end, size, cuts, if_match = (*item, None, None, None)[:6]
                 else:
                     url = item
                 u = parse_url(url)
                 names[i] = str(url) if isinstance(url, str) else str(u)
-                yield Request(u.bucket, u.key, start, end, size, cuts)
+                yield Request(u.bucket, u.key, start, end, size, cuts, if_match)
 
         for i, data in self.backend.get_many(requests(), ordered=ordered, ramp=ramp):
             yield names.pop(i), data
@@ -244,11 +250,14 @@ class S3Client:
             yield ObjectInfo(ObjectURL(info.url), info.size, info.etag, info.last_modified)
 
     def open(self, url: URLLike, *, chunk_size: int = 8 << 20, prefetch: int = 2,
-             size: Optional[int] = None, start: int = 0, end: Optional[int] = None) -> S3Reader:
-        """A streaming file object over the object (or its range), reading ahead ``prefetch`` chunks."""
+             size: Optional[int] = None, start: int = 0, end: Optional[int] = None,
+             etag: Optional[str] = None) -> S3Reader:
+        """A streaming file object over the object (or its range), reading ahead ``prefetch``
+        chunks, every chunk from one version of it (``etag``, else the one HEAD gives when the
+        size is not known either: :class:`~awsio.s3.reader.S3Reader`)."""
         u = parse_url(url)
         return S3Reader(self.backend, u.bucket, u.key, size=size, chunk_size=chunk_size,
-                        prefetch=prefetch, start=start, end=end)
+                        prefetch=prefetch, start=start, end=end, etag=etag)
 
     # -- writes (shard maker, checkpoints) ---------------------------------------------------
 

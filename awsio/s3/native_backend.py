@@ -231,11 +231,11 @@ class _Pump:
                         self.held += n
                         self.sizes[next_submit] = n
                     req, waiting = waiting, None
-                    bucket, key, start, end, size, cuts = req
+                    bucket, key, start, end, size, cuts, if_match = req
                     b._check_range(bucket, key, start, end)
                     check_cuts(req)
                     client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
-                                  -1 if size is None else size, cuts or ())
+                                  -1 if size is None else size, cuts or (), "", if_match or "")
                     names[next_submit] = req
                     next_submit += 1
                     inflight += 1
@@ -402,7 +402,7 @@ class NativeBackend:
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
 
     def _one(self, bucket: str, key: str, start: int, end: Optional[int], head: bool,
-             size: Optional[int] = None, query: str = "") -> Any:
+             size: Optional[int] = None, query: str = "", if_match: Optional[str] = None) -> Any:
         """One request, retried by the engine: a GET or HEAD of ``key``, or with ``query`` a GET
         of the bucket (a listing; ``key`` then names the listed prefix in errors)."""
         self._check_range(bucket, key, start, end)
@@ -411,7 +411,7 @@ class NativeBackend:
         try:
             client = handle.client
             client.submit(0, bucket, "" if query else key, start, -1 if end is None else end, head,
-                          -1 if size is None else size, (), query)
+                          -1 if size is None else size, (), query, if_match or "")
             while True:
                 self._refresh(handle)
                 results = _wait(client, f"s3://{bucket}/{key}")
@@ -432,13 +432,14 @@ class NativeBackend:
             self._release(handle)
 
     def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
-            size: Optional[int] = None) -> bytes:
+            size: Optional[int] = None, if_match: Optional[str] = None) -> bytes:
         """One object or one half-open range of it, as ``bytes``.
 
         Raises the :mod:`awsio.errors` exception of the failure after the last attempt;
         :class:`IntegrityError` when every reply contradicted the range, ``size`` or checksum.
         """
-        return self._one(bucket, key, start, end, head=False, size=size)  # type: ignore[no-any-return]
+        return self._one(bucket, key, start, end, head=False, size=size,  # type: ignore[no-any-return]
+                         if_match=if_match)
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and Last-Modified; NoSuchKeyError if the object is absent."""

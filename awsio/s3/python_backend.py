@@ -326,18 +326,20 @@ class PythonBackend:
     # -- Backend protocol --------------------------------------------------------------------
 
     def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
-            size: Optional[int] = None) -> bytes:
-        """One object or one half-open range of it (``size``: see :class:`Request`)."""
-        return self._get(bucket, key, start, end, size, None)
+            size: Optional[int] = None, if_match: Optional[str] = None) -> bytes:
+        """One object or one half-open range of it (``size``, ``if_match``: see :class:`Request`)."""
+        return self._get(bucket, key, start, end, size, None, if_match)
 
     def _get(self, bucket: str, key: str, start: int, end: Optional[int], size: Optional[int],
-             cancel: Optional[_Cancel]) -> bytes:
+             cancel: Optional[_Cancel], if_match: Optional[str] = None) -> bytes:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
         if end is not None and end == start:
             return b""
         url = self._url(bucket, key)
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if if_match:
+            kwargs["IfMatch"] = if_match
         rng = _range_header(start, end)
         if rng:
             kwargs["Range"] = rng
@@ -416,7 +418,8 @@ class PythonBackend:
                 waiting = None
                 check_cuts(req)
                 cancel = _Cancel()
-                fut = pool.submit(self._get, req.bucket, req.key, req.start, req.end, req.size, cancel)
+                fut = pool.submit(self._get, req.bucket, req.key, req.start, req.end, req.size, cancel,
+                                  req.if_match)
                 inflight.append((i, fut, cancel, n, req.cuts))
                 held += n
 

@@ -28,6 +28,9 @@ class S3Reader(io.RawIOBase):
         bucket, key: the object.
         size: the object's size if known (from a listing); otherwise one HEAD request finds it
             (unless ``end`` is given). Each ranged GET is checked against it.
+        etag: the object's ETag if known (from a listing; else the HEAD's, when one is made): every
+            chunk asks for that version (``If-Match``), so an object replaced while it is read is
+            an ``IntegrityError`` (``PreconditionFailed``), never a stream of two versions.
         chunk_size: bytes per ranged GET.
         prefetch: chunks fetched ahead of the one being read (0 disables read-ahead).
         start, end: read only the half-open byte range [start, end) of the object.
@@ -41,7 +44,7 @@ class S3Reader(io.RawIOBase):
 
     def __init__(self, backend: Any, bucket: str, key: str, *, size: Optional[int] = None,
                  chunk_size: int = 8 << 20, prefetch: int = 2, start: int = 0,
-                 end: Optional[int] = None) -> None:
+                 end: Optional[int] = None, etag: Optional[str] = None) -> None:
         super().__init__()
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
@@ -52,9 +55,11 @@ class S3Reader(io.RawIOBase):
         self._bucket, self._key = bucket, key
         if end is None:
             if size is None:
-                size = backend.head(bucket, key).size
+                info = backend.head(bucket, key)
+                size, etag = info.size, etag or info.etag
             end = size
         self._object_size = size
+        self._etag = etag  # every chunk asks for this version (If-Match), when it is known
         self._end = end
         self._next_fetch = start  # offset of the next chunk to request
         self._pos = start  # offset of the next byte handed to the caller
@@ -82,7 +87,7 @@ class S3Reader(io.RawIOBase):
             lo = self._next_fetch
             hi = min(self._end, lo + self._chunk_size)
             self._next_fetch = hi
-            args = (self._bucket, self._key, lo, hi, self._object_size)
+            args = (self._bucket, self._key, lo, hi, self._object_size, self._etag)
             if self._pool is None:
                 fut: Future[bytes] = Future()
                 fut.set_result(self._backend.get(*args))

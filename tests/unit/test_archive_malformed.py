@@ -245,10 +245,10 @@ ZURL = "s3://b/z.zip"
 class StrictClient(MemoryClient):
     """Refuses a range that ends before it starts, as :meth:`awsio.s3.client.S3Client.get_range` does."""
 
-    def get_range(self, url: str, start: int, end: int | None) -> bytes:
+    def get_range(self, url: str, start: int, end: int | None, **kw: Any) -> bytes:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for {url}")
-        return super().get_range(url, start, end)
+        return super().get_range(url, start, end, **kw)
 
 
 def zip_error(raw: bytes) -> ArchiveError:

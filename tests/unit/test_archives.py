@@ -19,7 +19,7 @@ from awsio.archives import archive_kind
 from awsio.archives.index import ShardIndex, build_index, load_index, scan_tar, write_index
 from awsio.archives.tar import iter_tar
 from awsio.archives.zip import iter_zip, read_zip_directory
-from awsio.errors import ArchiveError, NoSuchKeyError
+from awsio.errors import ArchiveError, IntegrityError, NoSuchKeyError
 from awsio.s3.backend import ObjectInfo
 
 
@@ -40,14 +40,19 @@ class MemoryClient:
         self.calls.append(("get", str(url)))
         return self._data(url)
 
-    def get_range(self, url: str, start: int, end: int | None, *, size: int | None = None) -> bytes:
+    def get_range(self, url: str, start: int, end: int | None, *, size: int | None = None,
+                  if_match: str | None = None) -> bytes:
         self.calls.append(("get_range", str(url), start, end))
-        return self._data(url)[start:end]
+        data = self._data(url)
+        if if_match is not None and if_match != hashlib.md5(data).hexdigest():  # (list()'s ETags)
+            raise IntegrityError("At least one of the pre-conditions you specified did not hold", url=str(url),
+                                 status=412, code="PreconditionFailed", request_id=None)
+        return data[start:end]
 
     def get_many(self, items: Iterable[Any], ordered: bool = True, ramp: bool = False) -> Iterator[tuple[str, bytes]]:
         for item in items:
             if isinstance(item, tuple):
-                yield str(item[0]), self.get_range(*item[:3])
+                yield str(item[0]), self.get_range(*item[:3], **({"if_match": item[5]} if len(item) > 5 else {}))
             else:
                 yield str(item), self.get(item)
 
@@ -62,7 +67,7 @@ class MemoryClient:
                 yield ObjectInfo(key, len(data), etag=hashlib.md5(data).hexdigest())
 
     def open(self, url: str, *, chunk_size: int = 8 << 20, prefetch: int = 2,
-             size: int | None = None, start: int = 0, end: int | None = None) -> Any:
+             size: int | None = None, start: int = 0, end: int | None = None, etag: str | None = None) -> Any:
         """The real S3Reader, over this client's ranged reads (so its calls are counted)."""
         from awsio.s3.reader import S3Reader
 
@@ -74,12 +79,13 @@ class MemoryClient:
                 return client.head(f"s3://{bucket}/{key}")
 
             def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                    size: int | None = None) -> bytes:
-                return client.get_range(f"s3://{bucket}/{key}", start, end)
+                    size: int | None = None, if_match: str | None = None) -> bytes:
+                return client.get_range(f"s3://{bucket}/{key}", start, end,
+                                        **({"if_match": if_match} if if_match else {}))
 
         bucket, _, key = str(url)[5:].partition("/")
         return S3Reader(_Backend(), bucket, key, size=size, chunk_size=chunk_size, prefetch=prefetch,
-                        start=start, end=end)
+                        start=start, end=end, etag=etag)
 
     def put(self, url: str, data: bytes) -> None:
         self.objects[str(url)] = bytes(data)

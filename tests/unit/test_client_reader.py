@@ -30,7 +30,7 @@ class MemoryBackend:
         return ObjectInfo(f"s3://{bucket}/{key}", len(self.body))
 
     def get(self, bucket: str, key: str, start: int = 0, end: Optional[int] = None,
-            size: Optional[int] = None) -> bytes:
+            size: Optional[int] = None, if_match: Optional[str] = None) -> bytes:
         with self.lock:
             self.calls.append((start, end))
             self.sizes.append(size)

@@ -255,7 +255,7 @@ def test_tar_members_are_delivered_in_the_pieces_the_reader_filled() -> None:
         def get_many(self, items: Any, ordered: bool = True, ramp: bool = False) -> Any:
             for item in items:
                 data = self.get_range(*item[:3])
-                if len(item) == 5 and item[4] is not None:
+                if len(item) >= 5 and item[4] is not None:
                     data = cut_body(data, item[4])
                     self.pieces.update((id(p), p) for p in data)
                 yield str(item[0]), data
@@ -328,7 +328,7 @@ def test_a_failure_inside_a_tgz_stream_skips_only_what_failed() -> None:
     class Flaky(MemoryClient):
         fail_at: int | None = None
 
-        def get_range(self, u: str, start: int, end: int | None, *, size: int | None = None) -> bytes:
+        def get_range(self, u: str, start: int, end: int | None, *, size: int | None = None, if_match: str | None = None) -> bytes:
             if u == url and self.fail_at is not None and start >= self.fail_at:
                 self.fail_at = None  # fails once, then works again
                 raise ServerError("injected 500", url=u, status=500, code="InternalError")
@@ -427,3 +427,34 @@ def test_a_worker_warns_when_a_unit_yields_no_batch(monkeypatch: pytest.MonkeyPa
     with caplog.at_level("WARNING", logger="awsio.pipeline"):
         assert [[k.rsplit("/", 1)[1] for k in b] for b in pipe] == [["o00", "o01"], ["o08", "o09"]]
     assert "yielded no batch" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["tar", "tgz"])
+def test_a_shard_replaced_while_it_is_read_is_an_error_not_two_versions(kind: str) -> None:
+    """The ranges of a listed shard (and the chunks of a tar.gz stream) ask for the version the
+    listing saw (If-Match on its ETag): a shard replaced mid-epoch by one of the same layout is an
+    IntegrityError, never samples from both versions."""
+    from awsio.errors import IntegrityError
+
+    import random
+
+    def shard(version: int) -> bytes:  # (incompressible: a tar.gz of several chunks)
+        raw = make_tar([(f"k{i:03d}.bin", bytes([version]) + random.Random(i).randbytes(2999)) for i in range(40)])
+        return gzip.compress(raw) if kind == "tgz" else raw
+
+    url = f"{B}replaced-{kind}/s.{kind}"
+
+    class Replacing(MemoryClient):
+        """Replaces the shard after its second ranged read (same names, sizes and offsets)."""
+
+        def get_range(self, u: str, start: int, end: int | None, **kw: Any) -> bytes:
+            if u == url and sum(c[:2] == ("get_range", url) for c in self.calls) == 2:
+                self.objects[url] = shard(2)
+            return super().get_range(u, start, end, **kw)
+
+    client = Replacing({url: shard(1)})
+    ds = S3IterableDataset(f"{B}replaced-{kind}/", client=client, chunk_size=16384, prefetch=0)
+    with pytest.raises(IntegrityError) as err:
+        for _, data in ds:
+            assert data[0] == 1
+    assert err.value.code == "PreconditionFailed" and err.value.url == url

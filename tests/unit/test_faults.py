@@ -423,3 +423,32 @@ def test_a_stream_that_failed_keeps_failing(stub, backend):
     assert reader.tell() == 1000
     reader.close()
     client.close()
+
+
+# -- one read, one version: If-Match on the ETag the read started with --------------------------
+
+def test_reads_of_one_object_stay_on_one_version(stub, backend):
+    """A range asked with ``if_match`` carries If-Match; an object replaced since is
+    IntegrityError(PreconditionFailed) at once (not retried: it will not change back); a stream
+    opened without a size takes the HEAD's ETag and asks every chunk for that version."""
+    body = bytes(i % 251 for i in range(3000))
+    version = ['"v1"']
+    stub.script = lambda n, seen: object_reply(body, seen, etag=version[0])
+    client = make(stub, backend)
+    assert client.get_range(URL, 0, 100, if_match='"v1"') == body[:100]
+    assert stub.seen[-1].headers.get("if-match") == '"v1"'
+    [(_, got)] = list(client.get_many([(URL, 100, 200, len(body), None, '"v1"')]))
+    assert got == body[100:200] and stub.seen[-1].headers.get("if-match") == '"v1"'
+    reader = client.open(URL, chunk_size=1000, prefetch=0)  # (no size: HEAD, which gives "v1")
+    assert reader.read(1000) == body[:1000]
+    version[0] = '"v2"'  # replaced while it is read
+    seen = len(stub.seen)
+    with pytest.raises(IntegrityError) as err:
+        reader.read(1000)
+    assert err.value.code == "PreconditionFailed" and err.value.url == URL
+    assert len(stub.seen) == seen + 1  # not retried
+    assert all(s.headers.get("if-match") == '"v1"' for s in stub.seen[seen:])
+    with pytest.raises(IntegrityError):
+        client.get_range(URL, 0, 100, if_match='"v1"')
+    reader.close()
+    client.close()

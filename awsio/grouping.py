@@ -20,12 +20,16 @@ class Record(NamedTuple):
     """One item yielded by a dataset: where it came from, its name, its bytes.
 
     ``source`` is the shard URL for archive members and the object URL for plain objects;
-    ``name`` is the member name, or the object URL for plain objects.
+    ``name`` is the member name, or the object URL for plain objects. ``sample``: the index of
+    its sample in the source when the source knows it (-1: not known), so that two samples with
+    the same key (not next to each other in their shard, side by side after a shuffle) are never
+    grouped into one.
     """
 
     source: str
     name: str
     data: bytes
+    sample: int = -1
 
 
 def sample_key(name: str) -> tuple[str, str]:

@@ -191,9 +191,9 @@ class ShardReader:
                 if f.request is not None:
                     yield f.request
 
-        def complete(f: _Fetch, tagged: list[tuple[int, Record]]) -> Iterator[list[Record]]:
-            for smp, record in tagged:
-                parts.setdefault(int(f.units[smp - f.first]), []).append(record)
+        def complete(f: _Fetch, records: list[Record]) -> Iterator[list[Record]]:
+            for record in records:
+                parts.setdefault(int(f.units[record.sample - f.first]), []).append(record)
             for u in f.ends:
                 yield parts.pop(u, [])
 
@@ -247,14 +247,14 @@ class ShardReader:
                 return f
         return planned.popleft()  # pragma: no cover
 
-    def _records(self, f: _Fetch, data: Any) -> list[tuple[int, Record]]:
+    def _records(self, f: _Fetch, data: Any) -> list[Record]:
         """The records of a fetch, each with the index of its sample in the shard."""
         if f.shard < 0:
             return []
         shard = self.shards[f.shard]
         try:
             if shard.kind is None:
-                return [(f.first, Record(shard.url, shard.url, data))]
+                return [Record(shard.url, shard.url, data, f.first)]
             if shard.kind == "tar":
                 return self._tar_records(f, data)
             if shard.kind == "zip":
@@ -264,7 +264,7 @@ class ShardReader:
             self._skip(f, exc)
             return []
 
-    def _tar_records(self, f: _Fetch, data: bytes | tuple[bytes, ...]) -> list[tuple[int, Record]]:
+    def _tar_records(self, f: _Fetch, data: bytes | tuple[bytes, ...]) -> list[Record]:
         shard, index = self.shards[f.shard], self.indexes[f.shard]
         assert f.request is not None
         a, b = f.request[1], int(f.request[2])  # type: ignore[arg-type]
@@ -275,7 +275,7 @@ class ShardReader:
         expected = self._members(f.shard, index, a, b)
         direct = cut_members(data, a, expected)
         if direct is not None:
-            return [(index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data)) for m in direct]
+            return [Record(shard.url, m.name, m.data, index.sample_of_offset(m.offset)) for m in direct]
         if isinstance(data, tuple):
             data = b"".join(data)  # the walk below reads the range as one piece
         # one read of the whole range (BytesIO hands back the bytes object itself: no copy)
@@ -284,7 +284,7 @@ class ShardReader:
                            reread=functools.partial(self.client.get_range, shard.url, if_match=shard.etag))
         # every member read must be the index's next one (an entry passed over only for a
         # hardlink that iter_tar could not resolve within this range, and counted)
-        return [(index.sample_of_offset(m.offset), Record(shard.url, m.name, m.data))
+        return [Record(shard.url, m.name, m.data, index.sample_of_offset(m.offset))
                 for m in _IndexMatch(shard.url, expected, self.stats).members(members, a)]
 
     def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> Sequence[tuple[str, int, int]]:
@@ -295,15 +295,15 @@ class ShardReader:
         lo, hi = bisect.bisect_left(offsets, a), bisect.bisect_left(offsets, b)
         return index.members[lo:hi]
 
-    def _zip_records(self, f: _Fetch) -> list[tuple[int, Record]]:
+    def _zip_records(self, f: _Fetch) -> list[Record]:
         shard = self.shards[f.shard]
         index = self.indexes[f.shard]
         assert isinstance(index, ZipIndex)
         owned = [(f.first + i, e) for i, sample in enumerate(index.samples[f.first:f.stop]) for e in sample]
         members = iter_zip(self.client, shard.url, entries=[e for _, e in owned], every_entry=True)
-        return [(smp, Record(shard.url, m.name, m.data)) for (smp, _), m in zip(owned, members)]
+        return [Record(shard.url, m.name, m.data, smp) for (smp, _), m in zip(owned, members)]
 
-    def _tgz_records(self, f: _Fetch) -> list[tuple[int, Record]]:
+    def _tgz_records(self, f: _Fetch) -> list[Record]:
         cursor = self._tgz.get(f.shard)
         if cursor is None or cursor.next_sample > f.first:
             if cursor is not None:
@@ -425,13 +425,13 @@ class _TgzCursor:
         self.match.check(m)
         return self.index.sample_of_offset(m.offset), m
 
-    def take(self, first: int, stop: int) -> list[tuple[int, Record]]:
+    def take(self, first: int, stop: int) -> list[Record]:
         if self.owed is not None and self.owed[0] < stop:
             sample, skips = self.owed
             self.owed = None
             if sample >= first:
                 self.stats.merge(skips)
-        out: list[tuple[int, Record]] = []
+        out: list[Record] = []
         while True:
             if self.held is not None:
                 nxt, self.held = self.held, None
@@ -444,7 +444,7 @@ class _TgzCursor:
                 self.held = nxt
                 break
             if s >= first:
-                out.append((s, Record(self.url, m.name, m.data)))
+                out.append(Record(self.url, m.name, m.data, s))
         self.next_sample = stop
         return out
 

@@ -344,7 +344,8 @@ class MemorySource(IndexedSource):
         self.records = [Record(*r) for r in records]
         shards: dict[str, list[list[Record]]] = {}
         for run in sample_runs(self.records, name=lambda r: r.name, scope=lambda r: r.source):
-            shards.setdefault(run[0].source, []).append(run)
+            samples = shards.setdefault(run[0].source, [])
+            samples.append([r._replace(sample=len(samples)) for r in run])  # (its index in the shard)
         self._shards = list(shards.values())
         self._names = list(shards)
 

@@ -43,15 +43,16 @@ class Group:
 
     def __call__(self, records: Iterator[Record], ctx: Context) -> Iterator[dict[str, Any]]:
         current: dict[str, Any] | None = None
-        for source, name, data in records:
+        at = -1  # the sample index of `current` in its source (-1: not known)
+        for source, name, data, sample in records:
             if is_metadata(name):
                 continue
             key, fld = sample_key(name)
             fld = fld or "data"
-            if current is None or key != current["__key__"] or source != current["__url__"]:
+            if current is None or key != current["__key__"] or source != current["__url__"] or sample != at:
                 if current is not None:
                     yield current
-                current = {"__key__": key, "__url__": source}
+                current, at = {"__key__": key, "__url__": source}, sample
             if fld in current:
                 exc = ArchiveError(f"duplicate field {fld!r} in sample {key!r}", url=source, member=name)
                 self.handler.handle(exc, stage=self.name, stats=ctx.stats, where=name)

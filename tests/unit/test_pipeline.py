@@ -332,3 +332,18 @@ def test_snippet_pipeline_runs_in_spawned_workers() -> None:
         targets += tgt.tolist()
     assert sorted(targets) == sorted(n % 3 for n in range(12))
     assert all(len(s) == 4 and s[1:] == (3, 8, 8) for s in shapes)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_samples_with_one_key_stay_two_samples(seed: int) -> None:
+    """Two samples of a shard that share a key (not next to each other in the shard) may land
+    side by side after the shuffle: they are still two samples, never one dict of both."""
+    from awsio.pipeline import MemorySource, Pipeline
+
+    recs = [("s0", "a.jpg", b"A1"), ("s0", "a.cls", b"1"), ("s0", "b.jpg", b"B"), ("s0", "b.cls", b"2"),
+            ("s0", "a.json", b"third"), ("s0", "c.jpg", b"C"), ("s0", "a.jpg", b"A2"), ("s0", "a.cls", b"3")]
+    p = Pipeline(MemorySource(recs)).dataproc(shuffle=True, seed=seed, handler="skip").batched(5, collate=list)
+    got = sorted(sorted((k, v) for k, v in s.items() if not k.startswith("__")) for b in p for s in b)
+    assert got == sorted([[("cls", b"1"), ("jpg", b"A1")], [("cls", b"2"), ("jpg", b"B")], [("json", b"third")],
+                          [("jpg", b"C")], [("cls", b"3"), ("jpg", b"A2")]])
+    assert p.stats.total == 0

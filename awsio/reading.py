@@ -12,7 +12,8 @@
   an :class:`~awsio.errors.ArchiveError`, never a wrong sample);
 * zip shards: the members' local regions, from the central directory;
 * tar.gz shards (no random access): a forward-only stream per shard; samples before the wanted
-  ones are decompressed and dropped here, never handed to the pipeline.
+  ones are decompressed and dropped here, never handed to the pipeline;
+* zip and tar.gz samples are read at most ``chunk`` bytes of samples at a time (at least one).
 
 Plain-object and tar requests of successive units go through one ``client.get_many`` stream, so
 the next units are already in flight while the pipeline works on this one; memory stays about
@@ -90,6 +91,7 @@ class ShardReader:
         self.prefetch = prefetch
         self._tgz: dict[int, _TgzCursor] = {}
         self._offsets: dict[int, list[int]] = {}
+        self._sizes: dict[int, list[int]] = {}
 
     # -- planning -----------------------------------------------------------------------------
     def _fetches(self, sh: int, first: int, stop: int, units: np.ndarray) -> list[_Fetch]:
@@ -98,8 +100,18 @@ class ShardReader:
         if shard.kind is None:
             return [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size), units[s - first:s - first + 1])
                     for s in range(first, stop)]
-        if shard.kind != "tar":
-            return [_Fetch(sh, first, stop, None, units)]
+        if shard.kind != "tar":  # read in place (zip members, a tar.gz stream): `chunk` bytes at a time
+            sizes = self._sample_bytes(sh)
+            out_: list[_Fetch] = []
+            s = first
+            while s < stop:
+                e, held = s + 1, sizes[s]
+                while e < stop and held + sizes[e] <= self.chunk:
+                    held += sizes[e]
+                    e += 1
+                out_.append(_Fetch(sh, s, e, None, units[s - first:e - first]))
+                s = e
+            return out_
         index = self.indexes[sh]
         starts = index.sample_starts
         out: list[_Fetch] = []
@@ -286,6 +298,20 @@ class ShardReader:
         # hardlink that iter_tar could not resolve within this range, and counted)
         return [Record(shard.url, m.name, m.data, index.sample_of_offset(m.offset))
                 for m in _IndexMatch(shard.url, expected, self.stats).members(members, a)]
+
+    def _sample_bytes(self, sh: int) -> list[int]:
+        """The bytes each sample of a zip or tar.gz shard brings (its entries' local regions; its
+        span in the uncompressed tar)."""
+        sizes = self._sizes.get(sh)
+        if sizes is None:
+            index = self.indexes[sh]
+            if isinstance(index, ZipIndex):
+                sizes = [sum(e.end - e.offset for e in sample) for sample in index.samples]
+            else:
+                starts = index.sample_starts
+                sizes = [b - a for a, b in zip(starts, starts[1:] + (index.end,))]
+            self._sizes[sh] = sizes
+        return sizes
 
     def _members(self, sh: int, index: ShardIndex, a: int, b: int) -> Sequence[tuple[str, int, int]]:
         """``(name, offset, size)`` of the index's members that start in ``[a, b)``."""

@@ -458,3 +458,30 @@ def test_a_shard_replaced_while_it_is_read_is_an_error_not_two_versions(kind: st
         for _, data in ds:
             assert data[0] == 1
     assert err.value.code == "PreconditionFailed" and err.value.url == url
+
+
+@pytest.mark.parametrize("kind", ["zip", "tgz"])
+def test_zip_and_tgz_reads_hold_at_most_a_chunk_of_samples(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded for zip and tar.gz shards as for tar: one read holds the samples of
+    at most ``chunk_size`` bytes (at least one sample), not every sample of a planning block."""
+    import random
+
+    import awsio.reading as reading
+
+    members = [(f"d/s{i:04d}.bin", random.Random(i).randbytes(8 << 10)) for i in range(300)]
+    url = f"{B}bounded/a.{'zip' if kind == 'zip' else 'tar.gz'}"
+    blob = make_zip(members) if kind == "zip" else gzip.compress(make_tar(members))
+    held: list[int] = []
+    for name in ("_zip_records", "_tgz_records"):
+        original = getattr(reading.ShardReader, name)
+
+        def spy(self: Any, f: Any, original: Any = original) -> Any:
+            out = original(self, f)
+            held.append(sum(len(r.data) for r in out))
+            return out
+
+        monkeypatch.setattr(reading.ShardReader, name, spy)
+    ds = S3IterableDataset(url, client=MemoryClient({url: blob}), chunk_size=64 << 10)
+    got = [data for _, data in ds]
+    assert got == [data for _, data in members]
+    assert max(held) <= 64 << 10 and len(held) > 1

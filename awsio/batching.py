@@ -15,6 +15,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data._utils.collate import default_collate, default_collate_fn_map
 
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover
+    np = None  # type: ignore[assignment]
+
+from awsio.errors import DecodeError
 from awsio.handlers import Handler
 from awsio.stages import Context
 
@@ -34,30 +40,59 @@ class BatchDict(dict):  # type: ignore[type-arg]
     """A batch made by the pipeline from dict samples: ``{field: collated values}``."""
 
 
+def _check_fields(maps: Sequence[Mapping[Any, Any]], what: str) -> None:
+    """Raise :class:`DecodeError` unless every mapping has the same fields: ``default_collate`` takes
+    the first one's, so it would drop a field only later ones have, or fail on one they lack."""
+    first = maps[0].keys()
+    if all(m.keys() == first for m in maps):
+        return
+    differ = sorted(set().union(*maps) - set(first).intersection(*maps), key=str)
+    keys = [m["__key__"] for m in maps if "__key__" in m] or None
+    raise DecodeError(f"{what} with different fields cannot be collated: {differ} not in all of them",
+                      key=keys, field=differ)
+
+
+def _collate(samples: list[Any]) -> Any:
+    """``default_collate``, after checking that dict samples all have the same fields."""
+    if isinstance(samples[0], Mapping):
+        _check_fields(samples, f"{len(samples)} samples")
+    return default_collate(samples)
+
+
+_COLLATED = (torch.Tensor, Mapping, list, tuple) + ((np.ndarray,) if np is not None else ())
+
+
 def _concat(values: Sequence[Any]) -> Any:
+    """Join values ``default_collate`` made from consecutive groups of samples, mirroring its
+    structure: tensors and arrays along dimension 0, a mapping key by key, a list/tuple of
+    collated items (a list/tuple field's positions) position by position, any other list/tuple
+    (one value per sample: str, bytes) flattened."""
     first = values[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(list(values), 0)
-    if isinstance(first, (list, tuple)) and not isinstance(first, Batch):
+    if np is not None and isinstance(first, np.ndarray):
+        return np.concatenate(values, 0)
+    if isinstance(first, Mapping):
+        _check_fields(values, f"{len(values)} batches")
+        return {k: _concat([v[k] for v in values]) for k in first}
+    if isinstance(first, (list, tuple)):
+        if first and all(isinstance(x, _COLLATED) for x in first):
+            if any(len(v) != len(first) for v in values):
+                raise ValueError(f"cannot join batches whose list fields have {sorted({len(v) for v in values})} "
+                                 "positions")
+            return [_concat([v[i] for v in values]) for i in range(len(first))]
         return [x for v in values for x in v]
-    try:
-        import numpy as np
-
-        if isinstance(first, np.ndarray):
-            return np.concatenate(values, 0)
-    except ImportError:  # pragma: no cover
-        pass
     return list(values)
 
 
 def collate_batches(batches: Sequence[Any], *, collate_fn_map: Any = None) -> Any:
-    """Join pipeline batches: one passes through, several are concatenated along dimension 0."""
+    """Join pipeline batches: one passes through, several are concatenated along dimension 0
+    (:class:`~awsio.errors.DecodeError` when dict batches have different fields)."""
     if len(batches) == 1:
         return batches[0]
-    first = batches[0]
-    if isinstance(first, BatchDict):
-        return BatchDict({k: _concat([b[k] for b in batches]) for k in first})
-    return Batch(_concat([b[i] for b in batches]) for i in range(len(first)))
+    if isinstance(batches[0], BatchDict):
+        return BatchDict(_concat(batches))
+    return Batch(_concat([b[i] for b in batches]) for i in range(len(batches[0])))
 
 
 def register_collation() -> None:
@@ -76,7 +111,15 @@ def _as_batch(value: Any) -> Any:
 
 
 class Batched:
-    """Groups of ``size`` items collated into one batch (a :class:`Batch` or :class:`BatchDict`)."""
+    """Groups of ``size`` items collated into one batch (a :class:`Batch` or :class:`BatchDict`).
+
+    The default collation is ``default_collate``; dict samples must all have the same fields
+    (else :class:`~awsio.errors.DecodeError`). A batch that fails to collate is handled by
+    ``handler``, and a skip counts all its items. ``partial=False`` drops a short group; as the
+    pipeline runs its stages one unit at a time, that is the remainder of *every* unit (e.g.
+    ``dataproc(batch_size=10).batched(4, partial=False)`` drops 2 samples of every 10), each
+    drop counted in the stats as ``("batched", "partial")`` with the number of items dropped.
+    """
 
     name = "batched"
 
@@ -86,9 +129,10 @@ class Batched:
 
     def _emit(self, items: list[Any], ctx: Context) -> Iterator[Any]:
         try:
-            out = (self.collate or default_collate)(items)
+            out = (self.collate or _collate)(items)
         except Exception as exc:
-            self.handler.handle(exc, stage=self.name, stats=ctx.stats, where=f"{len(items)} items")
+            self.handler.handle(exc, stage=self.name, stats=ctx.stats, where=f"{len(items)} items",
+                                count=len(items))
             return
         yield _as_batch(out)
 
@@ -101,5 +145,7 @@ class Batched:
                 buf = []
         if buf and self.partial:
             yield from self._emit(buf, ctx)
+        elif buf:
+            ctx.stats.add(self.name, "partial", f"{len(buf)} items", count=len(buf))
 
 

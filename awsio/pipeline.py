@@ -178,8 +178,10 @@ class PipelineMixin:
 
     def batched(self, batch_size: int, *, collate: Callable[[list[Any]], Any] | None = None,
                 partial: bool = True, handler: HandlerSpec = None) -> Pipeline:
-        """Collate groups of ``batch_size`` items here (default: torch ``default_collate``);
-        ``partial=False`` drops a short last batch."""
+        """Collate groups of ``batch_size`` items here (default: torch ``default_collate``; dict
+        samples must have the same fields); ``partial=False`` drops a short group, which the
+        stages running unit by unit makes the remainder of every unit, each drop counted
+        (``batched/partial``, see :class:`awsio.batching.Batched`)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         p = self._pipeline()

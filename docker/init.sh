@@ -63,5 +63,5 @@ fi
 
 echo "init: writing $SAMPLES synthetic images as $SHARDS shards to s3://$BUCKET/$PREFIX/"
 python -m awsio.tools.makeshards --synthetic "$SAMPLES" --classes 10 --image-size 32 \
-    --maxcount "$PER_SHARD" --output "s3://$BUCKET/$PREFIX/" --prefix train --seed 0 --quiet
+    --maxcount "$PER_SHARD" --output "s3://$BUCKET/$PREFIX/" --prefix train --seed 0 --quiet --overwrite
 echo "init: done"

@@ -92,7 +92,7 @@ PYEOF
 URLS="s3://$BUCKET/$PREFIX/train-{000000..000007}.tar"
 say "writing $SAMPLES synthetic labelled JPEGs as 8 tar shards to s3://$BUCKET/$PREFIX/"
 $PY -m awsio.tools.makeshards --synthetic "$SAMPLES" --classes 10 --image-size 32 --maxcount "$PER_SHARD" \
-    --output "s3://$BUCKET/$PREFIX/" --prefix train --seed 0
+    --output "s3://$BUCKET/$PREFIX/" --prefix train --seed 0 --overwrite
 
 say "training: torchrun --standalone --nproc_per_node=$NPROC -m awsio.cli.train ($EPOCHS epochs, CPU)"
 rm -rf "$OUT/train"

@@ -171,7 +171,7 @@ def _write_shards(samples: Iterator[Any], data: DataSet, endpoint: Endpoint, max
     storage = Storage(config)
     try:
         out = write_shards(samples, f"s3://{data.bucket}/{data.prefix}/", prefix="shard", maxcount=maxcount,
-                           maxsize=maxsize, storage=storage, progress=False)
+                           maxsize=maxsize, storage=storage, progress=False, overwrite=True)
         sizes = [storage.size(u) for u in out["urls"]]
     finally:
         storage.close()

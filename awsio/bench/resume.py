@@ -58,7 +58,8 @@ def _make_shards(config: Any, bucket: str, shards: int, shard_mib: int, member_k
             yield Sample(f"s{i:07d}", (("cls", str(i % 10).encode()), ("bin", block[i % 97:] + block[:i % 97])))
 
     out = f"s3://{bucket}/resume/"
-    write_shards(samples(), out, prefix="train", maxcount=per, storage=Storage(config), progress=False)
+    write_shards(samples(), out, prefix="train", maxcount=per, storage=Storage(config), progress=False,
+                 overwrite=True)
     return [f"{out}train-{i:06d}.tar" for i in range(shards)]
 
 

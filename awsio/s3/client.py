@@ -48,6 +48,21 @@ _warn_lock = threading.Lock()
 _PART_SIZE = 16 << 20
 
 
+def _read_part(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes of ``stream``, fewer only at its end: raw streams and pipes may return
+    less per ``read`` than asked without being at the end."""
+    chunks, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if chunk is None:
+            raise ValueError("the stream is non-blocking and has no data ready: pass a blocking stream")
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def _make_backend(config: S3Config, metrics: Metrics) -> Backend:
     global _warned_fallback
     if config.keep_freed_memory:
@@ -288,8 +303,8 @@ class S3Client:
             raise ValueError("part_size must be at least 5 MiB")
         stream: BinaryIO = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         try:
-            first = stream.read(part_size)
-            nxt = stream.read(part_size) if len(first) == part_size else b""
+            first = _read_part(stream, part_size)
+            nxt = _read_part(stream, part_size) if len(first) == part_size else b""
             metrics = self._process_metrics()
             if not nxt:
                 metrics.request("put", len(first))
@@ -308,7 +323,7 @@ class S3Client:
                                       PartNumber=number, Body=chunk)
                 parts.append({"ETag": resp["ETag"], "PartNumber": number})
                 number += 1
-                chunk, nxt = nxt, (stream.read(part_size) if nxt else b"")
+                chunk, nxt = nxt, (_read_part(stream, part_size) if len(nxt) == part_size else b"")
             metrics.request("put")
             s3.complete_multipart_upload(Bucket=u.bucket, Key=u.key, UploadId=upload_id,
                                          MultipartUpload={"Parts": parts})

@@ -15,6 +15,8 @@ Shards close when they reach ``--maxcount`` samples or ``--maxsize`` bytes. Each
 written to a local folder or streamed to ``s3://bucket/prefix/`` (multipart upload through
 :class:`awsio.s3.client.S3Client`), with its per-shard index (see :mod:`awsio.archives.index`)
 so that equal-work DDP knows the sample counts without reading the shards.
+An output that already holds ``prefix-000000.tar`` is refused unless ``--overwrite`` (which
+also deletes the earlier run's shards and indexes past the last one written).
 
 Example::
 
@@ -35,7 +37,8 @@ import tempfile
 import time
 from typing import IO, Any, Callable, Iterable, Sequence
 
-from awsio.grouping import sample_key
+from awsio.archives.index import index_url
+from awsio.grouping import is_metadata, sample_key
 from awsio.tools.storage import Storage, is_s3, join
 from awsio.tools.synthetic import Sample, synthetic_samples
 
@@ -47,8 +50,17 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".gif", ".webp", ".tif", 
 
 # -- inputs --------------------------------------------------------------------------------------
 def _walk(root: str) -> list[str]:
+    """Files under ``root`` (relative, ``/``-separated, sorted), through symlinked folders too;
+    a folder reached again (a link loop, or a second link to it) is walked once, with a warning."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: dict[str, str] = {}  # realpath -> the path it was first walked as
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            log.warning("%s is %s again (a symlink): not packed twice", dirpath, seen[real])
+            dirnames[:] = []
+            continue
+        seen[real] = dirpath
         dirnames.sort()
         for f in sorted(filenames):
             if not f.startswith("."):
@@ -86,13 +98,21 @@ def folder_samples(root: str, *, mode: str = "auto", shuffle: bool = True, seed:
         classes = sorted({f.split("/")[0] for f in files})
         info["classes"] = classes
         index = {c: i for i, c in enumerate(classes)}
+        first: dict[str, str] = {}  # key -> the file that has it
         for f in files:
             key = os.path.splitext(f)[0]
             key = key.replace(".", "_")  # the key ends at the first dot of the basename
+            if key in first:
+                raise ValueError(f"{first[key]!r} and {f!r} in {root!r} would both be sample {key!r} "
+                                 "(readers would merge or reject them): rename one")
+            first[key] = f
             loaders.append(_ImageLoader(os.path.join(root, f), key, index[f.split("/")[0]]))
     elif mode == "files":
         groups: dict[str, list[tuple[str, str]]] = {}
         for f in files:
+            if is_metadata(f):
+                raise ValueError(f"{f!r} in {root!r} has a __name__ key, which readers skip as "
+                                 "metadata: rename it or pack its folder otherwise")
             key, field = sample_key(f)
             groups.setdefault(key, []).append((field, f))
         for key in sorted(groups):
@@ -135,7 +155,7 @@ def write_index(storage: Storage, shard_url: str, entries: list[dict[str, Any]],
     which the datasets read to find every sample's byte range; written by
     :func:`awsio.archives.index.write_index`, the one index writer.
     """
-    from awsio.archives.index import ShardIndex, index_url
+    from awsio.archives.index import ShardIndex
     from awsio.archives.index import write_index as write
 
     end = max((e["data_offset"] + -(-e["size"] // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for e in entries),
@@ -146,22 +166,41 @@ def write_index(storage: Storage, shard_url: str, entries: list[dict[str, Any]],
     return location
 
 
+def _member_name(key: str, field: str) -> str:
+    """``key.field``, or ``key`` alone for a field-less file (``pkg/README``), as readers split it."""
+    return f"{key}.{field}" if field else key
+
+
+def _remove(storage: Storage, location: str) -> None:
+    """Delete a file or object if it is there."""
+    if is_s3(location):
+        storage._s3().delete(location)
+    elif os.path.exists(location):
+        os.remove(location)
+
+
 def _tar_bytes(sample: Sample) -> int:
     """Bytes a sample takes in a tar: a header block per member (two with a pax/long name) + data."""
     total = 0
     for field, data in sample.fields:
-        name_len = len(sample.key) + 1 + len(field)
+        name_len = len(_member_name(sample.key, field))
         header = tarfile.BLOCKSIZE * (1 if name_len < 100 else 3)
         total += header + -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
     return total
 
 
 class ShardWriter:
-    """Accumulates samples into tar shards and writes each one (local file or S3 upload) when full."""
+    """Accumulates samples into tar shards and writes each one (local file or S3 upload) when full.
+
+    Refuses (FileExistsError) an output that already holds this prefix's first shard unless
+    ``overwrite``: then shards are replaced and, on close, the earlier run's shards (and sidecars)
+    past the last one written are deleted, so the prefix holds this run's samples only. A shard's
+    old sidecar is deleted before the shard is uploaded, so no sidecar ever describes another shard.
+    """
 
     def __init__(self, output: str, *, prefix: str = "shard", maxcount: int = 1000,
                  maxsize: int = 256 << 20, storage: Storage | None = None, index: bool = True,
-                 start: int = 0) -> None:
+                 start: int = 0, overwrite: bool = False) -> None:
         if maxcount < 1:
             raise ValueError("maxcount must be >= 1")
         if maxsize < 1024:
@@ -170,7 +209,11 @@ class ShardWriter:
         self.maxcount, self.maxsize = maxcount, maxsize
         self.storage = storage or Storage()
         self.index = index
+        self.overwrite = overwrite
         self.shard = start
+        if not overwrite and self.storage.exists(self._url(start)):
+            raise FileExistsError(f"{self._url(start)} already exists (an earlier run's shards): "
+                                  "choose another output or prefix, or pass overwrite=True (--overwrite)")
         self.shards: list[str] = []
         self.samples = 0
         self.bytes = 0
@@ -183,12 +226,15 @@ class ShardWriter:
         self._count = 0
         self._entries: list[dict[str, Any]] = []
 
+    def _url(self, shard: int) -> str:
+        return join(self.output, f"{self.prefix}-{shard:06d}.tar")
+
     def write(self, sample: Sample) -> None:
         if self._count and (self._count >= self.maxcount or
                             self._file.tell() + _tar_bytes(sample) + 2 * tarfile.BLOCKSIZE > self.maxsize):
             self._flush()
         for field, data in sample.fields:
-            info = tarfile.TarInfo(f"{sample.key}.{field}")
+            info = tarfile.TarInfo(_member_name(sample.key, field))
             info.size, info.mtime, info.mode = len(data), 0, 0o444
             info.uname = info.gname = ""
             offset = self._file.tell()
@@ -204,8 +250,8 @@ class ShardWriter:
         self._end_tar()
         size = self._file.tell()
         self._file.seek(0)
-        name = f"{self.prefix}-{self.shard:06d}.tar"
-        url = join(self.output, name)
+        url = self._url(self.shard)
+        _remove(self.storage, index_url(url))
         self.storage.put(url, self._file)
         self._file.close()
         if self.index:
@@ -226,6 +272,11 @@ class ShardWriter:
         self._flush()
         self._end_tar()
         self._file.close()
+        stale = self.shard
+        while self.overwrite and self.storage.exists(self._url(stale)):
+            _remove(self.storage, index_url(self._url(stale)))
+            _remove(self.storage, self._url(stale))
+            stale += 1
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -239,8 +290,12 @@ class ShardWriter:
 
 def write_shards(samples: Iterable[Sample | Callable[[], Sample]], output: str, *, prefix: str = "shard",
                  maxcount: int = 1000, maxsize: int = 256 << 20, storage: Storage | None = None,
-                 index: bool = True, total: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Write ``samples`` as shards under ``output``; returns a summary dict (shards, samples, bytes, seconds)."""
+                 index: bool = True, total: int | None = None, progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Write ``samples`` as shards under ``output``; returns a summary dict (shards, samples, bytes, seconds).
+
+    Raises FileExistsError if ``output`` already holds ``prefix`` shards, unless ``overwrite``
+    (see :class:`ShardWriter`)."""
     t0 = time.perf_counter()
     bar = None
     if progress:
@@ -249,7 +304,7 @@ def write_shards(samples: Iterable[Sample | Callable[[], Sample]], output: str, 
         bar = tqdm(total=total, unit="sample", desc=f"{prefix} shards", file=sys.stderr, leave=False,
                    disable=None)
     with ShardWriter(output, prefix=prefix, maxcount=maxcount, maxsize=maxsize, storage=storage,
-                     index=index) as writer:
+                     index=index, overwrite=overwrite) as writer:
         for s in samples:
             writer.write(s if isinstance(s, Sample) else s())
             if bar is not None:
@@ -288,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32, help="synthetic: image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-index", action="store_true", help="do not write per-shard index files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the shards of --prefix already in --output and delete the earlier run's "
+                        "shards and index files past the last one written (default: refuse such an output)")
     p.add_argument("--endpoint-url", help="S3 endpoint (default: from AWS_ENDPOINT_URL etc.)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return p
@@ -307,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from awsio.s3.url import parse_url
 
         parse_url(output)  # clear error for a malformed URL before any work
+    info: dict[str, Any] = {}
     try:
         if args.synthetic is not None:
             samples: Iterable[Any] = synthetic_samples(args.synthetic, classes=args.classes,
@@ -316,12 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaders, info = folder_samples(args.input, mode=args.mode, shuffle=not args.no_shuffle,
                                            seed=args.seed)
             samples, total = loaders, len(loaders)
-            if info.get("classes"):
-                storage.put(join(output, f"{args.prefix}-classes.json"), json.dumps(info["classes"]).encode())
         summary = write_shards(samples, output, prefix=args.prefix, maxcount=args.maxcount,
                                maxsize=args.maxsize, storage=storage, index=not args.no_index,
-                               total=total, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, PermissionError) as e:
+                               total=total, progress=not args.quiet, overwrite=args.overwrite)
+        if info.get("classes"):  # after the shards: a refused run leaves the output as it was
+            storage.put(join(output, f"{args.prefix}-classes.json"), json.dumps(info["classes"]).encode())
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
         print(f"makeshards: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -76,8 +76,8 @@ def zipdata(fileobj: BinaryIO | bytes,
         if isinstance(fileobj, (bytes, bytearray, memoryview)):
             fileobj = io.BytesIO(bytes(fileobj))
         with zipfile.ZipFile(fileobj) as zf:
-            for name in zf.namelist():
-                yield name, zf.read(name)
+            for info in zf.infolist():  # by entry: a name may appear twice, each with its own bytes
+                yield info.filename, zf.read(info)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         error = ArchiveError(f"corrupt zip: {exc}")
         error.__cause__ = exc

@@ -7,6 +7,7 @@ multipart upload); the client is made on first use and again after a fork.
 from __future__ import annotations
 
 import logging
+import contextlib
 import os
 from typing import IO, Any
 
@@ -59,16 +60,21 @@ class Storage:
         parent = os.path.dirname(os.path.abspath(location))
         os.makedirs(parent, exist_ok=True)
         tmp = f"{location}.tmp{os.getpid()}"
-        with open(tmp, "wb") as out:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                out.write(data)
-            else:
-                while True:
-                    chunk = data.read(8 << 20)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-        os.replace(tmp, location)  # readers never see a half-written checkpoint or shard
+        try:
+            with open(tmp, "wb") as out:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    out.write(data)
+                else:
+                    while True:
+                        chunk = data.read(8 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+            os.replace(tmp, location)  # readers never see a half-written checkpoint or shard
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)  # nor a partial one left beside it
+            raise
 
     def get(self, location: str) -> bytes:
         """The whole file. Raises FileNotFoundError (an awsio NoSuchKeyError for S3) if absent."""

@@ -197,3 +197,27 @@ def test_zipdata_yields_each_entry_with_its_own_bytes():
             z.writestr("b.txt", b"b")
     assert list(old.zipdata(buf.getvalue())) == [("a.txt", b"first version"), ("a.txt", b"second version"),
                                                   ("b.txt", b"b")]
+
+
+def test_a_local_write_that_fails_leaves_nothing_behind(tmp_path):
+    """Storage.put to a local path writes a temporary file and renames it: a write that fails
+    part-way removes it, so no partial shard (which a later listing would read) is left."""
+    import io
+
+    from awsio.tools.storage import Storage
+
+    class Failing(io.RawIOBase):
+        calls = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError("input error")
+            return b"x" * 1024
+
+    with pytest.raises(OSError, match="input error"):
+        Storage().put(str(tmp_path / "train-000001.tar"), Failing())
+    assert list(tmp_path.iterdir()) == []

@@ -172,16 +172,13 @@ struct S3Engine::Impl {
       start_checksum(t, status, opts.verify_checksums);
       return 0;
     }
-    if (t->split && status == 206 && t->reply.total < 0 && t->size < 0 &&
-        len >= t->range_end - t->range_start) {  // a full part, and no size: how much more?
-      t->no_total = true;
-      *stop = true;
-      t->first_write = false;
-      return 0;
-    }
-    size_t need = body_size(t, status, len);
-    if (need > size_t(len) && t->reply.etag.empty()) {  // no ETag to pin the parts to one version:
-      t->unsplit = true;                                 // the whole range in one request instead
+    // A full first part and no object size (how many parts follow?), or no ETag to pin the
+    // parts to one version: the whole range in one request instead.
+    const bool no_total = t->split && status == 206 && t->reply.total < 0 && t->size < 0 &&
+                          len >= t->range_end - t->range_start;
+    size_t need = no_total ? 0 : body_size(t, status, len);
+    if (no_total || (need > size_t(len) && t->reply.etag.empty())) {
+      t->unsplit = true;
       *stop = true;
       t->first_write = false;
       return 0;
@@ -261,7 +258,6 @@ struct S3Engine::Impl {
     t->limit = 0;
     t->first_write = true;
     t->alloc_failed = false;
-    t->no_total = false;
     t->unsplit = false;
     t->mismatch = Mismatch{};
     t->sum.start(ChecksumAlgo::None);
@@ -566,13 +562,6 @@ struct S3Engine::Impl {
       return;
     }
     Result r;
-    if (t->no_total) {
-      r.kind = ResultKind::ConnectionError;
-      r.reason = "the reply to a ranged GET gave no object size (Content-Range)";
-      r.code = "NoContentRange";
-      finish(t, std::move(r));
-      return;
-    }
     if (rc != CURLE_OK) {
       if ((retryable_curl_error(rc) || t->stalled) && maybe_retry(t, transfer_cause(t, rc))) return;
       finish(t, connection_error(t, status, rc));

@@ -26,7 +26,8 @@ inline double seconds_since(Clock::time_point t) { return std::chrono::duration<
 // for its first part only; the reply's Content-Range gives the size, the whole body is allocated
 // once, and the other parts are fetched by child transfers writing at their offsets (with
 // If-Match on the first part's ETag, so every part comes from the same version of the object;
-// a first reply without ETag is dropped and the GET read again in one request).
+// a first reply without ETag, or without the object size, is dropped and the GET read again
+// in one request).
 struct Transfer {
   RequestSpec spec;
   void* owner = nullptr;  // the S3Engine::Impl
@@ -62,8 +63,7 @@ struct Transfer {
   ReplyHeaders reply;           // what the reply's headers said
   bool first_write = true;
   bool alloc_failed = false;
-  bool no_total = false;        // a 206 to a split GET without "Content-Range: .../size"
-  bool unsplit = false;         // a 206 to a split GET without ETag: to be read again in one request
+  bool unsplit = false;         // a 206 to a split GET without ETag or object size: to be read again in one request
   Mismatch mismatch;            // the reply contradicts what was asked or is known
   Checksum sum;                 // the body's, when it is checked against reply.sum_value
   Buffer body;

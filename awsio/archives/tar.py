@@ -321,7 +321,7 @@ def _numbers(blocks: np.ndarray, headers: list[bytes], lo: int, hi: int, digits:
 def iter_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
              chunk_size: int = 1 << 20, start_offset: int = 0, partial: bool = False,
              reread: Callable[[int, int], bytes] | None = None,
-             skips: SkipStats | None = None) -> Iterator[TarMember]:
+             skips: SkipStats | None = None, metadata: bool = False) -> Iterator[TarMember]:
     """Yield each regular member of a tar stream in archive order, as ``(name, data, offset)``.
 
     ``gzip``: the stream is gzip-compressed (read to its very end, so its CRC-32 and length are
@@ -337,7 +337,7 @@ def iter_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
     and a member of an unsupported type (GNU sparse ``S``, vendor types) are skipped with a
     warning and counted in ``skips`` (stage ``"read"``, reasons ``"hardlink"``, ``"symlink"``,
     ``"unsupported member type"``). Directories, devices, FIFOs and ``__...__`` metadata members
-    are skipped without a count.
+    are skipped without a count (``metadata=True``: metadata members are yielded too).
 
     Raises :class:`ArchiveError` (url, member, offset; ``from`` the cause) for an empty shard and
     for truncated or corrupt input: a bad header checksum, a size that is not a number, a bad pax
@@ -345,14 +345,14 @@ def iter_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
     """
     for name, data, offset, _, _ in walk_tar(stream, url=url, gzip=gzip, chunk_size=chunk_size,
                                              start_offset=start_offset, partial=partial,
-                                             reread=reread, skips=skips):
+                                             reread=reread, skips=skips, metadata=metadata):
         yield TarMember(name, data, offset)
 
 
 def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
              chunk_size: int = 1 << 20, start_offset: int = 0, partial: bool = False,
              skip_data: bool = False, reread: Callable[[int, int], bytes] | None = None,
-             skips: SkipStats | None = None) -> Iterator[tuple[str, bytes, int, int, int]]:
+             skips: SkipStats | None = None, metadata: bool = False) -> Iterator[tuple[str, bytes, int, int, int]]:
     """Like :func:`iter_tar`, yielding ``(name, data, offset, size, end)`` where ``end`` is the
     offset just past the member's padded data. ``skip_data``: data is ``b""`` and its bytes are
     skipped (header scans; a ranged source with ``skip(n)`` then jumps without fetching); a
@@ -417,7 +417,7 @@ def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
             if typeflag in (b"1", b"2", b"5"):
                 padded = 0  # links and directories carry no data, whatever their size field says
                 # (as GNU tar and tarfile read them); a device or FIFO's declared data is skipped
-            quiet = typeflag in _NO_DATA or name.endswith("/") or is_metadata(name)
+            quiet = typeflag in _NO_DATA or name.endswith("/") or (not metadata and is_metadata(name))
             if typeflag in _REGULAR and not quiet:
                 data_at = buf.offset
                 if skip_data:

@@ -253,3 +253,18 @@ def test_module_helpers_return_the_original_types(moto_config: Any, moto_bucket:
     size = old.get_file_size(f"s3://{moto_bucket}/h/a.txt", moto_config)
     assert size == 3 and type(size) is int
     assert file_exists is old.file_exists and get_file_size is old.get_file_size
+
+
+def test_tardata_skips_what_the_original_skipped_and_nothing_else() -> None:
+    """The original plugin's tardata skipped a top-level ``__x__`` and names matching
+    ``skip_meta`` (``__...__`` then the end or a slash) only: ``__meta__.json``,
+    ``pkg/__init__.py`` and ``d/__key__.txt`` were yielded, so they are here."""
+    from test_archives import make_tar
+
+    from awsio.python.lib.io.s3.s3dataset import tardata
+
+    raw = make_tar([("__meta__.json", b"{}"), ("pkg/__init__.py", b"x = 1"), ("d/__key__.txt", b"k"),
+                    ("a.jpg", b"img"), ("__meta__", b"m"), ("__dir__/x.txt", b"d")])
+    assert [n for n, _ in tardata(raw)] == ["__meta__.json", "pkg/__init__.py", "d/__key__.txt", "a.jpg"]
+    assert [n for n, _ in tardata(raw, skip_meta=None)] == ["__meta__.json", "pkg/__init__.py", "d/__key__.txt",
+                                                           "a.jpg", "__dir__/x.txt"]

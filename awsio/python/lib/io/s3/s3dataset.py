@@ -50,8 +50,8 @@ def reraise_exception(exn: BaseException) -> None:
 def tardata(fileobj: BinaryIO | bytes, skip_meta: str | None = r"__[^/]*__($|/)",
             handler: Callable[[BaseException], Any] = reraise_exception) -> Iterator[tuple[str, bytes]]:
     """``(name, bytes)`` of each regular member of a tar (gzip detected) held in ``bytes`` or a
-    binary stream, streamed. ``__...__`` metadata members are skipped, and so are names that
-    ``skip_meta`` matches. A corrupt or truncated archive raises
+    binary stream, streamed. Skipped as the original skipped them: a top-level ``__x__`` name,
+    and names that ``skip_meta`` matches. A corrupt or truncated archive raises
     :class:`awsio.errors.ArchiveError` through ``handler``; if ``handler`` returns, the
     iteration ends there."""
     try:
@@ -59,9 +59,12 @@ def tardata(fileobj: BinaryIO | bytes, skip_meta: str | None = r"__[^/]*__($|/)"
             fileobj = io.BytesIO(bytes(fileobj))
         stream: Any = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type]
         gzip = stream.peek(2)[:2] == b"\x1f\x8b"
-        for member in iter_tar(stream, gzip=gzip):
-            if skip_meta is None or not re.match(skip_meta, member.name):
-                yield member.name, member.data
+        for member in iter_tar(stream, gzip=gzip, metadata=True):
+            name = member.name
+            if "/" not in name and name.startswith("__") and name.endswith("__"):
+                continue
+            if skip_meta is None or not re.match(skip_meta, name):
+                yield name, member.data
     except Exception as exn:  # noqa: BLE001 - the handler decides, as in the original
         handler(exn)
 

@@ -30,6 +30,7 @@ and refreshable ones are refreshed before expiry by whichever backend is in use.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -40,6 +41,8 @@ __all__ = ["Credentials", "S3Config", "credentials_provider", "setting_names", "
 
 _BACKENDS = ("auto", "native", "python")
 _FALSE = {"0", "false", "no", "off"}
+
+_REGION = re.compile(r"[A-Za-z0-9._-]+")  # (us-east-1, auto, RegionOne, ...: no spaces or slashes)
 
 
 def _env(*names: str) -> str | None:
@@ -139,6 +142,10 @@ class S3Config:
         if endpoint is not None:
             endpoint = endpoint.rstrip("/")
             parts = urlsplit(endpoint)
+            if parts.username is not None or parts.password is not None:
+                raise ConfigError("endpoint_url must not hold a user or password (requests are signed "
+                                  "with the AWS credentials)", field="endpoint_url",
+                                  value=f"{parts.scheme}://***@{parts.netloc.rpartition('@')[2]}")
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError("endpoint_url must look like http(s)://host[:port]",
                                   field="endpoint_url", value=endpoint)
@@ -178,8 +185,9 @@ class S3Config:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds", field=name, value=value)
-        if not isinstance(self.region, str) or not self.region:
-            raise ConfigError("region must be a non-empty string", field="region", value=self.region)
+        if not isinstance(self.region, str) or not _REGION.fullmatch(self.region):
+            raise ConfigError("region must be a region name (letters, digits, '-', '_', '.'), as it goes into "
+                              "every request's signature", field="region", value=self.region)
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise ConfigError("ca_bundle file does not exist", field="ca_bundle", value=self.ca_bundle)
         for name in ("unsigned", "path_style", "verify", "verify_checksums"):
@@ -257,7 +265,10 @@ def _chain_provider(config: S3Config) -> Callable[[], Credentials]:
     """The full botocore credential chain (refreshes credentials shortly before expiry)."""
     import botocore.session
 
+    from awsio.logsafe import redact_aws_logs
+
     session = botocore.session.Session(profile=config.profile)
+    redact_aws_logs()  # (STS, SSO and metadata replies are logged at DEBUG: the native backend too)
     found = session.get_credentials()
     if found is None:
         from awsio.errors import AccessDeniedError

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from awsio.logsafe import redact
+
 __all__ = [
     "AccessDeniedError",
     "ArchiveError",
@@ -49,10 +51,11 @@ class AwsioError(Exception):
         if not fields and _WORKER_MARK in message:
             message, fields = _parse_worker_message(type(self), message)
         for name in self._fields:
-            setattr(self, name, fields.pop(name, None))
+            value = fields.pop(name, None)
+            setattr(self, name, redact(value) if isinstance(value, str) else value)
         if fields:
             raise TypeError(f"{type(self).__name__} got unexpected fields {sorted(fields)}")
-        self.message = message
+        self.message = redact(message)  # (a presigned URL given as an object's name, ...)
         super().__init__(self._render())
 
     def _render(self) -> str:

@@ -31,6 +31,12 @@ _PATTERNS = [
     re.compile(r"(?i)(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[^'\"\s&,}]+"),
     # SigV2 presigned URLs: AWSAccessKeyId=...&Signature=...
     re.compile(r"(?i)(AWSAccessKeyId=)[^&\s'\"]+"),
+    # Credentials in XML replies (STS AssumeRole*) and what an S3 SignatureDoesNotMatch error
+    # body echoes (any key id form: MinIO, SeaweedFS...).
+    re.compile(r"(<(?:AccessKeyId|SecretAccessKey|SessionToken|AWSAccessKeyId|SignatureProvided|"
+               r"StringToSign(?:Bytes)?|CanonicalRequest(?:Bytes)?)>)[^<]*"),
+    # ... and in JSON (SSO role credentials, container and instance metadata credentials).
+    re.compile(r'(?i)("(?:accessKeyId|secretAccessKey|sessionToken|token)"\s*:\s*")[^"]*'),
     # Anything else that looks like an access key id.
     re.compile(r"()\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b"),
 ]

@@ -35,8 +35,10 @@ class ConfigValueError(ValueError):
 
 def check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ConfigValueError(f"{key}={value!r} is invalid: {expected} "
-                               f"(fix it with the override {key}=...)")
+        from awsio.logsafe import redact
+
+        raise ConfigValueError(redact(f"{key}={value!r} is invalid: {expected} "  # (a presigned URL...)
+                                      f"(fix it with the override {key}=...)"))
 
 
 def die(prog: str, message: str, code: int = 2) -> None:

@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (OSError, ValueError) as e:
-        print(f"awsio.tools.cat: error: {e}", file=sys.stderr)
+        from awsio.logsafe import redact
+
+        print(f"awsio.tools.cat: error: {redact(str(e))}", file=sys.stderr)
         return 1
     finally:
         storage.close()

@@ -184,3 +184,15 @@ def test_every_error_pickles_with_fields() -> None:
             assert getattr(again, name) == getattr(err, name)
     with pytest.raises(TypeError):
         errors.ArchiveError("x", nonsense=1)
+
+
+@pytest.mark.parametrize("region", ["us east 1", "us-east-1/", "", "eu\twest"])
+def test_a_malformed_region_is_a_config_error(region, clean_aws_env):
+    """A region that cannot go into a SigV4 credential scope (spaces, slashes) is refused up front,
+    on both backends alike (botocore raised its own error, the native engine signed with it)."""
+    from awsio.config import S3Config
+    from awsio.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        S3Config(region=region)
+    assert err.value.field == "region"

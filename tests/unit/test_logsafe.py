@@ -66,3 +66,58 @@ def test_redact_masks_keys_tokens_signatures_and_presigned_queries(line, hidden)
     for value in hidden:
         assert value not in clean
     assert redact("GET /bucket/key HTTP/1.1 200 Range: bytes=0-9") == "GET /bucket/key HTTP/1.1 200 Range: bytes=0-9"
+
+
+@pytest.mark.parametrize("line,hidden", [
+    # an STS AssumeRole reply, as botocore's parser logs it at DEBUG
+    ("Response body: b'<AssumeRoleResult><Credentials><AccessKeyId>ASIAIOSFODNN7EXAMPLE</AccessKeyId>"
+     "<SecretAccessKey>wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY</SecretAccessKey>"
+     "<SessionToken>FwoGZXIvYXdzEBYaDEXAMPLETOKEN</SessionToken></Credentials>'",
+     ["ASIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY", "FwoGZXIvYXdzEBYaDEXAMPLETOKEN"]),
+    # SSO / container / IMDS credentials (JSON)
+    ('{"AccessKeyId": "ASIAIOSFODNN7EXAMPLE", "SecretAccessKey": "wJalrXUtnFEMIK7MDENG", "Token": "IQoJb3JpZ2lu"}',
+     ["wJalrXUtnFEMIK7MDENG", "IQoJb3JpZ2lu"]),
+    ('{"roleCredentials": {"accessKeyId": "minioadmin", "secretAccessKey": "s3cr3tv4lue", "sessionToken": "tok3n"}}',
+     ["minioadmin", "s3cr3tv4lue", "tok3n"]),
+    # an S3 SignatureDoesNotMatch error body (any key id form: MinIO, SeaweedFS)
+    ("<Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>minioadmin</AWSAccessKeyId>"
+     "<StringToSign>AWS4-HMAC-SHA256\n20260102T030405Z\nabc</StringToSign>"
+     "<SignatureProvided>0123456789abcdef0123456789abcdef</SignatureProvided>"
+     "<CanonicalRequest>GET\n/bkt/key\n</CanonicalRequest></Error>",
+     ["minioadmin", "0123456789abcdef0123456789abcdef", "20260102T030405Z", "/bkt/key"]),
+])
+def test_redact_masks_credentials_in_sts_sso_and_error_bodies(line, hidden):
+    clean = redact(line)
+    assert not [h for h in hidden if h in clean], clean
+
+
+def test_errors_never_repeat_a_presigned_url_or_an_endpoint_password():
+    """A presigned https URL given where an s3:// URL is expected, an endpoint with a password:
+    the error names them without the signature, token or password."""
+    from awsio.errors import ConfigError, InvalidURLError
+    from awsio.s3.url import parse_url
+
+    presigned = ("https://bkt.s3.amazonaws.com/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE"
+                 "%2F20260102%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Security-Token=FwoGZXIvYXdzTOKEN"
+                 "&X-Amz-Signature=0123456789abcdef")
+    with pytest.raises(InvalidURLError) as err:
+        parse_url(presigned)
+    for text in (str(err.value), repr(err.value)):
+        assert "0123456789abcdef" not in text and "FwoGZXIvYXdzTOKEN" not in text and "AKIDEXAMPLE" not in text
+    from awsio.cli.common import ConfigValueError, url_list
+
+    with pytest.raises(ConfigValueError) as cli:
+        url_list(presigned)
+    assert "0123456789abcdef" not in str(cli.value) and "FwoGZXIvYXdzTOKEN" not in str(cli.value)
+    from awsio.tools import cat
+
+    import contextlib
+    import io
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert cat.main([presigned]) == 1
+    assert "0123456789abcdef" not in stderr.getvalue() and "FwoGZXIvYXdzTOKEN" not in stderr.getvalue()
+    with pytest.raises(ConfigError) as bad:
+        S3Config(endpoint_url="http://user:hunter2@127.0.0.1:9000")
+    assert "hunter2" not in str(bad.value) and "hunter2" not in repr(bad.value)

@@ -57,7 +57,7 @@ from awsio.cli.common import (CONF_DIR, ConfigValueError, build_image_dataset, c
                               die, s3_config, url_list)
 from awsio.epoch import advance, intervals_total
 from awsio.metrics import Snapshot, all_ranks
-from awsio.errors import AwsioError
+from awsio.errors import AwsioError, StateError
 from awsio.tools.storage import Storage
 
 __all__ = ["main", "run", "validate"]
@@ -139,11 +139,25 @@ def save_checkpoint(storage: Storage, location: str, state: dict[str, Any]) -> N
     storage.put(location, buf)
 
 
+_CHECKPOINT_KEYS = ("model", "optimizer", "epoch")
+
+
 def load_checkpoint(storage: Storage, location: str) -> dict[str, Any] | None:
+    """The train job's checkpoint at ``location`` (None if there is none); StateError naming it
+    when the file is not one (not a torch file, or another program's without these keys)."""
     if not storage.exists(location):
         return None
     data = storage.get(location)
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # our own file
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # our own file
+    except Exception as exc:  # (unpickling errors of any kind)
+        raise StateError(f"trainer.checkpoint={location} is not a checkpoint of this job: {exc}",
+                         field="checkpoint", saved=None, current=None) from exc
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise StateError(f"trainer.checkpoint={location} is not a checkpoint of this job: it has no "
+                         f"{', '.join(missing)}", field="checkpoint", saved=None, current=None)
+    return state  # type: ignore[no-any-return]
 
 
 # -- the loop -----------------------------------------------------------------------------------

@@ -170,3 +170,20 @@ def test_a_budget_that_ends_with_the_epoch_resumes_at_the_next_epoch(tmp_path, f
     second = train.run(_cfg(tmp_path, "data.shuffle_urls=true", "trainer.epochs=3", "trainer.resume=true"))
     assert [(m["epoch"], m["steps"]) for m in second] == [(1, 12), (2, 12)]
     assert fake_data.epochs_read == [1, 2]
+
+
+@pytest.mark.parametrize("content", ["garbage", "another program's"])
+def test_a_checkpoint_that_is_not_ours_is_a_typed_error_naming_it(tmp_path, fake_data, content):
+    """A checkpoint file that is not a torch file, or one without the train job's keys (another
+    program's state_dict): StateError naming trainer.checkpoint, not a bare unpickling error or KeyError."""
+    from awsio.errors import StateError
+
+    (tmp_path / "ckpt").mkdir()
+    where = tmp_path / "ckpt" / "last.pt"
+    if content == "garbage":
+        where.write_bytes(b"\x80\x04not a torch file")
+    else:
+        torch.save({"weight": torch.zeros(2)}, where)
+    with pytest.raises(StateError) as err:
+        train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.resume=true"))
+    assert str(where) in str(err.value)

@@ -286,7 +286,7 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
         """Units (batches, or samples when nothing batches) this rank yields in a whole epoch."""
         w = current_world()
         size = int(self.source.rank_size(w.world_size, w.rank))
-        return size // self.unit if self.drop_last and self.batch_size is not None else -(-size // self.unit)
+        return size // self.unit if self._drops_last() else -(-size // self.unit)
 
     def metrics(self, ranks: bool = False) -> Any:
         """The source's counters (:meth:`awsio.dataset.S3IterableDataset.metrics`): requests,
@@ -297,6 +297,10 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
     # -- running --------------------------------------------------------------------------
     def _spans_units(self) -> bool:
         return any(isinstance(s, Shuffle) for s in self.stages)
+
+    def _drops_last(self) -> bool:
+        """Whether the rank's short last unit is left out (``dataproc(drop_last=True)`` batches)."""
+        return self.drop_last and self.batch_size is not None
 
     def __iter__(self) -> Iterator[Any]:
         world = current_world()
@@ -312,7 +316,7 @@ class Pipeline(PipelineMixin, IterableDataset):  # type: ignore[type-arg]
             register_collation()  # also in a spawned DataLoader worker, where collation runs
             if get_worker_info() is not None:
                 use_shared_memory()  # its batches' bytes reach the training process through shared memory
-        units = self.source.iter_units(self.unit, drop_last=self.drop_last and self.batch_size is not None)
+        units = self.source.iter_units(self.unit, drop_last=self._drops_last())
         samples = [0]  # grouped samples not yet reported to the source's counters
 
         def run(records: Iterable[Any]) -> Iterator[Any]:

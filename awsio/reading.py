@@ -67,7 +67,7 @@ class _Fetch:
     shard: int
     first: int          # first sample (within the shard)
     stop: int           # one past the last sample
-    request: tuple[Any, ...] | None = None  # a get_many item: (url, start, end, size[, cuts])
+    request: tuple[Any, ...] | None = None  # a get_many item: (url, start, end, size[, cuts[, if_match]])
     units: Any = None
     ends: list[int] = field(default_factory=list)
 
@@ -100,18 +100,8 @@ class ShardReader:
         if shard.kind is None:
             return [_Fetch(sh, s, s + 1, (shard.url, 0, None, shard.size), units[s - first:s - first + 1])
                     for s in range(first, stop)]
-        if shard.kind != "tar":  # read in place (zip members, a tar.gz stream): `chunk` bytes at a time
-            sizes = self._sample_bytes(sh)
-            out_: list[_Fetch] = []
-            s = first
-            while s < stop:
-                e, held = s + 1, sizes[s]
-                while e < stop and held + sizes[e] <= self.chunk:
-                    held += sizes[e]
-                    e += 1
-                out_.append(_Fetch(sh, s, e, None, units[s - first:e - first]))
-                s = e
-            return out_
+        if shard.kind != "tar":
+            return self._in_place_fetches(sh, first, stop, units)
         index = self.indexes[sh]
         starts = index.sample_starts
         out: list[_Fetch] = []
@@ -141,6 +131,21 @@ class ShardReader:
             if cuts is not None or shard.etag:
                 request += (cuts,) + ((shard.etag,) if shard.etag else ())
             out.append(_Fetch(sh, s, e, request, units[s - first:e - first]))
+            s = e
+        return out
+
+    def _in_place_fetches(self, sh: int, first: int, stop: int, units: np.ndarray) -> list[_Fetch]:
+        """Zip and tar.gz samples ``first..stop-1``, read in place (zip members, a tar.gz stream)
+        ``chunk`` bytes of samples at a time (at least one sample)."""
+        sizes = self._sample_bytes(sh)
+        out: list[_Fetch] = []
+        s = first
+        while s < stop:
+            e, held = s + 1, sizes[s]
+            while e < stop and held + sizes[e] <= self.chunk:
+                held += sizes[e]
+                e += 1
+            out.append(_Fetch(sh, s, e, None, units[s - first:e - first]))
             s = e
         return out
 

@@ -275,12 +275,12 @@ def cut_members(data: bytes | tuple[bytes, ...], start: int,
     # each header ends its lead piece at the member's offset, each member piece is its size, and
     # each member starts where the previous one's padded data ends (the first one at `start`)
     if (offsets[0] != 0 or (offsets[1:] != offsets[:-1] + BLOCK + padded[:-1]).any()
-            or (ends[0:-1:2] != offsets + BLOCK).any() or (lengths[0:-1:2] < BLOCK).any()
-            or (lengths[1::2] != sizes).any()):
+            or (ends[0:-1:2] != offsets + BLOCK).any() or (lengths[1::2] != sizes).any()):
         return None
     headers = [lead[-BLOCK:] for lead in pieces[0:-1:2]]
     blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(n, BLOCK)
-    if not np.isin(blocks[:, 156], (0x30, 0)).all():  # regular files only
+    types = blocks[:, 156]
+    if not ((types == 0x30) | (types == 0)).all():  # regular files only
         return None
     try:
         if (_numbers(blocks, headers, 124, 136, 11) != sizes).any():

@@ -9,9 +9,10 @@ from typing import NamedTuple, Optional
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
+from awsio.errors import S3Error
 from awsio.s3.backend import ObjectInfo
 
-__all__ = ["ListPage", "list_query_params", "next_page_token", "parse_list_page"]
+__all__ = ["ListPage", "list_query_params", "malformed_listing", "next_page_token", "parse_list_page"]
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -36,6 +37,11 @@ def _timestamp(text: Optional[str]) -> Optional[float]:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()
+
+
+def malformed_listing(where: str, why: str) -> S3Error:
+    """The error of a listing reply that cannot be used (both backends raise it)."""
+    return S3Error(why, url=where, status=200, code="MalformedListing", request_id=None)
 
 
 def next_page_token(truncated: Optional[bool], token: Optional[str], asked: Optional[str], where: str) -> Optional[str]:

@@ -473,7 +473,7 @@ class NativeBackend:
         """Every object under ``prefix`` (ListObjectsV2, 1,000 keys a page), in key order: the
         engine's GETs (signed, retried, counted as LISTs) and :mod:`awsio.s3.list_page`, so a
         listing needs no botocore (its import and client cost ~0.3 s at start-up)."""
-        from awsio.s3.list_page import list_query_params, parse_list_page
+        from awsio.s3.list_page import list_query_params, malformed_listing, parse_list_page
 
         where = f"s3://{bucket}/{prefix}"
         token: Optional[str] = None
@@ -483,8 +483,7 @@ class NativeBackend:
             try:
                 page = parse_list_page(body, bucket, where, token)
             except ValueError as exc:
-                raise S3Error(str(exc), url=where, status=200, code="MalformedListing",
-                              request_id=None) from None
+                raise malformed_listing(where, str(exc)) from None
             yield from page.objects
             if page.next_token is None:
                 return

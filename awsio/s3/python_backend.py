@@ -31,7 +31,7 @@ from awsio.logsafe import redact_aws_logs
 from awsio.metrics import Metrics
 from awsio.s3.backend import Body, ObjectInfo, Request, check_cuts, cut_body, request_bytes
 from awsio.s3.integrity import check_reply, parse_content_range
-from awsio.s3.list_page import next_page_token
+from awsio.s3.list_page import malformed_listing, next_page_token
 from awsio.s3.ratelimit import RateLimiter
 from awsio.s3.threads import DaemonPool
 
@@ -483,8 +483,8 @@ class PythonBackend:
                 # (botocore reads any 200 as a page: what it lacks, the same rule as the native one)
                 token = next_page_token(page.get("IsTruncated"), page.get("NextContinuationToken"), token, url)
             except (KeyError, ValueError) as exc:
-                raise S3Error(f"malformed listing: {exc}" if isinstance(exc, KeyError) else str(exc), url=url,
-                              status=200, code="MalformedListing", request_id=None) from None
+                raise malformed_listing(url, f"malformed listing: {exc}" if isinstance(exc, KeyError)
+                                        else str(exc)) from None
             yield from objects
             if token is None:
                 return

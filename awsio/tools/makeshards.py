@@ -171,14 +171,6 @@ def _member_name(key: str, field: str) -> str:
     return f"{key}.{field}" if field else key
 
 
-def _remove(storage: Storage, location: str) -> None:
-    """Delete a file or object if it is there."""
-    if is_s3(location):
-        storage._s3().delete(location)
-    elif os.path.exists(location):
-        os.remove(location)
-
-
 def _tar_bytes(sample: Sample) -> int:
     """Bytes a sample takes in a tar: a header block per member (two with a pax/long name) + data."""
     total = 0
@@ -251,7 +243,7 @@ class ShardWriter:
         size = self._file.tell()
         self._file.seek(0)
         url = self._url(self.shard)
-        _remove(self.storage, index_url(url))
+        self.storage.delete(index_url(url))
         self.storage.put(url, self._file)
         self._file.close()
         if self.index:
@@ -274,8 +266,8 @@ class ShardWriter:
         self._file.close()
         stale = self.shard
         while self.overwrite and self.storage.exists(self._url(stale)):
-            _remove(self.storage, index_url(self._url(stale)))
-            _remove(self.storage, self._url(stale))
+            self.storage.delete(index_url(self._url(stale)))
+            self.storage.delete(self._url(stale))
             stale += 1
 
     def __enter__(self) -> ShardWriter:

@@ -94,6 +94,14 @@ class Storage:
             return bool(self._s3().exists(location))
         return os.path.exists(location)
 
+    def delete(self, location: str) -> None:
+        """Remove a file or object; nothing to do if it is not there."""
+        if is_s3(location):
+            self._s3().delete(location)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(location)
+
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
             self._client.close()

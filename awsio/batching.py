@@ -52,10 +52,25 @@ def _check_fields(maps: Sequence[Mapping[Any, Any]], what: str) -> None:
                       key=keys, field=differ)
 
 
+def _check_nested_fields(values: Sequence[Any], what: str, path: str = "") -> None:
+    """:func:`_check_fields` at every level ``default_collate`` walks: the samples themselves, a
+    mapping's values key by key, a list/tuple's positions (e.g. the dicts inside a ``json`` field)."""
+    first = values[0]
+    if isinstance(first, Mapping):
+        _check_fields(values, f"{what} at {path}" if path else what)
+        for k in first:
+            _check_nested_fields([v[k] for v in values], what, f"{path}[{k!r}]")
+    elif isinstance(first, (list, tuple)) and all(isinstance(v, (list, tuple)) and len(v) == len(first)
+                                                   for v in values):
+        for i, x in enumerate(first):
+            if isinstance(x, (Mapping, list, tuple)):
+                _check_nested_fields([v[i] for v in values], what, f"{path}[{i}]")
+
+
 def _collate(samples: list[Any]) -> Any:
-    """``default_collate``, after checking that dict samples all have the same fields."""
-    if isinstance(samples[0], Mapping):
-        _check_fields(samples, f"{len(samples)} samples")
+    """``default_collate``, after checking that dict samples (and dicts nested in them) all have
+    the same fields."""
+    _check_nested_fields(samples, f"{len(samples)} samples")
     return default_collate(samples)
 
 

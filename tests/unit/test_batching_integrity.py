@@ -136,3 +136,39 @@ def test_collate_batches_keeps_tuple_batches_and_flat_fields() -> None:
     joined = collate_batches([a, b])
     assert isinstance(joined, Batch)
     assert joined[0].tolist() == [0, 1, 2] and list(joined[1]) == ["k0", "k1", "k2"]
+
+
+# -- 5. nested dict fields (a json field, a tuple of dicts) are checked too ------------------
+def _json_batch(values: list[object], handler: str = "raise") -> Pipeline:
+    recs = [Record("s0", f"k{i}.json", json.dumps(v).encode()) for i, v in enumerate(values)]
+    return Pipeline(MemorySource(recs)).decode().map(lambda s: (s["json"], s["__key__"])).dataproc(
+        batch_size=len(values), shuffle=False, handler=handler)
+
+
+def test_a_nested_field_only_later_samples_have_raises_instead_of_vanishing() -> None:
+    with pytest.raises(DecodeError) as info:
+        list(_json_batch([{"meta": {"a": 1}}, {"meta": {"a": 2, "b": 3}}]))
+    assert "b" in str(info.value)
+
+
+def test_a_nested_field_a_later_sample_lacks_raises_a_typed_error() -> None:
+    with pytest.raises(DecodeError, match="b"):
+        list(_json_batch([{"meta": {"a": 1, "b": 3}}, {"meta": {"a": 2}}]))
+
+
+def test_nested_fields_that_differ_are_skipped_and_counted() -> None:
+    p = _json_batch([{"meta": {"a": 1}}, {"meta": {"a": 2, "b": 3}}], handler="skip")
+    assert list(p) == [] and p.stats.by_stage() == {"batched": 2}
+
+
+def test_matching_nested_fields_collate_as_default_collate_does() -> None:
+    (batch,) = list(_json_batch([{"meta": {"a": 1, "b": [1, 2]}}, {"meta": {"a": 2, "b": [3, 4]}}]))
+    assert batch[0]["meta"]["a"].tolist() == [1, 2]
+    assert [t.tolist() for t in batch[0]["meta"]["b"]] == [[1, 3], [2, 4]]
+
+
+def test_collate_batches_checks_nested_fields_of_joined_batches() -> None:
+    a = Batch(({"m": {"x": torch.zeros(1)}}, ["k0"]))
+    b = Batch(({"m": {"x": torch.zeros(1), "y": torch.ones(1)}}, ["k1"]))
+    with pytest.raises(DecodeError, match="y"):
+        collate_batches([a, b])

@@ -42,7 +42,7 @@ from awsio.grouping import Record
 from awsio.handlers import Handler, HandlerSpec, SkipStats, resolve_handler
 from awsio.metrics import DatasetMetrics, Snapshot
 from awsio.pipeline import PipelineMixin  # the fluent .dataproc()/.decode()/... methods
-from awsio.reading import Shard, ShardReader, ZipIndex, zip_index
+from awsio.reading import Shard, ShardReader, ZipIndex, unread_member_skips, zip_index
 from awsio.s3.url import S3URL, ObjectURL, expand_urls
 from awsio.shuffle import buffer_shuffle, make_rng
 from awsio.source import IndexedSource, digest
@@ -271,8 +271,10 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
         return {"objects": len(self._shards),
                 "digest": digest((s.url, s.size, s.etag, n) for s, n in zip(self._shards, self._counts))}
 
+    def _pass_skips(self) -> SkipStats:
+        return self._index_skips
+
     def _read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
-        self.stats.merge(self._index_skips)
         reader = ShardReader(self.client, self._shards, self._indexes, handler=self.handler,
                              stats=self.stats, chunk=self.chunk_size,
                              open_chunk=min(self.chunk_size, 8 << 20), prefetch=self.prefetch)
@@ -292,9 +294,11 @@ def _load_indexes(client: Any, shards: Sequence[Shard], handler: Handler, skips:
             if s.kind == "zip":
                 return zip_index(client, s.url, s.size, every_entry=every_zip_entry)
             index = load_index(client, s.url, size=s.size, kind=s.kind or "tar", etag=s.etag)
+            assert index is not None
+            if index.sample_count == 0:  # no reader walks it: count what it holds instead
+                skips.merge(unread_member_skips(client, s, index.size))
         except (AwsioError, OSError) as exc:
             return exc
-        assert index is not None
         return index
 
     if len(wanted) <= 1:

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from awsio.archives.index import ShardIndex
-from awsio.archives.tar import TarMember, cut_members, iter_tar, member_cuts
+from awsio.archives.tar import TarMember, cut_members, iter_tar, member_cuts, walk_tar
 from awsio.archives.zip import ZipEntry, iter_zip, read_zip_directory
 from awsio.epoch import Order
 from awsio.errors import ArchiveError, AwsioError
@@ -42,7 +42,7 @@ from awsio.grouping import Record, sample_runs
 from awsio.handlers import Handler, SkipStats
 from awsio.s3.backend import body_len
 
-__all__ = ["FIRST_CHUNK", "Shard", "ShardReader", "ZipIndex", "zip_index"]
+__all__ = ["FIRST_CHUNK", "Shard", "ShardReader", "ZipIndex", "unread_member_skips", "zip_index"]
 
 FIRST_CHUNK = 4 << 20  # the largest first tar request of a stream (see the module docstring)
 
@@ -55,6 +55,22 @@ class Shard:
     kind: str | None
     size: int | None = None
     etag: str | None = None
+
+
+def unread_member_skips(client: Any, shard: Shard, size: int) -> SkipStats:
+    """The members a tar / tar.gz shard without samples holds and no reader will walk (links,
+    unsupported types): its headers walked once (data skipped), each such member counted."""
+    skips = SkipStats()
+    if shard.kind in ("tar", "tgz"):
+        tgz = shard.kind == "tgz"
+        chunk = 1 << 20 if tgz else 8 << 10  # a tar's headers by small ranges, as scan_tar reads them
+        stream = client.open(shard.url, size=size, etag=shard.etag, chunk_size=chunk, prefetch=0)
+        try:
+            for _ in walk_tar(stream, url=shard.url, gzip=tgz, skip_data=True, skips=skips, chunk_size=chunk):
+                pass
+        finally:
+            stream.close()
+    return skips
 
 
 @dataclass

@@ -126,6 +126,11 @@ class IndexedSource:
         ``self.stats``)."""
         raise NotImplementedError
 
+    def _pass_skips(self) -> SkipStats:
+        """Skips that belong to no sample position (shards that could not be indexed, members of
+        shards without samples): counted once in each pass, by the first reader (rank 0, worker 0)."""
+        return SkipStats()
+
     # -- epochs -------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next iteration (later iterations count on from it)."""
@@ -184,6 +189,8 @@ class IndexedSource:
         epoch = self.pass_epoch(world)
         self._epoch += 1
         self.stats = SkipStats()
+        if world.rank == 0 and world.worker == 0:
+            self.stats.merge(self._pass_skips())
         counts = self._shard_counts()
         total = sum(counts)
         resume, self._resume = self._resume, None

@@ -356,7 +356,8 @@ def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
     """Like :func:`iter_tar`, yielding ``(name, data, offset, size, end)`` where ``end`` is the
     offset just past the member's padded data. ``skip_data``: data is ``b""`` and its bytes are
     skipped (header scans; a ranged source with ``skip(n)`` then jumps without fetching); a
-    hardlink to a member seen earlier is then yielded as a member, nothing is counted."""
+    hardlink to a member seen earlier is then yielded as a member, and other links and
+    unsupported members are counted only when ``skips`` is given."""
     raw: _Readable = _GzipStream(stream, chunk_size) if gzip else stream
     buf = _Buffered(raw, chunk_size, start_offset)
     long_name: str | None = None
@@ -439,7 +440,7 @@ def walk_tar(stream: BinaryIO | _Readable, *, url: str = "", gzip: bool = False,
             if target is not None and not quiet:
                 data = _reread(reread, target, url, name, offset, skip_data)
                 yield name, data, offset, target[1], buf.offset
-            elif not quiet and not skip_data:
+            elif not quiet and (not skip_data or skips is not None):
                 reason = {b"1": "hardlink", b"2": "symlink"}.get(typeflag, "unsupported member type")
                 what = f"{reason} to {link!r}" if typeflag in (b"1", b"2") else f"type {typeflag!r}"
                 log.warning("%s: skipping tar member %r at offset %d (%s)", url, name, offset, what)

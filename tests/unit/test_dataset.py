@@ -485,3 +485,43 @@ def test_zip_and_tgz_reads_hold_at_most_a_chunk_of_samples(kind: str, monkeypatc
     got = [data for _, data in ds]
     assert got == [data for _, data in members]
     assert max(held) <= 64 << 10 and len(held) > 1
+
+
+def _readers_counts(ds: S3IterableDataset, ranks: int, workers: int,
+                    monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str]]:
+    """The skip counts of one epoch summed over every (rank, worker) reader."""
+    total: Counter[tuple[str, str]] = Counter()
+    for r in range(ranks):
+        for w in range(workers):
+            monkeypatch.setattr(srcmod, "current_world", lambda r=r, w=w: World(r, ranks, w, workers))
+            ds.set_epoch(0)
+            list(ds)
+            total.update(ds.stats.counts)
+    return total
+
+
+def test_a_shard_that_cannot_be_indexed_is_counted_once_per_epoch_not_per_reader(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank and DataLoader worker used to add the dataset's index skips to its own counts
+    (a job of 2 ranks x 2 workers reported one unreadable shard 4 times an epoch)."""
+    objs = shards(3)
+    bad = f"{B}data/train-001.tar"
+    objs[bad] = objs[bad][:1024 + 600]
+    ds = S3IterableDataset(f"{B}data/", client=MemoryClient(objs), handler="skip")
+    assert _readers_counts(ds, 2, 2, monkeypatch) == Counter({("index", "ArchiveError"): 1})
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tgz"])
+def test_a_shard_of_only_links_is_counted_not_silent(suffix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard whose members are all links or unsupported types has no samples, so no reader
+    walked it and its members were never counted: they are, once per epoch."""
+    odd = (_member("d/sparse.bin", b"S" * 600, typeflag=b"S") + _member("d/ln.jpg", typeflag=b"2", linkname="x")
+           + _member("d/hl.jpg", typeflag=b"1", linkname="d/gone.jpg") + _END)
+    good = _member("d/a.jpg", b"A" * 10) + _END
+    pack = gzip.compress if suffix == ".tgz" else bytes
+    client = MemoryClient({f"{B}m/links{suffix}": pack(odd), f"{B}m/ok{suffix}": pack(good)})
+    ds = S3IterableDataset(f"{B}m/", client=client)
+    assert [name for name, _ in ds] == ["d/a.jpg"]
+    expected = Counter({("read", "symlink"): 1, ("read", "hardlink"): 1, ("read", "unsupported member type"): 1})
+    assert ds.stats.counts == expected
+    assert _readers_counts(ds, 2, 2, monkeypatch) == expected

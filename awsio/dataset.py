@@ -274,10 +274,14 @@ class S3IterableDataset(IndexedSource, PipelineMixin, _HasClient, IterableDatase
     def _pass_skips(self) -> SkipStats:
         return self._index_skips
 
+    def _stream_shards(self) -> list[bool]:
+        return [s.kind == "tgz" for s in self._shards]
+
     def _read(self, order: Order, units: Iterator[np.ndarray]) -> Iterator[list[Record]]:
         reader = ShardReader(self.client, self._shards, self._indexes, handler=self.handler,
                              stats=self.stats, chunk=self.chunk_size,
-                             open_chunk=min(self.chunk_size, 8 << 20), prefetch=self.prefetch)
+                             open_chunk=min(self.chunk_size, 8 << 20), prefetch=self.prefetch,
+                             streams=max(4, self.window))
         return reader.read(order, units)
 
 

@@ -48,13 +48,16 @@ class Order:
 
 
 def global_order(counts: Sequence[int], *, seed: int = 0, epoch: int = 0, shuffle: bool = False,
-                 window: int = 8, shards: Sequence[int] | None = None) -> Order:
+                 window: int = 8, shards: Sequence[int] | None = None,
+                 streams: Sequence[bool] | None = None) -> Order:
     """The global order of the samples of shards with ``counts[i]`` samples each.
 
     Unshuffled: shard by shard, in listing order. Shuffled: shards permuted by ``(seed, epoch)``
     (or in the order ``shards`` gives), then the samples of each block of ``window`` consecutive
     shards permuted by ``(seed, epoch, block)`` (``window=0``: samples keep their shard order).
-    Identical on every rank and worker.
+    The samples of a shard marked in ``streams`` (one that can only be read forwards: tar.gz)
+    keep their shard order inside the block, interleaved with the others at the positions the
+    permutation gave that shard. Identical on every rank and worker.
     """
     counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.ndim != 1 or (counts_arr < 0).any():
@@ -82,12 +85,26 @@ def global_order(counts: Sequence[int], *, seed: int = 0, epoch: int = 0, shuffl
             rng = np.random.Generator(np.random.PCG64(seed_sequence(seed, epoch, 1 + b // step)))
             perm = rng.permutation(len(sh))
             sh, sa = sh[perm], sa[perm]
+            if streams is not None:
+                _in_shard_order(sh, sa, np.asarray(streams, dtype=bool))
         shard_parts.append(sh)
         sample_parts.append(sa)
     if not shard_parts:
         empty = np.zeros(0, dtype=np.int64)
         return Order(empty, empty)
     return Order(np.concatenate(shard_parts), np.concatenate(sample_parts))
+
+
+def _in_shard_order(sh: np.ndarray, sa: np.ndarray, streams: np.ndarray) -> None:
+    """Renumber, in place, the samples of the ``streams`` shards of a block so that each shard's
+    come in order (0, 1, ...) at the positions they hold; the block holds every sample of its shards."""
+    at = np.flatnonzero(streams[sh])
+    if not len(at):
+        return
+    by_shard = at[np.argsort(sh[at], kind="stable")]  # each shard's positions, in order
+    s = sh[by_shard]
+    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+    sa[by_shard] = np.arange(len(s)) - np.repeat(starts, np.diff(np.concatenate((starts, [len(s)]))))
 
 
 def intervals_total(intervals: Sequence[Sequence[int]]) -> int:

@@ -11,8 +11,10 @@
   later, fewer and larger requests cost the server and the client less per byte); members are checked against the index (a shard rewritten since it was indexed is
   an :class:`~awsio.errors.ArchiveError`, never a wrong sample);
 * zip shards: the members' local regions, from the central directory;
-* tar.gz shards (no random access): a forward-only stream per shard; samples before the wanted
-  ones are decompressed and dropped here, never handed to the pipeline;
+* tar.gz shards (no random access): a forward-only stream per shard (a shuffled epoch keeps
+  their samples in shard order, :func:`awsio.epoch.global_order`, so each is read once; up to
+  ``streams`` are open at once, ``STREAMS_BYTES`` of read-ahead between them); samples before
+  the wanted ones are decompressed and dropped here, never handed to the pipeline;
 * zip and tar.gz samples are read at most ``chunk`` bytes of samples at a time (at least one).
 
 Plain-object and tar requests of successive units go through one ``client.get_many`` stream, so
@@ -45,6 +47,7 @@ from awsio.s3.backend import body_len
 __all__ = ["FIRST_CHUNK", "Shard", "ShardReader", "ZipIndex", "unread_member_skips", "zip_index"]
 
 FIRST_CHUNK = 4 << 20  # the largest first tar request of a stream (see the module docstring)
+STREAMS_BYTES = 64 << 20  # the read-ahead of all open tar.gz streams together
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class ShardReader:
 
     def __init__(self, client: Any, shards: Sequence[Shard], indexes: dict[int, Any], *,
                  handler: Handler, stats: SkipStats, chunk: int = 16 << 20, first_chunk: int | None = None,
-                 open_chunk: int = 8 << 20, prefetch: int = 2) -> None:
+                 open_chunk: int = 8 << 20, prefetch: int = 2, streams: int = 4) -> None:
         self.client = client
         self.shards = shards
         self.indexes = indexes
@@ -105,6 +108,10 @@ class ShardReader:
         self._first_unit: int | None = None  # the stream's first unit (read in first_chunk requests)
         self.open_chunk = open_chunk
         self.prefetch = prefetch
+        # tar.gz streams open at once (a shuffled window's are read interleaved), their chunks
+        # sized so that all their read-ahead stays within STREAMS_BYTES
+        self.streams = max(1, streams)
+        self._stream_chunk = min(open_chunk, max(256 << 10, STREAMS_BYTES // (self.streams * (prefetch + 1))))
         self._tgz: dict[int, _TgzCursor] = {}
         self._offsets: dict[int, list[int]] = {}
         self._sizes: dict[int, list[int]] = {}
@@ -355,11 +362,11 @@ class ShardReader:
         if cursor is None or cursor.next_sample > f.first:
             if cursor is not None:
                 self._tgz.pop(f.shard).close()
-            if len(self._tgz) >= 4:  # a few open streams at most
+            if len(self._tgz) >= self.streams:
                 oldest = next(iter(self._tgz))
                 self._tgz.pop(oldest).close()
             shard = self.shards[f.shard]
-            reader = self.client.open(shard.url, chunk_size=self.open_chunk, prefetch=self.prefetch,
+            reader = self.client.open(shard.url, chunk_size=self._stream_chunk, prefetch=self.prefetch,
                                       size=shard.size, etag=shard.etag)
             cursor = self._tgz[f.shard] = _TgzCursor(shard.url, reader, self.indexes[f.shard], self.stats)
         try:

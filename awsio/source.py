@@ -126,6 +126,10 @@ class IndexedSource:
         ``self.stats``)."""
         raise NotImplementedError
 
+    def _stream_shards(self) -> list[bool] | None:
+        """Which shards can only be read forwards (their samples keep their order in a shuffle)."""
+        return None
+
     def _pass_skips(self) -> SkipStats:
         """Skips that belong to no sample position (shards that could not be indexed, members of
         shards without samples): counted once in each pass, by the first reader (rank 0, worker 0)."""
@@ -156,7 +160,7 @@ class IndexedSource:
         """The global order of ``epoch`` (pure: the same on every rank and worker)."""
         shards = self._shard_order(epoch) if self.shuffled else None
         return global_order(self._shard_counts(), seed=self.seed, epoch=epoch, shuffle=self.shuffled,
-                            window=self.window, shards=shards)
+                            window=self.window, shards=shards, streams=self._stream_shards())
 
     def rank_size(self, world_size: int, rank: int) -> int:
         """Samples ``rank`` of ``world_size`` yields in a whole epoch."""

@@ -525,3 +525,24 @@ def test_a_shard_of_only_links_is_counted_not_silent(suffix: str, monkeypatch: p
     expected = Counter({("read", "symlink"): 1, ("read", "hardlink"): 1, ("read", "unsupported member type"): 1})
     assert ds.stats.counts == expected
     assert _readers_counts(ds, 2, 2, monkeypatch) == expected
+
+
+def test_a_shuffled_epoch_reads_each_tgz_stream_once() -> None:
+    """A tar.gz can only be read forwards: a shuffled window that asked for its samples in random
+    order reopened and decompressed the stream from its start for every backward step (quadratic:
+    8 shards of 60 samples read ~30x their size). Shards are still shuffled and their samples
+    interleaved, each stream is read once, and every sample comes exactly once."""
+    objs = shards(8, per=60, kind="tgz")
+    client = MemoryClient(objs)
+    ds = S3IterableDataset(f"{B}data/", client=client, shuffle_urls=True, seed=3)
+    client.calls.clear()
+    names = [name for name, _ in ds]
+    assert sorted(names) == sorted(f"sh{i}/{n}" for i in range(8) for n, _ in samples(60, 200))
+    opens = [c for c in client.calls if c[0] == "open"]
+    read = sum((c[3] or 0) - c[2] for c in client.calls if c[0] == "get_range")
+    assert len(opens) == 8 and read <= sum(len(v) for v in objs.values())
+    shard_seq = [n.split("/")[0] for n in names]
+    assert shard_seq != sorted(shard_seq)  # samples of the window are still interleaved
+    again = S3IterableDataset(f"{B}data/", client=client, shuffle_urls=True, seed=3)
+    again.set_epoch(1)
+    assert [n for n, _ in again] != names

@@ -25,7 +25,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from awsio.decode.image import load_pil
+from awsio.decode.image import check_8bit, load_pil
 from awsio.errors import DecodeError
 
 __all__ = ["RandomResizedCrop", "native_jpeg"]
@@ -46,6 +46,32 @@ def native_jpeg() -> Any:
     """The native module when it can decode JPEG, else None."""
     native = _native_module()
     return native if getattr(native, "HAVE_JPEG", False) else None
+
+
+def _ends(data: Any) -> bool:
+    """Whether a JPEG's end of image marker (FF D9) follows its first scan. The native decoder
+    reads only the rows down to a box's bottom, so a file cut short below the box decodes; PIL's
+    full decode raises. Entropy-coded data never holds FF D9 (an FF there is followed by 00 or a
+    restart marker) and the markers before the scan are walked by their lengths (an EXIF
+    thumbnail is a whole JPEG inside one of them)."""
+    data = bytes(data)
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:  # extraneous bytes, which libjpeg skips too
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return False
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+        elif marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", i) >= 0
+        else:
+            i += 2 + (data[i + 2] << 8 | data[i + 3])
+    return False
 
 
 class RandomResizedCrop:
@@ -150,6 +176,9 @@ class RandomResizedCrop:
             width, height, components, _ = native.jpeg_header(data)
             if components not in (1, 3):  # CMYK / YCCK: PIL's, before a box is drawn
                 return None
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and width * height > 2 * limit:  # PIL's full path refuses the bomb
+                return None
             x, y, w, h = self.get_params(width, height)
             pixels, x0, y0, n = native.jpeg_decode_crop(data, x, y, w, h, self.size, self.size,
                                                               fast_idct=self.fast_idct,
@@ -158,6 +187,8 @@ class RandomResizedCrop:
             raise
         except RuntimeError as exc:
             raise DecodeError(f"cannot decode JPEG: {exc}") from exc
+        if not _ends(data):  # the rows below the box were never read: the file must still end
+            raise DecodeError("cannot decode JPEG: truncated JPEG: no end of image marker after its scan")
         f = n / 8  # the box's exact place in the decoded region (fractional below scale 8/8)
         box = (x * f - x0, y * f - y0, (x + w) * f - x0, (y + h) * f - y0)
         return Image.fromarray(pixels).resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
@@ -169,10 +200,16 @@ class RandomResizedCrop:
         if isinstance(image, (bytes, bytearray, memoryview)):
             try:
                 with Image.open(io.BytesIO(image)) as opened:
+                    opened.load()
+                    check_8bit(opened)
                     image = opened.convert("RGB")
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise DecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
         else:
+            try:
+                check_8bit(image)
+            except ValueError as exc:
+                raise DecodeError(f"cannot decode image: {exc}") from exc
             image = image.convert("RGB")
         x, y, w, h = self.get_params(*image.size)
         return image.crop((x, y, x + w, y + h)).resize((self.size, self.size), Image.Resampling.BILINEAR)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-__all__ = ["IMAGE_EXTENSIONS", "IMAGE_SPECS", "ImageDecoder", "load_pil"]
+__all__ = ["IMAGE_EXTENSIONS", "IMAGE_SPECS", "ImageDecoder", "check_8bit", "load_pil"]
 
 IMAGE_EXTENSIONS = frozenset(
     "jpg jpeg jpe jfif png apng ppm pgm pbm pnm webp bmp dib gif tif tiff tga ico".split())
@@ -58,7 +58,8 @@ class ImageDecoder:
     """Decode image bytes according to one spec of :data:`IMAGE_SPECS`; picklable.
 
     Raises:
-        ValueError: for an unknown spec (at construction).
+        ValueError: for an unknown spec (at construction); at call, for a 16-bit, 32-bit or float
+            image whose values do not fit the spec's 8 bits (see :func:`check_8bit`).
         PIL.UnidentifiedImageError / OSError: for bytes PIL cannot read (at call).
     """
 
@@ -89,6 +90,7 @@ class ImageDecoder:
         if mode is None:
             return img
         if img.mode != mode.upper():  # (convert() to the same mode would copy the image)
+            check_8bit(img)
             img = img.convert(mode.upper())
         if atype == "pil":
             return img
@@ -104,6 +106,23 @@ class ImageDecoder:
         if arr.ndim == 3:
             arr = arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def check_8bit(img: Any) -> None:
+    """Raise ValueError when converting ``img`` to an 8-bit mode would change its values: PIL's
+    ``convert`` clips a 16/32-bit integer image (a 16-bit PNG: mode ``I;16``) to 0..255 and
+    truncates a float one, silently. Such images decode with ``pilraw`` (or a mapping decoder)."""
+    if img.mode != "F" and not img.mode.startswith("I"):
+        return
+    lo, hi = img.getextrema()
+    whole = True
+    if img.mode == "F":
+        import numpy as np
+
+        whole = bool((np.asarray(img) % 1 == 0).all())
+    if lo < 0 or hi > 255 or not whole:
+        raise ValueError(f"a mode {img.mode} image with values {lo}..{hi} does not fit 8 bits (converting "
+                         f"would clip or truncate them): decode it with 'pilraw'")
 
 
 def load_pil() -> None:

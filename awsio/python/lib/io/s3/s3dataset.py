@@ -9,8 +9,13 @@ retries, integrity checks, typed errors). Where this path differs from the main 
   ``p/test_x.jpg`` and ``p/testing/c.jpg``; no brace patterns (a key may contain braces);
 * a URL that names no object and lists nothing (an empty prefix, a missing object) raises
   ``AssertionError("The directory {url} does not contain any objects.")`` in the constructor;
-* archives are ``.tar`` and ``.zip`` keys (a ``.tar.gz`` is one plain object, as it was); zips
-  yield every entry of their directory, directory entries (``b""``) and metadata included;
+* archives are ``.tar`` and ``.zip`` keys (a ``.tar.gz`` is one plain object, as it was): a
+  ``.tar`` (exact case; gzip, bzip2 or xz inside, as ``tarfile``'s ``r|*`` read) is read whole
+  and yields what :func:`tardata` yields; zips yield every entry of their directory, directory
+  entries (``b""``) and metadata included. Unlike the original: a name that appears twice in a
+  zip yields each entry's own bytes (the original read the last one twice), ``.ZIP`` is a zip
+  too, and a key ending in ``tar`` without the dot (``guitar``) is a plain object (the original
+  tried to untar it and raised);
 * ``shuffle_urls`` orders URLs as the original did for the same epoch
   (``random.Random(epoch).sample``, without touching the global ``random`` state);
   ``len()`` is the number of URLs.
@@ -20,7 +25,9 @@ Folder markers (zero-byte keys ending in ``/``) are skipped here as everywhere.
 
 from __future__ import annotations
 
+import bz2
 import io
+import lzma
 import random
 import re
 import zipfile
@@ -32,13 +39,16 @@ from awsio.archives.tar import iter_tar
 from awsio.config import S3Config
 from awsio.dataset import ShuffleDataset
 from awsio.errors import ArchiveError
+from awsio.grouping import Record
 from awsio.s3.client import file_exists, get_file_size, list_files
 from awsio.s3.url import parse_url
 
 __all__ = ["S3Dataset", "S3IterableDataset", "ShuffleDataset", "file_exists", "get_file_size",
            "list_files", "reraise_exception", "tardata", "zipdata"]
 
-_ORIGINAL_ARCHIVES = {".tar": "tar", ".zip": "zip"}
+# Zips go through awsio's zip reader; a ``.tar`` key is read whole and expanded by tardata, as
+# the original did (its ``r|*`` took gzip, bzip2 and xz; regular members only; skip_meta).
+_ORIGINAL_ARCHIVES = {".zip": "zip"}
 _Items = list[tuple[str, int | None, str | None]]
 
 
@@ -55,18 +65,33 @@ def tardata(fileobj: BinaryIO | bytes, skip_meta: str | None = r"__[^/]*__($|/)"
     :class:`awsio.errors.ArchiveError` through ``handler``; if ``handler`` returns, the
     iteration ends there."""
     try:
-        if isinstance(fileobj, (bytes, bytearray, memoryview)):
-            fileobj = io.BytesIO(bytes(fileobj))
-        stream: Any = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type]
-        gzip = stream.peek(2)[:2] == b"\x1f\x8b"
-        for member in iter_tar(stream, gzip=gzip, metadata=True):
+        yield from _tar_members(fileobj, skip_meta)
+    except Exception as exn:  # noqa: BLE001 - the handler decides, as in the original
+        handler(exn)
+
+
+def _tar_members(fileobj: BinaryIO | bytes, skip_meta: str | None, url: str = "") -> Iterator[tuple[str, bytes]]:
+    """:func:`tardata`'s members; raises :class:`ArchiveError`."""
+    if isinstance(fileobj, (bytes, bytearray, memoryview)):
+        fileobj = io.BytesIO(bytes(fileobj))
+    stream: Any = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(fileobj)  # type: ignore[arg-type]
+    magic = stream.peek(6)[:6]
+    gzip = magic[:2] == b"\x1f\x8b"
+    if magic[:3] == b"BZh":
+        stream = bz2.BZ2File(stream)
+    elif magic == b"\xfd7zXZ\x00":
+        stream = lzma.LZMAFile(stream)
+    try:
+        for member in iter_tar(stream, url=url, gzip=gzip, metadata=True):
             name = member.name
             if "/" not in name and name.startswith("__") and name.endswith("__"):
                 continue
             if skip_meta is None or not re.match(skip_meta, name):
                 yield name, member.data
-    except Exception as exn:  # noqa: BLE001 - the handler decides, as in the original
-        handler(exn)
+    except (OSError, EOFError, lzma.LZMAError) as exc:  # a corrupt or truncated bzip2 / xz stream
+        if isinstance(exc, ArchiveError):
+            raise
+        raise ArchiveError(f"corrupt compressed tar: {exc}", url=url or None) from exc
 
 
 def zipdata(fileobj: BinaryIO | bytes,
@@ -81,8 +106,10 @@ def zipdata(fileobj: BinaryIO | bytes,
         with zipfile.ZipFile(fileobj) as zf:
             for info in zf.infolist():  # by entry: a name may appear twice, each with its own bytes
                 yield info.filename, zf.read(info)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        error = ArchiveError(f"corrupt zip: {exc}")
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted entry; NotImplementedError: a compression method zipfile lacks
+        error = ArchiveError(f"corrupt zip: {exc}" if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError))
+                             else f"unreadable zip entry: {exc}")
         error.__cause__ = exc
         handler(error)
 
@@ -140,6 +167,17 @@ class S3IterableDataset(_Original, _main.S3IterableDataset):
 
     def _shard_order(self, epoch: int) -> list[int]:
         return random.Random(epoch).sample(range(len(self.urls)), len(self.urls))
+
+    def iter_records(self) -> Iterator[Record]:
+        """Each object's record, a ``.tar`` object's replaced by its members (the original's
+        ``filename[-3:] == "tar"``, with the dot; case-sensitive) as :func:`tardata` yields them
+        (the default handler: an :class:`ArchiveError` naming the shard raises)."""
+        for record in super().iter_records():
+            if record.source == record.name and record.name.endswith(".tar"):
+                for name, data in _tar_members(record.data, r"__[^/]*__($|/)", url=record.source):
+                    yield Record(record.source, name, data)
+            else:
+                yield record
 
     @property
     def shuffled_list(self) -> list[str]:

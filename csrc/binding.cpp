@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <vector>
 
 #include "checksum.hpp"
@@ -238,13 +239,20 @@ class Client {
     return lock;
   }
 
+  // The engine, or RuntimeError once abandon() let it go (a forked child's client: its handles
+  // are the parent's; using it dereferenced the null engine).
+  awsio::S3Engine& engine() {
+    if (!engine_) throw std::runtime_error("this native client was abandoned (it belongs to the parent process)");
+    return *engine_;
+  }
+
   void set_credentials(const std::string& ak, const std::string& sk, const std::string& token) {
     auto lock = lock_holding_gil();
-    engine_->set_credentials({ak, sk, token});
+    engine().set_credentials({ak, sk, token});
   }
 
   std::string object_url(const std::string& bucket, const std::string& key) {
-    return engine_->object_url(bucket, key);
+    return engine().object_url(bucket, key);
   }
 
   void submit(int64_t tag, const std::string& bucket, const std::string& key, int64_t start, int64_t end,
@@ -273,11 +281,12 @@ class Client {
     s.size = size;
     s.head = head;
     auto lock = lock_holding_gil();
-    engine_->submit(s);
+    engine().submit(s);
   }
 
   std::vector<PyResult> wait(double timeout_s) {
     std::vector<awsio::Result> results;
+    engine();  // (raises, with the GIL held, for an abandoned client)
     {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(mu_);
@@ -293,7 +302,7 @@ class Client {
     awsio::Result r;
     {
       auto lock = lock_holding_gil();
-      r = engine_->cancel_all();
+      r = engine().cancel_all();
     }
     return convert(r);
   }
@@ -305,12 +314,12 @@ class Client {
 
   size_t pending() {
     auto lock = lock_holding_gil();
-    return engine_->pending();
+    return engine().pending();
   }
 
   py::tuple budget() {
     auto lock = lock_holding_gil();
-    return py::make_tuple(engine_->held_bytes(), engine_->paused());
+    return py::make_tuple(engine().held_bytes(), engine().paused());
   }
 
   void abandon() {
@@ -323,7 +332,15 @@ class Client {
  private:
   static PyResult convert(awsio::Result& r) {
     using K = awsio::ResultKind;
-    auto s = [](const std::string& v) { return v.empty() ? py::object(py::none()) : py::object(py::str(v)); };
+    // Text from the server (error XML, headers, libcurl's messages quoting a reply) need not be
+    // UTF-8: decoded with U+FFFD for what is not, never raising (a UnicodeDecodeError here was
+    // raised instead of the typed error, and lost the other results of the batch with it).
+    auto s = [](const std::string& v) {
+      if (v.empty()) return py::object(py::none());
+      PyObject* u = PyUnicode_DecodeUTF8(v.data(), Py_ssize_t(v.size()), "replace");
+      if (!u) throw py::error_already_set();  // (only out of memory)
+      return py::reinterpret_steal<py::object>(u);
+    };
     PyResult out;
     out.tag = r.tag;
     out.attempts = r.attempts;

@@ -233,6 +233,13 @@ struct S3Engine::Impl {
       t->written += len;
       t->sum.update(data, len);  // while the bytes are in cache
     } else if (t->use_fallback) {
+      // A chunked body of a known size: never held past that size (a server that keeps sending).
+      // (A chunked 206 has its Content-Range length as `limit` above.)
+      if (t->size >= 0 && t->fallback.size() + len > size_t(t->size)) {
+        t->mismatch.record("SizeMismatch", "the object's length differs from the known size",
+                           std::to_string(t->size), "more than " + std::to_string(t->size));
+        return 0;  // CURLE_WRITE_ERROR; retried
+      }
       t->fallback.append(data, len);
       t->sum.update(data, len);
     } else if (t->error_body.size() < kMaxErrorBody) {
@@ -545,7 +552,11 @@ struct S3Engine::Impl {
       return;
     }
     const long status = response_code(t->easy);
-    if (rc == CURLE_OK && !t->spec.head) check_complete(t, status, content_length(t->easy));
+    if (rc == CURLE_OK && !t->spec.head) {
+      // No body byte came (an empty chunked 200): its checksum, if sent, is still checked.
+      if (t->first_write && status == 200) start_checksum(t, status, opts.verify_checksums);
+      check_complete(t, status, content_length(t->easy));
+    }
     if (t->mismatch.any()) {
       if (maybe_retry(t, Cause::Integrity)) return;
       finish(t, integrity_error(t, status));

@@ -204,8 +204,18 @@ void check_complete(Transfer* t, long status, curl_off_t cl) {
   if (status == 200 || status == 206) {
     if (t->first_write && !check_reply(t, status, cl)) return;  // no body byte came: not checked yet
     const size_t got = received(t);
-    int64_t want = t->dest ? int64_t(t->limit) : -1;  // a chunked body: as long as known
-    if (t->use_fallback) want = status == 206 ? h.cr_last - h.cr_first + 1 : t->size;
+    // As long as the reply said, as far as it is known. A reply whose body never arrived (no
+    // write callback: an empty chunked body) has no `dest`, but still owes its Content-Range, or
+    // its Content-Length or the known size: a part that gave nothing must not leave its place in
+    // the parent's body as it was (a recycled buffer: another sample's bytes).
+    int64_t want = -1;
+    if (t->dest) {
+      want = int64_t(t->limit);
+    } else if (status == 206) {
+      want = h.cr_last - h.cr_first + 1;
+    } else if (t->use_fallback || t->first_write) {
+      want = !t->use_fallback && cl >= 0 ? int64_t(cl) : t->size;
+    }
     if (want >= 0 && int64_t(got) != want) {
       t->mismatch.record("SizeMismatch",
                          status == 206 ? "the body length differs from its Content-Range"

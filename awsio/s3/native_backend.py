@@ -164,13 +164,17 @@ class _Pump:
         self.held = 0                     # known bytes of the requests sent and not taken
         self.sizes: dict[int, int] = {}   # index -> its known bytes, until taken
         self.stopped = False
+        # The process this pump's thread runs in: a forked child has no such thread (and the
+        # backend's own _pid becomes the child's once it forgets the parent's clients).
+        self.pid = os.getpid()
         self.handle = backend._acquire()
         self.thread = threading.Thread(target=self._run, name="awsio-get-many", daemon=True)
         self.thread.start()
 
     def take(self) -> Any:
         """The next ``(index, data)``, or _END; raises the error that ended the transfers."""
-        self.backend._check_same_process()
+        if os.getpid() != self.pid:  # its thread is in the parent: waiting here would never end
+            raise RuntimeError("a NativeBackend.get_many iterator cannot be resumed in a forked child")
         with self.cond:
             while not self.out:
                 self.cond.wait()
@@ -195,7 +199,7 @@ class _Pump:
                 return
             self.stopped = True
             self.cond.notify_all()
-        if os.getpid() == self.backend._pid:
+        if os.getpid() == self.pid:
             self.handle.client.wakeup()  # out of its wait now, not a tick later
 
     def _put(self, item: Any) -> None:
@@ -328,10 +332,6 @@ class NativeBackend:
         if creds is not None and creds != handle.creds:
             handle.client.set_credentials(creds.access_key, creds.secret_key, creds.token or "")
             handle.creds = creds
-
-    def _check_same_process(self) -> None:
-        if os.getpid() != self._pid:
-            raise RuntimeError("a NativeBackend.get_many iterator cannot be resumed in a forked child")
 
     def _release(self, handle: _Handle) -> None:
         if os.getpid() != self._pid or self._closed:

@@ -344,14 +344,16 @@ class S3Dataset(_HasClient, Dataset):  # type: ignore[type-arg]
         return len(self._urls)
 
     def __getitem__(self, index: int) -> tuple[str, bytes]:
-        url, size, _ = self._items[index]
-        data = self.client.get(url, size=size)
+        url, size, etag = self._items[index]
+        # the object as listed: one rewritten since is IntegrityError (PreconditionFailed), as in
+        # S3IterableDataset, never other bytes under the same index
+        data = self.client.get_range(url, 0, None, size=size, if_match=etag)
         self.note_samples(1)
         return url, data
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[str, bytes]]:
         items = [self._items[i] for i in indices]
-        got = self.client.get_many(((u, 0, None, size) for u, size, _ in items), ordered=True)
+        got = self.client.get_many(((u, 0, None, size, None, etag) for u, size, etag in items), ordered=True)
         out = [(u, data) for (u, _, _), (_, data) in zip(items, got)]
         self.note_samples(len(out))
         return out

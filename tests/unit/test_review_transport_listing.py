@@ -142,3 +142,35 @@ def test_map_style_dataset_refuses_an_object_replaced_since_it_was_listed(moto_c
     with pytest.raises(IntegrityError, match="m/1"):
         ds.__getitems__([0, 1])
     assert ds.__getitems__([2, 0]) == [(f"s3://{moto_bucket}/m/2", b"old2"), (f"s3://{moto_bucket}/m/0", b"old0")]
+
+
+def test_the_file_system_sharing_strategy_keeps_batches_in_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch's file_system strategy, blocks of batches in flight when an iterator is dropped
+    stay in /dev/shm until the process ends: the transport is not used there."""
+    import torch.multiprocessing
+
+    from awsio import transport
+
+    monkeypatch.setattr(torch.multiprocessing, "get_sharing_strategy", lambda: "file_system")
+    assert transport.use_shared_memory() is False
+    monkeypatch.setattr(torch.multiprocessing, "get_sharing_strategy", lambda: "file_descriptor")
+    assert transport.use_shared_memory() is True
+
+
+def test_turning_the_transport_off_holds_after_it_was_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reducer, once registered, stayed registered (forked workers inherit it), so
+    AWSIO_SHARED_MEMORY_BATCHES=0 set after a first use was ignored: it is asked for each batch."""
+    from torch.utils.data import DataLoader
+
+    from awsio import transport
+    from awsio.grouping import Record
+    from awsio.pipeline import MemorySource, Pipeline
+
+    assert transport.use_shared_memory()
+    monkeypatch.setenv("AWSIO_SHARED_MEMORY_BATCHES", "0")
+    recs = [Record("s3://b/t.tar", f"k{i:03d}.bin", os.urandom(20_000)) for i in range(32)]
+    before = transport.received[0]
+    loader = DataLoader(Pipeline(MemorySource(recs)).batched(8), batch_size=None, num_workers=1,
+                        multiprocessing_context="fork")
+    assert sum(len(b["bin"]) for b in loader) == 32
+    assert transport.received[0] == before

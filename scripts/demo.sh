@@ -53,7 +53,7 @@ STARTED=0
 cleanup() {
     if [[ $STARTED == 1 ]]; then
         say "stopping the local S3 server"
-        $PY -m awsio.testing.local_s3 stop --dir "$S3_DIR" || true
+        "$PY" -m awsio.testing.local_s3 stop --dir "$S3_DIR" || true
     fi
 }
 trap cleanup EXIT
@@ -62,16 +62,17 @@ trap 'exit 130' INT TERM
 if [[ -z ${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_S3:-}${S3_ENDPOINT_URL:-} && -z ${AWS_ACCESS_KEY_ID:-} && -z ${AWS_PROFILE:-} ]]; then
     say "starting a local SeaweedFS S3 server in $S3_DIR"
     mkdir -p "$S3_DIR"
-    $PY -m awsio.testing.local_s3 start --dir "$S3_DIR"
+    "$PY" -m awsio.testing.local_s3 start --dir "$S3_DIR"
     STARTED=1
-    eval "$($PY -m awsio.testing.local_s3 env --dir "$S3_DIR")"
+    S3_ENV=$("$PY" -m awsio.testing.local_s3 env --dir "$S3_DIR")  # (eval "$(...)" would lose its exit status)
+    eval "$S3_ENV"
     export AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 else
     say "using the configured S3 endpoint/credentials (no local server)"
 fi
 
 # The bucket: created if missing on a custom endpoint (local server, MinIO...); on AWS it must exist.
-$PY - "$BUCKET" <<'PYEOF'
+"$PY" - "$BUCKET" <<'PYEOF'
 import sys
 import boto3, botocore.config, botocore.exceptions
 from awsio.config import S3Config
@@ -91,17 +92,17 @@ PYEOF
 
 URLS="s3://$BUCKET/$PREFIX/train-{000000..000007}.tar"
 say "writing $SAMPLES synthetic labelled JPEGs as 8 tar shards to s3://$BUCKET/$PREFIX/"
-$PY -m awsio.tools.makeshards --synthetic "$SAMPLES" --classes 10 --image-size 32 --maxcount "$PER_SHARD" \
+"$PY" -m awsio.tools.makeshards --synthetic "$SAMPLES" --classes 10 --image-size 32 --maxcount "$PER_SHARD" \
     --output "s3://$BUCKET/$PREFIX/" --prefix train --seed 0 --overwrite
 
 say "training: torchrun --standalone --nproc_per_node=$NPROC -m awsio.cli.train ($EPOCHS epochs, CPU)"
 rm -rf "$OUT/train"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m awsio.cli.train \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m awsio.cli.train \
     "data.urls=\"$URLS\"" trainer.epochs="$EPOCHS" trainer.run_dir="$OUT/train" data.num_workers=1 \
     trainer.checkpoint="s3://$BUCKET/$PREFIX/checkpoints/demo.pt"
 
 say "per-epoch metrics ($OUT/train/metrics.jsonl)"
-$PY - "$OUT/train/metrics.jsonl" <<'PYEOF'
+"$PY" - "$OUT/train/metrics.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"{'epoch':>5} {'loss':>8} {'accuracy':>9} {'samples/s':>10} {'data wait':>10}")
@@ -115,7 +116,7 @@ PYEOF
 if [[ ${AWSIO_DEMO_BENCH:-1} != 0 ]]; then
     say "loader benchmark: python -m awsio.bench.dataset (tar shards, every installed peer, ${AWSIO_DEMO_ROUNDS:-3} rounds)"
     rm -rf "$OUT/bench"
-    $PY -m awsio.bench.dataset --bucket "$BUCKET" --shards "${AWSIO_DEMO_BENCH_SHARDS:-4}" --shard-mib 64 \
+    "$PY" -m awsio.bench.dataset --bucket "$BUCKET" --shards "${AWSIO_DEMO_BENCH_SHARDS:-4}" --shard-mib 64 \
         --member-kib 100 --workers 0 --rounds "${AWSIO_DEMO_ROUNDS:-3}" --out "$OUT/bench" --quiet \
         --loaders awsio,boto3,s3torchconnector,webdataset,litdata,mosaic
     say "benchmark table: $OUT/bench/dataset-tar_shards.csv   chart: $OUT/bench/dataset-tar_shards.png"

@@ -33,17 +33,17 @@ else
 fi
 
 want_torch=${TORCH_SPEC#torch==}
-have_torch=$($PYTHON -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+have_torch=$("$PYTHON" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
 if [ "$have_torch" != "$want_torch" ]; then
   say "installing $TORCH_SPEC"
-  $PYTHON -m pip install -q "$TORCH_SPEC"
+  "$PYTHON" -m pip install -q "$TORCH_SPEC"
 else
   say "torch $have_torch present"
 fi
 
 say "installing awsio[$EXTRAS] (editable; builds the native reader)"
-$PYTHON -m pip install -q -e ".[$EXTRAS]"
-$PYTHON - <<'PY'
+"$PYTHON" -m pip install -q -e ".[$EXTRAS]"
+"$PYTHON" - <<'PY'
 import torch, awsio
 from awsio.s3.native_backend import native_available
 print(f"[install] awsio {awsio.__version__}, torch {torch.__version__}, native reader: {'built' if native_available() else 'NOT built (Python backend)'}")

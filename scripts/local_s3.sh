@@ -5,4 +5,4 @@
 #   ./scripts/local_s3.sh stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m awsio.testing.local_s3 "$@"
+exec "${PYTHON:-python3}" -m awsio.testing.local_s3 "$@"

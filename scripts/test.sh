@@ -9,7 +9,7 @@ if [ "${AWSIO_SKIP_INSTALL:-0}" != 1 ]; then
   bash scripts/install.sh
 fi
 set +e
-$PYTHON -m pytest -q -ra --durations=15 "$@"
+"$PYTHON" -m pytest -q -ra --durations=15 "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then

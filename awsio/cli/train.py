@@ -33,6 +33,7 @@ a good checkpoint) and ``trainer.resume=true`` continues from it. With
 (:mod:`awsio.source`): a resume restores model, optimizer, grad scaler and data, and its first
 step trains on the next batch not yet trained on. Nothing already trained on is read again, and
 the resume may use another number of processes or ``data.num_workers`` (it says so in one line).
+Rank 0 reads the checkpoint and hands it to every rank (other nodes need not see a local path).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def validate(cfg: DictConfig) -> None:
     check_positive_int("trainer.checkpoint_every_steps", t.get("checkpoint_every_steps", 0), minimum=0)
     check_positive_int("trainer.max_steps", t.get("max_steps", 0), minimum=0)
     check_positive_int("data.max_steps_per_epoch", d.get("max_steps_per_epoch", 0), minimum=0)
+    check_positive_int("trainer.log_every", t.log_every)
+    for key, value in (("trainer.progress", t.progress), ("data.shuffle_urls", d.shuffle_urls)):
+        check(isinstance(value, bool), key, value, "expected true or false")
     check(str(t.device) in ("auto", "cpu", "cuda") or str(t.device).startswith("cuda:"), "trainer.device",
           t.device, "expected auto, cpu or cuda")
     check(t.amp in ("auto", True, False), "trainer.amp", t.amp, "expected auto, true or false")
@@ -172,25 +176,28 @@ class _EpochStats:
 
 
 def _train_epoch(model: torch.nn.Module, loader: Any, optimizer: Any, scaler: Any, loss_fn: Any,
-                 device: torch.device, *, use_amp: bool, max_steps: int,
+                 device: torch.device, *, use_amp: bool, max_steps: int | None,
                  on_step: Callable[[int, _EpochStats], None]) -> _EpochStats:
-    """One epoch (or what is left of it). Every rank stops at the same step: the loop continues
-    only while all ranks still have a batch (an all-reduce MIN per step), so collectives never
-    wait on a finished rank."""
+    """One epoch (or what is left of it), at most ``max_steps`` steps (None: no limit). Every rank
+    stops at the same step: the loop continues only while all ranks still have a batch (an
+    all-reduce MIN per step), so collectives never wait on a finished rank."""
     st = _EpochStats()
     it = iter(loader)
     t0 = time.perf_counter()
     while True:
+        has = max_steps is None or st.steps < max_steps  # (no batch read that is not trained on)
         tw = time.perf_counter()
-        try:
-            images, labels = next(it)
-            has = True
-        except StopIteration:
-            has = False
+        if has:
+            try:
+                images, labels = next(it)
+            except StopIteration:
+                has = False
         st.wait += time.perf_counter() - tw
-        if max_steps and st.steps >= max_steps:
-            has = False
         if not _all_have(has, device):
+            if has:  # another rank ran dry first (data.equal_work=null): say what is dropped
+                log.warning("rank %d: another rank ran out of data: this rank's batch %d and any after it are "
+                            "not trained on this epoch (data.equal_work=drop or repeat gives every rank the same "
+                            "number of samples)", dist.get_rank(), st.steps + 1)
             break
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -249,9 +256,16 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                                   shuffle_urls=bool(d.shuffle_urls), shuffle_window=int(d.shuffle_window),
                                   equal_work=d.equal_work, seed=int(cfg.seed), batch_size=int(d.batch_size))
     start_epoch = 0
+    done = 0  # steps already trained in the resumed epoch (a mid-epoch checkpoint's)
     ckpt_loc = str(cfg.trainer.checkpoint)
     if cfg.trainer.resume:
-        state = load_checkpoint(storage, ckpt_loc)
+        # rank 0's checkpoint (the one it writes) for every rank: another node may not see the file
+        # (a local path), and a rank starting elsewhere would train other data and hang collectives
+        state = load_checkpoint(storage, ckpt_loc) if rank == 0 else None
+        if dist.is_initialized():
+            shared = [state]
+            dist.broadcast_object_list(shared, src=0, device=device if device.type == "cuda" else None)
+            state = shared[0]
         if state is None:
             if rank == 0:
                 log.warning("trainer.resume=true but no checkpoint at %s: starting from scratch", ckpt_loc)
@@ -265,6 +279,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             if state.get("data"):
                 dataset.load_state_dict(state["data"])  # StateError if the data set changed
                 start_epoch = dataset.epoch  # the next one when the saved epoch was all consumed
+                done = int(state.get("step", 0)) if start_epoch == int(state["epoch"]) else 0
             if rank == 0:
                 print(_resume_line(ckpt_loc, state, world, workers), flush=True)
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -276,10 +291,11 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     max_steps = int(d.get("max_steps_per_epoch", 0) or 0)
     every = int(cfg.trainer.get("checkpoint_every_steps", 0) or 0)
 
-    def checkpoint(epoch: int, data: dict[str, Any] | None, metrics: dict[str, Any] | None) -> None:
+    def checkpoint(epoch: int, data: dict[str, Any] | None, metrics: dict[str, Any] | None,
+                   step: int = 0) -> None:  # step: steps of the epoch trained (a mid-epoch state)
         save_checkpoint(storage, ckpt_loc, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "data": data, "world_size": world, "num_workers": workers,
+            "epoch": epoch, "step": step, "data": data, "world_size": world, "num_workers": workers,
             "config": OmegaConf.to_container(cfg, resolve=False), "metrics": metrics})
     history: list[dict[str, Any]] = []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
@@ -299,19 +315,23 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             bar = tqdm(desc=f"epoch {epoch}", unit="step", file=sys.stderr, leave=False, mininterval=0.5,
                        total=_steps_hint(loader, max_steps), disable=None)  # None: off when not a terminal
 
-        def on_step(steps: int, st: _EpochStats, epoch: int = epoch, bar: Any = bar) -> None:
+        base, done = done, 0  # steps of this epoch trained before this run (a resumed epoch's)
+        cap = max(max_steps - base, 0) if max_steps else None  # steps left in the epoch (None: all)
+
+        def on_step(steps: int, st: _EpochStats, epoch: int = epoch, bar: Any = bar, base: int = base) -> None:
             if every and rank == 0 and steps % every == 0:  # the ranks are in lockstep: one state
-                checkpoint(epoch, dataset.state_dict(delivered=steps), None)
+                checkpoint(epoch, dataset.state_dict(delivered=steps), None, base + steps)
             if bar is not None:
                 bar.update(1)
                 if st.n and st.steps % int(cfg.trainer.log_every) == 0:
                     bar.set_postfix(loss=f"{st.loss_sum / st.n:.3f}", acc=f"{st.correct / st.n:.3f}")
 
-        limit = min(x for x in (max_steps, budget) if x) if (max_steps or budget) else 0
+        limits = [x for x in (cap, budget or None) if x is not None]
         st = _train_epoch(ddp, loader, optimizer, scaler, loss_fn, device, use_amp=use_amp,
-                          max_steps=limit, on_step=on_step)
-        stopped = bool(budget) and st.steps == budget and st.steps != max_steps  # out of steps mid-epoch
-        budget = max(budget - st.steps, 0) if budget else 0
+                          max_steps=min(limits) if limits else None, on_step=on_step)
+        spent = bool(budget) and st.steps >= budget  # trainer.max_steps used up: this run ends here
+        stopped = spent and st.steps != cap  # ... inside the epoch (not at data.max_steps_per_epoch)
+        budget = budget - st.steps if budget else 0
         if bar is not None:
             bar.close()
         steps, elapsed = st.steps, st.elapsed
@@ -342,14 +362,17 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
             if stopped:  # trainer.max_steps ran out inside the epoch: save where the data is
-                checkpoint(epoch, dataset.state_dict(delivered=st.steps), m)
-                print(f"train: stopped after trainer.max_steps at epoch {epoch} step {st.steps}; "
+                checkpoint(epoch, dataset.state_dict(delivered=st.steps), m, base + st.steps)
+                print(f"train: stopped after trainer.max_steps at epoch {epoch} step {base + st.steps}; "
                       f"trainer.resume=true continues from the next batch", flush=True)
             else:
                 checkpoint(epoch + 1, None, m)
+                if spent:
+                    print(f"train: stopped after trainer.max_steps at the end of epoch {epoch}; "
+                          f"trainer.resume=true continues with epoch {epoch + 1}", flush=True)
         if dist.is_initialized():
             dist.barrier()  # nobody starts the next epoch (or exits) before the checkpoint is written
-        if stopped:
+        if spent:
             break
     if rank == 0 and not history:
         print(f"train: nothing to do: checkpoint already at epoch {start_epoch} >= trainer.epochs", flush=True)

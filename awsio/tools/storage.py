@@ -59,7 +59,8 @@ class Storage:
             return
         parent = os.path.dirname(os.path.abspath(location))
         os.makedirs(parent, exist_ok=True)
-        tmp = f"{location}.tmp{os.getpid()}"
+        # a name of its own (writers on one shared volume may share a pid: containers' pid 1)
+        tmp = f"{location}.tmp{os.getpid()}.{os.urandom(6).hex()}"
         try:
             with open(tmp, "wb") as out:
                 if isinstance(data, (bytes, bytearray, memoryview)):
@@ -70,6 +71,8 @@ class Storage:
                         if not chunk:
                             break
                         out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())  # on disk before it takes the name: a power loss leaves the old file
             os.replace(tmp, location)  # readers never see a half-written checkpoint or shard
         except BaseException:
             with contextlib.suppress(OSError):

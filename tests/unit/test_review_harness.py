@@ -146,3 +146,22 @@ def test_scripts_take_a_python_whose_path_has_spaces(tmp_path):
     env = dict(os.environ, PYTHON=str(spaced / "python3"), AWSIO_SKIP_INSTALL="1")
     r = _script("test.sh", "--version", env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_local_write_is_on_disk_before_it_takes_its_name(tmp_path, monkeypatch) -> None:
+    """A checkpoint renamed into place before its bytes reached the disk is empty after a power
+    loss; two writers sharing a pid (containers on one volume) must not share a temporary file."""
+    import os
+
+    from awsio.tools.storage import Storage
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    temps: list[str] = []
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), temps.append(a), real_replace(a, b))[2])
+    dest = tmp_path / "ckpt.pt"
+    Storage().put(str(dest), b"state")
+    Storage().put(str(dest), b"state2")
+    assert events == ["fsync", "replace", "fsync", "replace"] and dest.read_bytes() == b"state2"
+    assert temps[0] != temps[1]

@@ -257,6 +257,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                                   equal_work=d.equal_work, seed=int(cfg.seed), batch_size=int(d.batch_size))
     start_epoch = 0
     done = 0  # steps already trained in the resumed epoch (a mid-epoch checkpoint's)
+    resumed = False
     ckpt_loc = str(cfg.trainer.checkpoint)
     if cfg.trainer.resume:
         # rank 0's checkpoint (the one it writes) for every rank: another node may not see the file
@@ -270,6 +271,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             if rank == 0:
                 log.warning("trainer.resume=true but no checkpoint at %s: starting from scratch", ckpt_loc)
         else:
+            resumed = True
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):
@@ -299,8 +301,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             "config": OmegaConf.to_container(cfg, resolve=False), "metrics": metrics})
     history: list[dict[str, Any]] = []
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    if rank == 0 and not cfg.trainer.resume and os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    if rank == 0 and not resumed and os.path.exists(metrics_path):
+        os.remove(metrics_path)  # a run from scratch (resume=true without a checkpoint too) starts a new file
 
     budget = int(cfg.trainer.get("max_steps", 0) or 0)  # steps this run may take in all (0: no limit)
     io_seen = Snapshot()  # the data's S3 counters so far (epoch 0 also gets the listing and indexes)

@@ -165,3 +165,13 @@ def test_a_local_write_is_on_disk_before_it_takes_its_name(tmp_path, monkeypatch
     Storage().put(str(dest), b"state2")
     assert events == ["fsync", "replace", "fsync", "replace"] and dest.read_bytes() == b"state2"
     assert temps[0] != temps[1]
+
+
+def test_a_run_from_scratch_starts_a_new_metrics_file_even_with_resume(tmp_path, fake_data):
+    """trainer.resume=true without a checkpoint trains from scratch: its metrics.jsonl must not
+    carry the rows of an earlier run before its own."""
+    train.run(_cfg(tmp_path, "trainer.epochs=2"))
+    (tmp_path / "ckpt" / "last.pt").unlink()
+    train.run(_cfg(tmp_path, "trainer.epochs=1", "trainer.resume=true"))
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1

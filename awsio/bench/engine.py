@@ -8,6 +8,8 @@ For one data set (a :class:`~awsio.bench.data.Manifest`) and a list of :class:`C
 2. **warms up**: every case runs once, untimed, through a counting proxy on 127.0.0.1
    (:mod:`awsio.bench.proxy`), which gives the GET / HEAD / LIST requests and the bytes per pass,
    fills the server's caches and shows that the case works (a failing case is reported, not timed);
+   every pass must hand out the data set's samples and, for loaders that hand out bytes, the same
+   bytes as the others (whole objects: the objects' bytes; see :meth:`Engine._agree`);
 3. runs ``rounds`` **rounds**: every case once per round, back to back, in alternating order
    (:func:`awsio.bench.stats.round_order`), each in a fresh subprocess so that each gets its own
    client CPU time, peak memory and time to first sample. The server's CPU time is read (psutil)
@@ -31,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -72,6 +75,7 @@ class Job:
     device: str = "cpu"
     converted: str | None = None
     cache_dir: str = ""
+    payload: int | None = None  # bytes a pass hands out (checked when the loader yields bytes)
     options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     state: Any = field(default=None, repr=False)
@@ -159,13 +163,17 @@ class Engine:
         # Tar shards come out a little under their nominal size: within 2 % counts as reached.
         need = math.ceil(0.98 * min_bytes / manifest.nbytes) if manifest.nbytes else 1
         self.passes = max(passes, need)
+        # what a pass must deliver: the manifest's samples, else what the loaders agree on
+        self.items: int | None = manifest.items
+        self.payload: int | None = manifest.nbytes if manifest.kind == "objects" else None
         self.job = job
         self.say = progress or log.info
 
     def _job(self, case: Case, **changes: Any) -> Job:
         fields = dict(peer=case.peer, kind=self.manifest.kind, urls=self.manifest.urls, sizes=self.manifest.sizes,
-                      items=self.manifest.items, endpoint=self.endpoint.url, region=self.endpoint.region,
-                      passes=self.passes, workers=case.workers, options=dict(peers.get(case.peer).options))
+                      items=self.items, endpoint=self.endpoint.url, region=self.endpoint.region,
+                      passes=self.passes, workers=case.workers, options=dict(peers.get(case.peer).options),
+                      payload=self.payload)
         fields.update(self.job)
         fields.update(changes)
         return Job(**fields)
@@ -197,7 +205,8 @@ class Engine:
                 results[c].conversion = conv
         active = [c for c in active if results[c].status == "ok"]
         if self.warmup:
-            active = self._warm_up(active, results)
+            warm = self._warm_up(active, results)
+            active = self._agree(warm, results)
         for r in range(self.rounds):
             self.say(f"  round {r + 1}/{self.rounds}")
             for c in round_order(active, r):
@@ -208,20 +217,67 @@ class Engine:
                     self.say(f"    {c.name:28} FAILED: {run}")
                 else:
                     results[c].runs.append(run)
-                    mib = (run.nbytes[0] or self.manifest.nbytes) / MiB / run.pass_s[0]
+                    mib = self.manifest.nbytes / MiB / run.pass_s[0]
                     self.say(f"    {c.name:28} {run.items[0] / run.pass_s[0]:10.1f} samples/s {mib:9.1f} MiB/s"
                              " (first pass)")
+            if r == 0 and not self.warmup:  # no warm-up: the first round's passes are compared
+                first = {c: results[c].runs[0] for c in active if results[c].runs[0] is not None}
+                agreed = self._agree(first, results)
+                for c in first:
+                    if c not in agreed:
+                        results[c].runs[0] = None
+                active = [c for c in active if c in agreed or c not in first]
         for c in active:  # a case that failed in one round but not in others keeps its figures
             if any(r is not None for r in results[c].runs):
                 results[c].status = "ok"
         return [results[c] for c in cases]
 
-    def _warm_up(self, cases: list[Case], results: dict[Case, Result]) -> list[Case]:
+    def _agree(self, runs: dict[Case, Run], results: dict[Case, Result]) -> list[Case]:
+        """The cases of ``runs`` whose first pass delivered what the others' did; the rest fail.
+
+        A manifest made from HEADs (the Hydra job's) does not say how many samples a pass holds, and
+        none says how many payload bytes a tar or image pass hands out: the loaders' passes must
+        agree on both (the value most of them found; when as many found another, none is trusted),
+        and every later run is checked against them. Loaders that count other units (whole shards,
+        a training job's own count) and passes that yield no bytes (tensors) are not compared.
+        """
+        def agreed(values: dict[Case, int]) -> int | None:
+            top = Counter(values.values()).most_common(2)
+            return top[0][0] if top and (len(top) == 1 or top[0][1] > top[1][1]) else None
+
+        compared = {c: r for c, r in runs.items() if self._counts_samples(c)}
+        checks = [("samples", "items", {c: r.items[0] for c, r in compared.items()})]
+        if self.payload is None:
+            checks.append(("bytes", "payload", {c: r.nbytes[0] for c, r in compared.items() if r.nbytes[0]}))
+        failed: dict[Case, str] = {}
+        for what, attr, values in checks:
+            if not values or getattr(self, attr) is not None:
+                continue
+            value = agreed(values)
+            setattr(self, attr, value)
+            for c, v in values.items():
+                if value is None:
+                    failed.setdefault(c, f"the loaders disagree on the {what} in a pass ("
+                                      + ", ".join(f"{k.name}: {n}" for k, n in values.items()) + ")")
+                elif v != value:
+                    failed.setdefault(c, f"{v} {what} in a pass, the other loaders {value}")
+        for c, reason in failed.items():
+            results[c].status, results[c].reason = "failed", reason
+            self.say(f"    {c.name:28} FAILED: {reason}")
+        return [c for c in runs if c not in failed]
+
+    def _counts_samples(self, case: Case) -> bool:
+        """Whether ``case`` hands out the data set's samples (not whole shards, not its own count)."""
+        mod = peers.get(case.peer).load()
+        return self.manifest.kind != "train" and (not hasattr(mod, "expected")
+                                                  or mod.expected(self._job(case)) == self.items)
+
+    def _warm_up(self, cases: list[Case], results: dict[Case, Result]) -> dict[Case, Run]:
         from awsio.bench.proxy import CountingProxy
 
         self.say("  warm-up (untimed, requests counted through a proxy on 127.0.0.1)")
         proxy = CountingProxy(self.endpoint.url) if (self.endpoint.url or "").startswith("http://") else None
-        ok = []
+        ok: dict[Case, Run] = {}
         with proxy if proxy is not None else _nothing():
             for c in cases:
                 via = proxy.url if proxy is not None else self.endpoint.url
@@ -232,7 +288,7 @@ class Engine:
                     self.say(f"    {c.name:28} FAILED: {run}")
                     continue
                 results[c].census = counts if peers.get(c.peer).reads_in_run else None
-                ok.append(c)
+                ok[c] = run
                 shown = ", ".join(f"{k} {v}" for k, v in sorted((counts or {}).items()) if k != "wire_bytes")
                 self.say(f"    {c.name:28} ok ({shown or 'requests not counted'})")
         return ok

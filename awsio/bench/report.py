@@ -48,7 +48,9 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 
 def _mib_rates(res: Result, manifest: Any, which: str) -> list[float | None]:
-    """MiB/s per round (bytes the loader handed out; the data set's bytes when it yields tensors)."""
+    """MiB/s per round: the data set's bytes per pass (the same work for every loader: members out of
+    tar shards and whole shards, bytes and decoded tensors are the same data set; every pass has
+    handed out all of it, :meth:`awsio.bench.engine.Engine._agree`)."""
     out: list[float | None] = []
     for r in res.runs:
         if r is None:
@@ -56,7 +58,7 @@ def _mib_rates(res: Result, manifest: Any, which: str) -> list[float | None]:
             continue
         idx = slice(0, 1) if which == "first" else slice(1, None)
         secs = sum(r.pass_s[idx])
-        nbytes = sum(b or manifest.nbytes for b in r.nbytes[idx])
+        nbytes = manifest.nbytes * len(r.pass_s[idx])
         out.append(nbytes / MiB / secs if secs > 0 else None)
     return out
 
@@ -91,10 +93,14 @@ def rows(results: Sequence[Result], manifest: Any, *, subject: str | None = "aws
         if ref is not None and ref is not res and res.status == "ok":
             _put(row, "ratio", summarize(paired_ratios(rates(ref), rates(res))))
             row["ratio_of"] = ref.case.name
+            if row["later_rate"] is not None:  # the subject's first pass to this one's later passes
+                _put(row, "later_ratio", summarize(paired_ratios(rates(ref), rates(res, "later"))))
         if ok:
-            gib = [sum(b or manifest.nbytes for b in r.nbytes) / GiB for r in ok]
+            gib = [manifest.nbytes * len(r.pass_s) / GiB for r in ok]
             row["cpu_s_per_gib"] = statistics.median(r.cpu_s / g for r, g in zip(ok, gib))
-            server = [r.server_cpu_s / g for r, g in zip(ok, gib) if r.server_cpu_s is not None]
+            # a loader that reads only in its untimed setup (the in-memory ceiling) serves nothing timed
+            server = [r.server_cpu_s / g for r, g in zip(ok, gib)
+                      if r.server_cpu_s is not None and peers.get(case.peer).reads_in_run]
             row["server_cpu_s_per_gib"] = statistics.median(server) if server else None
             row["peak_mib"] = statistics.median(r.rss_peak_mib for r in ok)
             row["first_sample_s"] = _median([r.first_s for r in ok])

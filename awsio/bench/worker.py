@@ -26,6 +26,9 @@ from awsio.bench.engine import Counted, Job, Run
 __all__ = ["count", "main", "work"]
 
 MiB = 1 << 20
+_BYTES = (bytes, bytearray, memoryview)
+
+
 class _MemorySampler(threading.Thread):
     """Peak memory of this process and its children (DataLoader workers, curl): the sum of their
     PSS (proportional set size, so pages a forked worker shares with its parent count once),
@@ -97,7 +100,8 @@ def count(item: Any) -> tuple[int, int]:
         if isinstance(last, (bytes, bytearray, memoryview)):
             return 1, len(last)
         if hasattr(last, "__len__") and not isinstance(last, str):
-            return len(last), count(first)[1] if isinstance(first, list) else 0
+            raw = isinstance(first, list) or (isinstance(first, tuple) and all(isinstance(v, _BYTES) for v in first))
+            return len(last), count(first)[1] if raw and first else 0  # a pipeline's bytes: a tuple
         return 1, 0
     raise TypeError(f"cannot count samples in a {type(item).__name__}")
 
@@ -118,7 +122,8 @@ _IMPORTS = {"objects": ("botocore.session",), "tar": ("botocore.session", "torch
 def work(job: Job) -> Run:
     """One timed run of ``job`` in this process (the subprocess side of :meth:`Engine._spawn`).
 
-    Raises RuntimeError when a pass yields another number of samples than the data set holds.
+    Raises RuntimeError when a pass yields another number of samples than the data set holds, or
+    (a loader that yields bytes) other than ``job.payload`` bytes.
     """
     peer = peers.get(job.peer)
     mod = peer.load()
@@ -134,6 +139,7 @@ def work(job: Job) -> Run:
 
         device = torch.device(job.device)
     expected = mod.expected(job) if hasattr(mod, "expected") else job.items
+    payload = job.payload if job.payload is not None or job.kind != "objects" else job.nbytes  # objects: whole
     sampler = _MemorySampler()
     sampler.start()
     cpu0 = _cpu_s()
@@ -158,6 +164,8 @@ def work(job: Job) -> Run:
         pass_s.append(time.perf_counter() - tp)
         if expected is not None and n != expected:
             raise RuntimeError(f"{job.peer} yielded {n} samples in pass {p + 1}, the data set holds {expected}")
+        if payload is not None and b and n == job.items and b != payload:
+            raise RuntimeError(f"{job.peer} yielded {b} bytes in pass {p + 1}, a pass holds {payload}")
         items.append(n)
         nbytes.append(b)
     cpu = _cpu_s() - cpu0

@@ -27,7 +27,7 @@ from awsio.bench.peers.common import MEAN, STD, ImageTransform, loader, my_share
 if TYPE_CHECKING:
     from awsio.bench.engine import Job
 
-IMPORTS = ("awsio.s3.client",)
+IMPORTS = ("awsio.s3.client", "awsio.dataset", "awsio.pipeline", "awsio.decode")
 
 
 def _config(job: Job) -> Any:
@@ -81,5 +81,5 @@ def make(job: Job) -> Iterable[Any]:
     elif job.decode:
         pipe = pipe.decode("pil").transform_fn(image=ImageTransform(job.image_size, job.transform))
     else:
-        pipe = pipe.to_tuple("jpg", "cls")
+        pipe = pipe.decode("bytes").to_tuple("jpg", "cls")  # the class as an int, as every loader's
     return loader(pipe, job)

@@ -5,8 +5,8 @@
   for streaming from cloud storage), image bytes stored as they are (no re-encoding), by as many
   workers as there are shards or cores. Read with ``StreamingDataset(url, cache_dir=<fresh folder
   per run>)`` and, for image batches, ``StreamingDataLoader`` (litdata's DataLoader); tar members go
-  out one by one through a plain ``DataLoader(batch_size=None)`` like every loader's (the
-  StreamingDataLoader requires a batch size); the default ``max_pre_download=2``. Chunks land in the local
+  out in lists of ``batch_size`` through a plain ``DataLoader(collate_fn=list)`` like every loader's
+  (the StreamingDataLoader would collate the bytes); the default ``max_pre_download=2``. Chunks land in the local
   cache, so the second pass of a run reads local files: that is litdata's "second epoch".
 * ``objects`` (``raw``): ``StreamingRawDataset(prefix)`` over the objects as they are, no
   conversion, through a plain ``DataLoader(batch_size=B)`` as its docs show (a batch's objects are

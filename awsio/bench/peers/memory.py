@@ -31,5 +31,5 @@ def make(job: Job) -> Iterable[Any]:
     if job.decode:
         pipe = pipe.decode("pil").transform_fn(image=ImageTransform(job.image_size, job.transform))
     else:
-        pipe = pipe.to_tuple("jpg", "cls")
+        pipe = pipe.decode("bytes").to_tuple("jpg", "cls")  # the class as an int, as every loader's
     return loader(pipe, job)

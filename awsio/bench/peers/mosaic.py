@@ -2,9 +2,9 @@
 (``MDSWriter``, default ``size_limit`` of 64 MiB per shard, no compression; columns ``name: str,
 data: bytes`` for tar members, ``jpg: bytes, cls: int`` for images, the JPEG bytes kept as they
 are) and read with ``StreamingDataset(remote=<url>, local=<fresh folder per run>, batch_size=B,
-shuffle=False)`` through a plain ``DataLoader`` with the same ``batch_size`` for images (the docs
-ask for the same value in both so that the sample partition matches the batches; tar members are
-handed out one by one, ``batch_size=None``, as by every loader); ``predownload`` is left at
+shuffle=False)`` through a plain ``DataLoader`` with the same ``batch_size`` (the docs ask for the
+same value in both so that the sample partition matches the batches; tar members go out in lists of
+``batch_size``, ``collate_fn=list``, as from every loader); ``predownload`` is left at
 its default (8 x batch_size). Shards are downloaded to the local folder, so a second pass reads
 local files. S3-compatible endpoints are reached through the ``S3_ENDPOINT_URL`` environment
 variable, the one the library reads (its boto3 client takes credentials from the environment).

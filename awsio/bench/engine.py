@@ -296,6 +296,9 @@ class Engine:
     def _spawn(self, job: Job, case: Case) -> Run | str:
         """Run ``job`` in a fresh subprocess; its :class:`Run`, or the reason it failed."""
         env = {**os.environ, **self.endpoint.env}
+        if job.endpoint:  # this run's (the counting proxy's in the warm-up), whatever the shell says
+            env.pop("AWS_ENDPOINT_URL_S3", None)
+            env["AWS_ENDPOINT_URL"] = job.endpoint
         with tempfile.TemporaryDirectory(prefix="awsio-bench-run-") as tmp:
             job.cache_dir = os.path.join(tmp, "cache")
             path = os.path.join(tmp, "job.json")

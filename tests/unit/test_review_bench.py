@@ -185,3 +185,21 @@ def test_server_cpu_not_charged_to_a_loader_that_reads_in_its_setup():
     rows = {r["loader"]: r for r in report.rows([aw, mem], manifest)}
     assert rows["awsio"]["server_cpu_s_per_gib"] == 2.0
     assert rows["memory"]["server_cpu_s_per_gib"] is None
+
+
+def test_a_runs_endpoint_wins_over_the_shells_s3_endpoint(monkeypatch):
+    """The warm-up sends each case through the counting proxy by its endpoint: a shell's
+    AWS_ENDPOINT_URL_S3 (which awsio and boto3 prefer to AWS_ENDPOINT_URL) took the run past the
+    proxy, so its requests were never counted."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1/elsewhere")
+    seen: dict[str, str] = {}
+
+    def fake_run(cmd, **kw):
+        seen.update(kw["env"])
+        raise subprocess.TimeoutExpired(cmd, 1)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    engine = Engine(_Endpoint(), Manifest("objects", ["s3://b/k"], [10], 1, "one object"), rounds=1, min_bytes=0)
+    case = Case("boto3", 0)
+    engine._spawn(engine._job(case, endpoint="http://127.0.0.1:2"), case)
+    assert seen["AWS_ENDPOINT_URL"] == "http://127.0.0.1:2" and "AWS_ENDPOINT_URL_S3" not in seen

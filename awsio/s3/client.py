@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import warnings
+import weakref
 from typing import Any, BinaryIO, Iterable, Iterator, Optional, Tuple, Union
 
 from awsio.config import S3Config
@@ -61,6 +62,22 @@ def _read_part(stream: BinaryIO, size: int) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+_live_clients: "weakref.WeakSet[S3Client]" = weakref.WeakSet()
+
+
+def _unlock_after_fork() -> None:
+    # A lock that another thread of the parent held at the fork (building the backend) stays
+    # held in the child, where no thread will release it.
+    global _warn_lock
+    _warn_lock = threading.Lock()
+    for client in list(_live_clients):
+        client._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_unlock_after_fork)
 
 
 def _make_backend(config: S3Config, metrics: Metrics) -> Backend:
@@ -114,6 +131,7 @@ class S3Client:
         self._lock = threading.Lock()
         self._metrics = Metrics()
         self._metrics_pid = os.getpid()
+        _live_clients.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

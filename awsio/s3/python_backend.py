@@ -21,8 +21,9 @@ import random
 import socket
 import threading
 import time
+import weakref
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from typing import Any, Callable, Iterable, Iterator, Optional, Tuple, TypeVar
 
 from awsio.config import S3Config
@@ -228,15 +229,33 @@ def _read_body(body: Any, expected: int, cancel: Optional[_Cancel]) -> bytes:
         raise _TransferError(f"connection closed after {got} of {expected} body bytes") from exc
 
 
+_LIVE: "weakref.WeakSet[PythonBackend]" = weakref.WeakSet()  # every backend of this process
+_ABANDONED: list[Any] = []  # the parent's botocore clients, in a forked child
+
+
+def _forget_after_fork() -> None:
+    # The child shares the parent's kept-alive sockets: a request sent on one of them by both
+    # processes gets a reply that either may read (bodies swapped between them).
+    for backend in list(_LIVE):
+        backend._abandon()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class PythonBackend:
-    """The :class:`awsio.s3.backend.Backend` on botocore (daemon threads for ``get_many``)."""
+    """The :class:`awsio.s3.backend.Backend` on botocore (daemon threads for ``get_many``).
+
+    A forked child abandons the parent's connections (never reads, writes or closes them) and
+    opens its own, as the native backend does; pickling carries only the config."""
 
     name = "python"
 
     def __init__(self, config: S3Config, metrics: Optional[Metrics] = None) -> None:
         self._config = config
         self._pid = os.getpid()
-        self._client = make_botocore_client(config, retries=False)
+        self._client: Any = make_botocore_client(config, retries=False)
         self.metrics = metrics if metrics is not None else Metrics()
         self._limiter = RateLimiter()
         # Retries may start until this many seconds after a request began (as in the native engine).
@@ -244,11 +263,32 @@ class PythonBackend:
         self._rng = random.Random()
         self._pool: Optional[DaemonPool] = None
         self._pool_lock = threading.Lock()
+        _LIVE.add(self)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (PythonBackend, (self._config,))
+
+    def _abandon(self) -> None:
+        """In a forked child (the only thread there): drop the parent's client, pool and locks."""
+        if self._client is not None:  # kept, so that no destructor closes the parent's sockets
+            _ABANDONED.append(self._client)
+        self._client = None
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._limiter = RateLimiter()
+        self._pid = os.getpid()
 
     @property
     def client(self) -> Any:
-        """The botocore client of the reads (one attempt per call: retried by this backend)."""
-        return self._client
+        """The botocore client of the reads (one attempt per call: retried by this backend);
+        a forked child builds its own on first use."""
+        client = self._client
+        if client is None:
+            with self._pool_lock:
+                if self._client is None:
+                    self._client = make_botocore_client(self._config, retries=False)
+                client = self._client
+        return client
 
     def _url(self, bucket: str, key: str) -> str:
         return f"s3://{bucket}/{key}"
@@ -347,7 +387,7 @@ class PythonBackend:
         def attempt() -> bytes:
             sent = time.monotonic()
             try:
-                resp = self._client.get_object(**kwargs)
+                resp = self.client.get_object(**kwargs)
             except Exception as exc:  # a 416 for a range inside the known size: the object shrank
                 status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if status == 416 and size is not None and size > start:
@@ -393,12 +433,13 @@ class PythonBackend:
         Closing the iterator early abandons the GETs in flight (their sockets are shut down).
         """
         pool = self._executor()
+        pid = os.getpid()  # its GETs run on this process's threads: a forked child has none
         full, budget = self._config.max_connections, self._config.max_inflight_bytes
         window = 1 if ramp else full
         it = enumerate(requests)
-        inflight: deque[Tuple[int, Future[bytes], _Cancel, int, Optional[Tuple[int, ...]]]] = deque()
+        inflight: deque[Tuple[int, Future[bytes], _Cancel, int, Request]] = deque()
         held = 0  # known bytes of the requests in `inflight` and `finished`
-        finished: deque[Tuple[int, Future[bytes], _Cancel, int, Optional[Tuple[int, ...]]]] = deque()  # not yet taken
+        finished: deque[Tuple[int, Future[bytes], _Cancel, int, Request]] = deque()  # not yet taken
         waiting: Optional[Tuple[int, Request]] = None  # the next request, when it did not fit
         exhausted = False
 
@@ -420,45 +461,56 @@ class PythonBackend:
                 cancel = _Cancel()
                 fut = pool.submit(self._get, req.bucket, req.key, req.start, req.end, req.size, cancel,
                                   req.if_match)
-                inflight.append((i, fut, cancel, n, req.cuts))
+                inflight.append((i, fut, cancel, n, req))
                 held += n
 
-        def body(fut: Future[bytes], cuts: Optional[Tuple[int, ...]]) -> Body:
-            data = fut.result()
-            return data if cuts is None else cut_body(data, cuts)
+        def body(fut: Future[bytes], req: Request) -> Body:
+            try:
+                data = fut.result()
+            except CancelledError:  # close() dropped it from the pool's queue
+                raise RuntimeError(f"the PythonBackend was closed while s3://{req.bucket}/{req.key} "
+                                   "was in flight") from None
+            return data if req.cuts is None else cut_body(data, req.cuts)
+
+        def resumed() -> None:
+            if os.getpid() != pid:  # the GETs in flight run in the parent: waiting would never end
+                raise RuntimeError("a PythonBackend.get_many iterator cannot be resumed in a forked child")
 
         try:
             refill()
             while inflight:
                 if ordered:
-                    i, fut, _, n, cuts = inflight.popleft()
-                    data = body(fut, cuts)
+                    i, fut, _, n, req = inflight.popleft()
+                    data = body(fut, req)
                     held -= n
                     window = min(full, 2 * window)
                     refill()
                     yield i, data
+                    resumed()
                 else:
                     done, _ = wait([item[1] for item in inflight], return_when=FIRST_COMPLETED)
                     for item in [item for item in inflight if item[1] in done]:
                         inflight.remove(item)
                         finished.append(item)
                     while finished:  # each one's bytes count until the caller takes it
-                        i, fut, _, n, cuts = finished.popleft()
+                        i, fut, _, n, req = finished.popleft()
                         held -= n
                         window = min(full, 2 * window)
                         refill()
-                        yield i, body(fut, cuts)
+                        yield i, body(fut, req)
+                        resumed()
         finally:
-            for _, fut, cancel, _, _ in inflight:  # on error or early close: abandon the rest
-                fut.cancel()
-                cancel.cancel()
+            if os.getpid() == pid:  # (a child must not shut down the parent's sockets)
+                for _, fut, cancel, _, _ in inflight:  # on error or early close: abandon the rest
+                    fut.cancel()
+                    cancel.cancel()
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and Last-Modified of one object."""
         url = self._url(bucket, key)
         def attempt() -> Any:
             sent = time.monotonic()
-            resp = self._client.head_object(Bucket=bucket, Key=key)
+            resp = self.client.head_object(Bucket=bucket, Key=key)
             self.metrics.ttfb(time.monotonic() - sent)
             return resp
 
@@ -475,7 +527,7 @@ class PythonBackend:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
-            page = self._retrying(url, "list", lambda: self._client.list_objects_v2(**kwargs))
+            page = self._retrying(url, "list", lambda: self.client.list_objects_v2(**kwargs))
             try:
                 objects = [ObjectInfo(self._url(bucket, obj["Key"]), int(obj["Size"]), obj.get("ETag"),
                                       obj["LastModified"].timestamp() if obj.get("LastModified") else None)

@@ -9,6 +9,7 @@ in a few tens of MiB.
 from __future__ import annotations
 
 import io
+import os
 from collections import deque
 from concurrent.futures import Future
 from typing import Any, Optional
@@ -69,6 +70,7 @@ class S3Reader(io.RawIOBase):
         self._pending: deque[tuple[int, int, Future[bytes]]] = deque()  # (lo, hi, its bytes)
         self._buf = memoryview(b"")
         self._pool = DaemonPool(prefetch, "awsio-readahead") if prefetch else None
+        self._pid = os.getpid()
 
     @property
     def size(self) -> int:
@@ -97,9 +99,18 @@ class S3Reader(io.RawIOBase):
             if self._pool is None:
                 return
 
+    def _forked(self) -> None:
+        # In a forked child the read-ahead in flight runs on the parent's threads, never here:
+        # waiting on it would never end. Fetch it again (the pool starts afresh in the child).
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._pending.clear()
+            self._next_fetch = self._pos + len(self._buf)
+
     def _fill(self) -> bool:
         if self.closed:
             raise ValueError(f"I/O operation on a closed S3Reader ({self.url})")
+        self._forked()
         if len(self._buf):
             return True
         if self._failed is not None:  # every read after a failed chunk fails: never the next chunk's bytes
@@ -166,6 +177,7 @@ class S3Reader(io.RawIOBase):
             raise ValueError(f"I/O operation on a closed S3Reader ({self.url})")
         if self._failed is not None:
             raise self._failed
+        self._forked()
         n = max(0, min(n, self._end - self._pos))
         if n <= len(self._buf):
             self._buf = self._buf[n:]
@@ -180,6 +192,7 @@ class S3Reader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
+            self._forked()
             for _, _, fut in self._pending:
                 fut.cancel()
             self._pending.clear()

@@ -86,9 +86,14 @@ class DaemonPool:
 
     def shutdown(self) -> None:
         """Cancel the jobs not started; every worker ends after its current job. Never blocks."""
+        if self._pid != os.getpid():  # the parent's lock may have been held at the fork
+            self._reset()
         with self._cond:
             self._closed = True
             jobs, self._jobs = self._jobs, deque()
             self._cond.notify_all()
         for fut, _, _ in jobs:
-            fut.cancel()
+            # cancel() alone does not wake concurrent.futures.wait(): no worker will take the job
+            # and notify for it, so do it here.
+            if fut.cancel():
+                fut.set_running_or_notify_cancel()

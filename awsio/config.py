@@ -41,6 +41,12 @@ __all__ = ["Credentials", "S3Config", "credentials_provider", "setting_names", "
 
 _BACKENDS = ("auto", "native", "python")
 _FALSE = {"0", "false", "no", "off"}
+_TRUE = {"1", "true", "yes", "on"}
+# Upper bounds: larger values would overflow the native engine's options (int, size_t) or the
+# Python backend's socket timeouts, and fail deep inside a read with an untyped error.
+_MAX_TIMEOUT_S = 86400.0
+_MAX_ATTEMPTS = 1000
+_MAX_BYTES = 1 << 60
 
 _REGION = re.compile(r"[A-Za-z0-9._-]+")  # (us-east-1, auto, RegionOne, ...: no spaces or slashes)
 
@@ -59,7 +65,10 @@ def _from_env(names: tuple[str, ...], fallback: Any) -> Any:
     if value is None:
         return fallback
     if isinstance(fallback, bool):
-        return value.lower() not in _FALSE
+        word = value.strip().lower()
+        if word in _FALSE or word in _TRUE:
+            return word in _TRUE
+        return value  # reported by _validate with the field's name
     if isinstance(fallback, int):
         try:
             return int(value)
@@ -146,7 +155,11 @@ class S3Config:
                 raise ConfigError("endpoint_url must not hold a user or password (requests are signed "
                                   "with the AWS credentials)", field="endpoint_url",
                                   value=f"{parts.scheme}://***@{parts.netloc.rpartition('@')[2]}")
-            if parts.scheme not in ("http", "https") or not parts.netloc:
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:  # not a number, or over 65535
+                port_ok = False
+            if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
                 raise ConfigError("endpoint_url must look like http(s)://host[:port]",
                                   field="endpoint_url", value=endpoint)
         set_("endpoint_url", endpoint)
@@ -178,19 +191,23 @@ class S3Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"{name} must be {what}", field=name, value=value)
-        if self.max_connections > 1024:
-            raise ConfigError("max_connections must be at most 1024", field="max_connections",
-                              value=self.max_connections)
+        for name, most in (("max_connections", 1024), ("max_attempts", _MAX_ATTEMPTS),
+                           ("max_inflight_bytes", _MAX_BYTES), ("buffer_pool_bytes", _MAX_BYTES),
+                           ("part_size", _MAX_BYTES)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be at most {most}", field=name, value=getattr(self, name))
         for name in ("connect_timeout", "read_timeout"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ConfigError(f"{name} must be a positive number of seconds", field=name, value=value)
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not 0 < value <= _MAX_TIMEOUT_S):  # (NaN and inf fail too)
+                raise ConfigError(f"{name} must be a positive number of seconds, at most {_MAX_TIMEOUT_S:g}",
+                                  field=name, value=value)
         if not isinstance(self.region, str) or not _REGION.fullmatch(self.region):
             raise ConfigError("region must be a region name (letters, digits, '-', '_', '.'), as it goes into "
                               "every request's signature", field="region", value=self.region)
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise ConfigError("ca_bundle file does not exist", field="ca_bundle", value=self.ca_bundle)
-        for name in ("unsigned", "path_style", "verify", "verify_checksums"):
+        for name in ("unsigned", "path_style", "verify", "verify_checksums", "keep_freed_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool", field=name, value=getattr(self, name))
 

@@ -260,7 +260,9 @@ def s3_error(
             cls = RedirectError
         elif status == 412:  # (a HEAD's 412 has no body, so no code)
             cls = IntegrityError
-        elif status in (429,) or (status == 503 and code == "SlowDown"):
+        elif status == 429 or (status == 503 and not code):
+            # (a 503 without a body, e.g. a HEAD's, is S3's SlowDown: both backends retry and
+            # count it as throttling)
             cls = ThrottledError
         elif status is not None and status >= 500:
             cls = ServerError

@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 POLICIES = ("raise", "warn", "skip")
 HandlerSpec = Union[str, Callable[[BaseException], bool], "Handler", None]
 
-# how many example messages a SkipStats keeps (the counts are always complete)
+# how many example messages a SkipStats keeps (the counts are always complete), and how long each
 _MAX_EXAMPLES = 20
+_MAX_EXAMPLE_CHARS = 1000
 
 
 @dataclass
@@ -59,26 +60,34 @@ class SkipStats:
             self.counts[(stage, reason)] += count
             if len(self.examples) < _MAX_EXAMPLES:
                 where_ = f" {where}" if where else ""
-                self.examples.append(f"{stage}{where_}: {reason}: {exc}")
+                example = f"{stage}{where_}: {reason}: {exc}"
+                if len(example) > _MAX_EXAMPLE_CHARS:
+                    example = example[:_MAX_EXAMPLE_CHARS] + "..."
+                self.examples.append(example)
 
     @property
     def total(self) -> int:
         """How many items were skipped, all stages together."""
-        return sum(self.counts.values())
+        with self._lock:  # (another thread may be adding a new (stage, reason))
+            return sum(self.counts.values())
 
     def by_stage(self) -> dict[str, int]:
         """Skipped items per stage."""
         out: dict[str, int] = {}
-        for (stage, _), n in self.counts.items():
+        with self._lock:
+            counts = list(self.counts.items())
+        for (stage, _), n in counts:
             out[stage] = out.get(stage, 0) + n
         return out
 
     def merge(self, other: SkipStats) -> SkipStats:
         """Add ``other``'s counts into this one (e.g. counts gathered from workers); returns self."""
+        with other._lock:  # (a copy first: ``other`` may be this one, or be counting in a thread)
+            counts, examples = Counter(other.counts), list(other.examples)
         with self._lock:
-            self.counts.update(other.counts)
+            self.counts.update(counts)
             room = _MAX_EXAMPLES - len(self.examples)
-            self.examples.extend(other.examples[:max(0, room)])
+            self.examples.extend(examples[:max(0, room)])
         return self
 
     def clear(self) -> None:
@@ -88,13 +97,16 @@ class SkipStats:
 
     def summary(self) -> str:
         """One line: ``"skipped 3 (decode/DecodeError=2, map/KeyError=1)"`` or ``"skipped 0"``."""
-        if not self.counts:
+        with self._lock:
+            counts = sorted(self.counts.items())
+        if not counts:
             return "skipped 0"
-        parts = ", ".join(f"{s}/{r}={n}" for (s, r), n in sorted(self.counts.items()))
-        return f"skipped {self.total} ({parts})"
+        parts = ", ".join(f"{s}/{r}={n}" for (s, r), n in counts)
+        return f"skipped {sum(n for _, n in counts)} ({parts})"
 
     def __getstate__(self) -> dict[str, object]:
-        return {"counts": Counter(self.counts), "examples": list(self.examples)}
+        with self._lock:
+            return {"counts": Counter(self.counts), "examples": list(self.examples)}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)

@@ -51,8 +51,10 @@ _BUCKETS = 8 * _PER_DECADE  # up to 1000 s
 
 
 def _bucket(seconds: float) -> int:
-    if seconds <= _LOW:
+    if not seconds > _LOW:  # (NaN too: a counter never raises)
         return 0
+    if seconds >= _LOW * 10 ** (_BUCKETS / _PER_DECADE):  # (inf too)
+        return _BUCKETS - 1
     return min(_BUCKETS - 1, 1 + int(math.log10(seconds / _LOW) * _PER_DECADE))
 
 

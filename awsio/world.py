@@ -11,6 +11,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from awsio.errors import ConfigError
+
 __all__ = ["World", "current_world", "loader_base_seed", "pass_epoch"]
 
 log = logging.getLogger(__name__)
@@ -28,9 +30,12 @@ class World:
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"bad rank {self.rank} of world size {self.world_size}")
+            raise ConfigError(f"bad rank {self.rank} of world size {self.world_size} (torch.distributed, "
+                              "or the RANK / WORLD_SIZE environment variables)", field="rank",
+                              value=f"{self.rank}/{self.world_size}")
         if self.num_workers < 1 or not 0 <= self.worker < self.num_workers:
-            raise ValueError(f"bad worker {self.worker} of {self.num_workers}")
+            raise ConfigError(f"bad worker {self.worker} of {self.num_workers}", field="worker",
+                              value=f"{self.worker}/{self.num_workers}")
 
     @property
     def slots(self) -> int:
@@ -51,9 +56,18 @@ def _dist_rank_world() -> tuple[int, int]:
             return dist.get_rank(), dist.get_world_size()
     except ImportError:  # torch is optional for the pure parts of awsio
         pass
-    rank = int(os.environ.get("RANK", "0") or 0)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    return rank, world
+    return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"the environment variable {name} must be an integer", field=name,
+                          value=value) from None
 
 
 def _worker() -> tuple[int, int]:

@@ -389,7 +389,7 @@ class PythonBackend:
             try:
                 resp = self.client.get_object(**kwargs)
             except Exception as exc:  # a 416 for a range inside the known size: the object shrank
-                status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+                status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if status == 416 and size is not None and size > start:
                     total = parse_content_range(exc.response.get("ResponseMetadata", {})  # type: ignore[attr-defined]
                                                 .get("HTTPHeaders", {}).get("content-range"))

@@ -39,7 +39,7 @@ from awsio.epoch import EQUAL_WORK, Intervals, Order, advance, global_order, int
 from awsio.errors import ConfigError, StateError
 from awsio.grouping import Record, sample_runs
 from awsio.handlers import HandlerSpec, SkipStats, resolve_handler
-from awsio.world import World, current_world, loader_base_seed, pass_epoch
+from awsio.world import ParentWorld, World, current_world, loader_base_seed, pass_epoch
 
 __all__ = ["IndexedSource", "MemorySource", "STATE_VERSION", "digest"]
 
@@ -111,6 +111,7 @@ class IndexedSource:
         self._epoch_set = False
         self._resume: _Resume | None = None
         self._progress: _Progress | None = None
+        self._parent_world = ParentWorld()  # the rank, for DataLoader workers (see ParentWorld)
 
     # -- what subclasses provide ------------------------------------------------------------
     def _shard_counts(self) -> list[int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from awsio.errors import ConfigError
 
-__all__ = ["World", "current_world", "loader_base_seed", "pass_epoch"]
+__all__ = ["ParentWorld", "World", "current_world", "loader_base_seed", "pass_epoch"]
 
 log = logging.getLogger(__name__)
 _warned_derived = False
@@ -48,7 +48,10 @@ class World:
         return self.rank * self.num_workers + self.worker
 
 
-def _dist_rank_world() -> tuple[int, int]:
+_parent_world: tuple[int, int] | None = None  # the training process's (rank, world size), in a worker
+
+
+def _initialised_rank_world() -> tuple[int, int] | None:
     try:
         import torch.distributed as dist
 
@@ -56,7 +59,34 @@ def _dist_rank_world() -> tuple[int, int]:
             return dist.get_rank(), dist.get_world_size()
     except ImportError:  # torch is optional for the pure parts of awsio
         pass
+    return None
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    found = _initialised_rank_world()
+    if found is not None:
+        return found
+    if _parent_world is not None and _in_worker():
+        return _parent_world
     return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+
+
+class ParentWorld:
+    """Carries the training process's rank and world size to its DataLoader workers, inside the
+    dataset they unpickle: a spawned worker has no process group, and one set up without
+    ``RANK`` / ``WORLD_SIZE`` in the environment (``mp.spawn`` + ``init_process_group(rank=,
+    world_size=)``) would leave every rank's workers taking themselves for rank 0 of 1. Adopted
+    only inside DataLoader workers."""
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return _adopt, (_initialised_rank_world(),)
+
+
+def _adopt(found: tuple[int, int] | None) -> ParentWorld:
+    global _parent_world
+    if found is not None:
+        _parent_world = found
+    return ParentWorld()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -68,6 +98,14 @@ def _env_int(name: str, default: int) -> int:
     except ValueError:
         raise ConfigError(f"the environment variable {name} must be an integer", field=name,
                           value=value) from None
+
+
+def _in_worker() -> bool:
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:
+        return False
+    return get_worker_info() is not None
 
 
 def _worker() -> tuple[int, int]:

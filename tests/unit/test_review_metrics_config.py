@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import types
 from typing import Any
 
 import pytest
@@ -140,3 +141,36 @@ def test_python_backend_retries_a_timeout_before_the_headers(stub: Any) -> None:
     inner.get_object = flaky
     assert client.get("s3://bkt/obj") == body
     assert client.metrics()["retries_timeout"] == 1
+
+
+def test_a_spawned_dataloader_worker_reads_its_ranks_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process group set up without RANK / WORLD_SIZE in the environment (mp.spawn +
+    init_process_group(rank=, world_size=)) is not initialised in a spawned DataLoader worker: every
+    rank's workers took themselves for rank 0 of 1 and read the same samples. The rank and world
+    size travel with the dataset to the worker."""
+    import pickle
+
+    import torch.distributed as dist
+    import torch.utils.data
+
+    from awsio import world as world_mod
+    from awsio.grouping import Record
+    from awsio.pipeline import MemorySource
+
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    source = MemorySource([Record("s", f"k{i}.bin", b"x") for i in range(8)])
+    with monkeypatch.context() as parent:  # the training process: rank 1 of 2
+        parent.setattr(dist, "is_initialized", lambda: True)
+        parent.setattr(dist, "get_rank", lambda: 1)
+        parent.setattr(dist, "get_world_size", lambda: 2)
+        sent = pickle.dumps(source)
+    try:
+        pickle.loads(sent)  # the spawned worker: no process group there
+        info = types.SimpleNamespace(id=0, num_workers=1, seed=0, dataset=None)
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
+        assert world_mod.current_world() == world_mod.World(1, 2, 0, 1)
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
+        assert world_mod.current_world() == world_mod.World(0, 1, 0, 1)  # not a worker: not adopted
+    finally:
+        world_mod._parent_world = None

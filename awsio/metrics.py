@@ -33,6 +33,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from awsio.world import in_worker
+
 __all__ = ["CAUSES", "OPS", "DatasetMetrics", "Metrics", "Snapshot", "Spool", "all_ranks", "merge", "request_cost"]
 
 log = logging.getLogger(__name__)
@@ -288,7 +290,7 @@ class DatasetMetrics:
             m.add("samples", samples)
         if skips:
             m.add("skips", skips)
-        if _in_worker():
+        if in_worker():
             self._client = client
             if not self._at_exit:  # multiprocessing runs these when the worker exits normally
                 import multiprocessing.util
@@ -311,7 +313,7 @@ class DatasetMetrics:
         """This process's counters and its client's, plus (outside a worker) what the workers
         published; ``ranks=True`` sums over ``torch.distributed`` ranks (every rank must call)."""
         own = self._counters().snapshot() + _client_metrics(client)
-        if not _in_worker():
+        if not in_worker():
             own = own + self.spool.collect()
         return all_ranks(own) if ranks else own
 
@@ -322,9 +324,3 @@ def _client_metrics(client: Any) -> Snapshot:
     return metrics() if metrics is not None else Snapshot()
 
 
-def _in_worker() -> bool:
-    try:
-        from torch.utils.data import get_worker_info
-    except ImportError:  # pragma: no cover - torch is a dependency of the datasets
-        return False
-    return get_worker_info() is not None

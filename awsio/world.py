@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from awsio.errors import ConfigError
 
-__all__ = ["ParentWorld", "World", "current_world", "loader_base_seed", "pass_epoch"]
+__all__ = ["ParentWorld", "World", "current_world", "in_worker", "loader_base_seed", "pass_epoch"]
 
 log = logging.getLogger(__name__)
 _warned_derived = False
@@ -66,7 +67,7 @@ def _dist_rank_world() -> tuple[int, int]:
     found = _initialised_rank_world()
     if found is not None:
         return found
-    if _parent_world is not None and _in_worker():
+    if _parent_world is not None and in_worker():
         return _parent_world
     return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
 
@@ -100,23 +101,23 @@ def _env_int(name: str, default: int) -> int:
                           value=value) from None
 
 
-def _in_worker() -> bool:
+def _worker_info() -> Any:
+    """torch's ``get_worker_info()``: None outside DataLoader workers (and without torch)."""
     try:
         from torch.utils.data import get_worker_info
     except ImportError:
-        return False
-    return get_worker_info() is not None
+        return None
+    return get_worker_info()
+
+
+def in_worker() -> bool:
+    """Whether this process is a DataLoader worker."""
+    return _worker_info() is not None
 
 
 def _worker() -> tuple[int, int]:
-    try:
-        from torch.utils.data import get_worker_info
-    except ImportError:
-        return 0, 1
-    info = get_worker_info()
-    if info is None:
-        return 0, 1
-    return info.id, info.num_workers
+    info = _worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
 
 
 def current_world(*, rank: int | None = None, world_size: int | None = None) -> World:

@@ -73,6 +73,7 @@ def global_order(counts: Sequence[int], *, seed: int = 0, epoch: int = 0, shuffl
         if shuffle:
             order = np.random.Generator(np.random.PCG64(seed_sequence(seed, epoch))).permutation(order)
     step = window if (shuffle and window) else max(1, len(order))
+    stream_mask = np.asarray(streams, dtype=bool) if streams is not None and any(streams) else None
     shard_parts: list[np.ndarray] = []
     sample_parts: list[np.ndarray] = []
     for b in range(0, len(order), step):
@@ -85,8 +86,8 @@ def global_order(counts: Sequence[int], *, seed: int = 0, epoch: int = 0, shuffl
             rng = np.random.Generator(np.random.PCG64(seed_sequence(seed, epoch, 1 + b // step)))
             perm = rng.permutation(len(sh))
             sh, sa = sh[perm], sa[perm]
-            if streams is not None:
-                _in_shard_order(sh, sa, np.asarray(streams, dtype=bool))
+            if stream_mask is not None:
+                _in_shard_order(sh, sa, stream_mask)
         shard_parts.append(sh)
         sample_parts.append(sa)
     if not shard_parts:

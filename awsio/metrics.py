@@ -141,6 +141,20 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
     return out
 
 
+_live_metrics: "weakref.WeakSet[Metrics]" = weakref.WeakSet()
+
+
+def _unlock_after_fork() -> None:
+    # A lock that another thread of the parent held at the fork (a reader counting a request)
+    # stays held in the child, where no thread will release it: its first count would hang.
+    for metrics in list(_live_metrics):
+        metrics._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_unlock_after_fork)
+
+
 class Metrics:
     """Live, thread-safe counters of one process (see the module docstring)."""
 
@@ -148,6 +162,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._ttfb = [0] * _BUCKETS
+        _live_metrics.add(self)
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -251,8 +266,9 @@ class DatasetMetrics:
 
     Workers are separate processes: each publishes its cumulative counters to a :class:`Spool`
     (a temporary directory named when the dataset is made, removed with it) at most once a
-    second while it reads and at the end of each pass; :meth:`snapshot` in the main process adds
-    them. A worker also publishes when it exits (a loop that stopped early, a map-style dataset),
+    second while it reads and at the end of each pass, under a name of its own (pid and a
+    random token: a later worker may get an earlier one's pid); :meth:`snapshot` in the main
+    process adds them. A worker also publishes when it exits (a loop that stopped early, a map-style dataset),
     unless it is killed.
     """
 
@@ -266,6 +282,9 @@ class DatasetMetrics:
     def _reset(self) -> None:
         self._local = Metrics()
         self._pid = os.getpid()
+        # These counters' spool name: with the pid alone, a later worker given an earlier one's
+        # pid (the next epoch's) would replace that worker's counts.
+        self._name = uuid.uuid4().hex
         self._published = 0.0
         self._client: Any = None
         self._at_exit = False
@@ -307,7 +326,7 @@ class DatasetMetrics:
 
         world = current_world()
         own = self._local.snapshot() + _client_metrics(self._client)
-        self.spool.publish(f"r{world.rank}-w{world.worker}-{os.getpid()}", own)
+        self.spool.publish(f"r{world.rank}-w{world.worker}-{os.getpid()}-{self._name}", own)
 
     def snapshot(self, client: Any, ranks: bool = False) -> Snapshot:
         """This process's counters and its client's, plus (outside a worker) what the workers

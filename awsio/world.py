@@ -32,8 +32,8 @@ class World:
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ConfigError(f"bad rank {self.rank} of world size {self.world_size} (torch.distributed, "
-                              "or the RANK / WORLD_SIZE environment variables)", field="rank",
-                              value=f"{self.rank}/{self.world_size}")
+                              "or the RANK / WORLD_SIZE, else SLURM_PROCID / SLURM_STEP_NUM_TASKS, environment "
+                              "variables)", field="rank", value=f"{self.rank}/{self.world_size}")
         if self.num_workers < 1 or not 0 <= self.worker < self.num_workers:
             raise ConfigError(f"bad worker {self.worker} of {self.num_workers}", field="worker",
                               value=f"{self.worker}/{self.num_workers}")
@@ -69,7 +69,11 @@ def _dist_rank_world() -> tuple[int, int]:
         return found
     if _parent_world is not None and in_worker():
         return _parent_world
-    return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    if os.environ.get("RANK", "").strip() or os.environ.get("WORLD_SIZE", "").strip():
+        return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    # srun without torchrun: each task of the job step gets only SLURM's variables (the step's
+    # task count, not the job's SLURM_NTASKS: a batch script's lone process is not rank 0 of N)
+    return _env_int("SLURM_PROCID", 0), _env_int("SLURM_STEP_NUM_TASKS", 1)
 
 
 class ParentWorld:

@@ -248,7 +248,8 @@ class PythonBackend:
     """The :class:`awsio.s3.backend.Backend` on botocore (daemon threads for ``get_many``).
 
     A forked child abandons the parent's connections (never reads, writes or closes them) and
-    opens its own, as the native backend does; pickling carries only the config."""
+    opens its own, as the native backend does; pickling carries only the config. After
+    :meth:`close`, every request raises RuntimeError (in a forked child too)."""
 
     name = "python"
 
@@ -263,13 +264,15 @@ class PythonBackend:
         self._rng = random.Random()
         self._pool: Optional[DaemonPool] = None
         self._pool_lock = threading.Lock()
+        self._closed = False
         _LIVE.add(self)
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (PythonBackend, (self._config,))
 
     def _abandon(self) -> None:
-        """In a forked child (the only thread there): drop the parent's client, pool and locks."""
+        """In a forked child (the only thread there): drop the parent's client, pool and locks
+        (a closed backend stays closed)."""
         if self._client is not None:  # kept, so that no destructor closes the parent's sockets
             _ABANDONED.append(self._client)
         self._client = None
@@ -281,7 +284,8 @@ class PythonBackend:
     @property
     def client(self) -> Any:
         """The botocore client of the reads (one attempt per call: retried by this backend);
-        a forked child builds its own on first use."""
+        a forked child builds its own on first use. RuntimeError once closed."""
+        self._check_open()
         client = self._client
         if client is None:
             with self._pool_lock:
@@ -289,6 +293,10 @@ class PythonBackend:
                     self._client = make_botocore_client(self._config, retries=False)
                 client = self._client
         return client
+
+    def _check_open(self) -> None:
+        if self._closed:  # (the same error as the native backend's)
+            raise RuntimeError("PythonBackend is closed")
 
     def _url(self, bucket: str, key: str) -> str:
         return f"s3://{bucket}/{key}"
@@ -420,6 +428,7 @@ class PythonBackend:
             raise
 
     def _executor(self) -> DaemonPool:
+        self._check_open()
         with self._pool_lock:
             if self._pool is None:
                 self._pool = DaemonPool(self._config.max_connections, "awsio-get")
@@ -542,6 +551,8 @@ class PythonBackend:
                 return
 
     def close(self) -> None:
+        """Stop the GET threads; later requests raise RuntimeError. Safe to call twice."""
+        self._closed = True
         if self._pool is not None and self._pid == os.getpid():
             self._pool.shutdown()
         self._pool = None

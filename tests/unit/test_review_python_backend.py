@@ -6,7 +6,6 @@ on both backends.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import threading
@@ -14,43 +13,14 @@ import time
 from typing import Any
 
 import pytest
+from forking import in_child, needs_fork, stub_client
 from http_stub import Reply, Seen, object_reply
 
-from awsio import S3Client
-from awsio.config import S3Config
 from awsio.s3.backend import Request
 from awsio.s3.threads import DaemonPool
 
 BODY = os.urandom(1 << 20)
 
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-
-
-def _client(stub: Any, backend: str, **kw: Any) -> S3Client:
-    return S3Client(S3Config(endpoint_url=stub.endpoint, backend=backend, region="us-east-1",
-                             static_credentials=("AKIDTEST", "secret", None), **kw))
-
-
-def _in_child(fn: Any, timeout: float = 15.0) -> Any:
-    """``fn()`` in a forked child: ("ok", value) or ("err", repr); "hung" if it never returns."""
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-
-    def run() -> None:
-        try:
-            queue.put(("ok", fn()))
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            queue.put(("err", repr(exc)))
-
-    child = ctx.Process(target=run)
-    child.start()
-    try:
-        return queue.get(timeout=timeout)
-    except Exception:  # noqa: BLE001 - queue.Empty: the child never answered
-        return ("hung", None)
-    finally:
-        child.kill()
-        child.join()
 
 
 def test_a_cancelled_pool_future_counts_as_done_for_wait():
@@ -82,7 +52,7 @@ def test_closing_the_backend_with_gets_queued_ends_get_many(stub, ordered):
         return object_reply(b"x" * 100, seen)
 
     stub.script = script
-    client = _client(stub, "python", max_connections=2)
+    client = stub_client(stub, "python", max_connections=2)
     backend = client.backend
     busy = backend.get_many([Request("bkt", f"busy{i}") for i in range(2)])
     threading.Thread(target=lambda: next(busy, None), daemon=True).start()
@@ -119,10 +89,10 @@ def test_a_backend_used_in_a_forked_child_opens_its_own_connections(stub, backen
         return object_reply(seen.path.encode() * 10, seen)
 
     stub.script = script
-    client = _client(stub, backend, max_connections=1)
+    client = stub_client(stub, backend, max_connections=1)
     be = client.backend
     assert be.get("bkt", "warm") == b"/bkt/warm" * 10
-    assert _in_child(lambda: be.get("bkt", "child")) == ("ok", b"/bkt/child" * 10)
+    assert in_child(lambda: be.get("bkt", "child")) == ("ok", b"/bkt/child" * 10)
     assert be.get("bkt", "parent") == b"/bkt/parent" * 10
     assert len(conns) == 3
     assert conns[1] != conns[0], "the child sent its GET on the parent's connection"
@@ -136,10 +106,10 @@ def test_get_many_resumed_in_a_forked_child_raises_instead_of_hanging(stub, back
         return object_reply(BODY[:1000], seen)
 
     stub.script = slow
-    client = _client(stub, backend, max_connections=2)
+    client = stub_client(stub, backend, max_connections=2)
     it = client.get_many([f"s3://bkt/k{i}" for i in range(6)])
     assert next(it)[0] == "s3://bkt/k0"
-    kind, what = _in_child(lambda: list(it))
+    kind, what = in_child(lambda: list(it))
     assert kind == "err" and "RuntimeError" in what and "forked child" in what, (kind, what)
     assert [u for u, _ in it] == [f"s3://bkt/k{i}" for i in range(1, 6)]  # the parent goes on
     client.close()
@@ -154,17 +124,17 @@ def test_a_reader_opened_before_fork_reads_on_in_the_child(stub, backend):
         return object_reply(BODY, seen)
 
     stub.script = slow
-    client = _client(stub, backend, max_connections=4)
+    client = stub_client(stub, backend, max_connections=4)
     reader = client.open("s3://bkt/obj", size=len(BODY), chunk_size=128 << 10, prefetch=3)
     assert reader.read(10) == BODY[:10]
-    assert _in_child(lambda: reader.read() == BODY[10:]) == ("ok", True)
+    assert in_child(lambda: reader.read() == BODY[10:]) == ("ok", True)
     assert reader.read() == BODY[10:]  # the parent's stream is untouched
     reader.close()
     client.close()
 
 
 def test_the_python_backend_pickles_like_the_native_one(stub, backend):
-    client = _client(stub, backend)
+    client = stub_client(stub, backend)
     stub.script = lambda n, seen: object_reply(b"abc", seen)
     clone = pickle.loads(pickle.dumps(client.backend))
     assert clone.name == backend and clone.get("bkt", "k") == b"abc"
@@ -189,12 +159,12 @@ def test_a_client_being_built_in_another_thread_at_fork_works_in_the_child(stub,
 
     monkeypatch.setattr(client_module, "_make_backend", slow_make_backend)
     stub.script = lambda n, seen: object_reply(b"abc", seen)
-    client = _client(stub, "python")
+    client = stub_client(stub, "python")
     builder = threading.Thread(target=lambda: client.backend, daemon=True)
     builder.start()
     assert building.wait(5)
     try:
-        assert _in_child(lambda: (go_on.set(), client.get("s3://bkt/k"))[1], timeout=10) == ("ok", b"abc")
+        assert in_child(lambda: (go_on.set(), client.get("s3://bkt/k"))[1], timeout=10) == ("ok", b"abc")
     finally:
         go_on.set()
         builder.join(10)

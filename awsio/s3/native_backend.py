@@ -148,8 +148,9 @@ class _Pump:
     in flight, at most ``2 x max_connections`` and, as far as their sizes are known,
     ``max_inflight_bytes`` not yet taken by the caller), waits on the engine,
     and hands results over in order (``ordered``) or as they complete. The thread stops after the
-    last result, after an error (handed over as the last item), or when the caller stops it;
-    stopping wakes the engine, so the transfers left are cancelled at once."""
+    last result, after an error (handed over as the last item: in order, at the failed request's
+    turn), or when the caller stops it; stopping wakes the engine, so the transfers left are
+    cancelled at once."""
 
     def __init__(self, backend: "NativeBackend", requests: Iterator[Request], ordered: bool,
                  ramp: bool = False) -> None:
@@ -219,9 +220,13 @@ class _Pump:
         next_submit = next_put = inflight = 0
         waiting: Optional[Request] = None  # the next request, when it did not fit
         exhausted = False
+        # Ordered: the earliest failed request (index, error). It is raised at its turn, once every
+        # result before it was handed over (those still in flight are waited for); nothing after
+        # it is sent, and what comes back after it is dropped.
+        failed: Optional[Tuple[int, BaseException]] = None
         try:
             while not self.stopped:
-                while not exhausted and inflight < self.window:
+                while failed is None and not exhausted and inflight < self.window:
                     if waiting is None:
                         try:
                             waiting = Request(*next(self.requests))
@@ -236,13 +241,21 @@ class _Pump:
                         self.sizes[next_submit] = n
                     req, waiting = waiting, None
                     bucket, key, start, end, size, cuts, if_match = req
-                    b._check_range(bucket, key, start, end)
                     check_cuts(req)
+                    try:
+                        b._check_range(bucket, key, start, end)
+                    except ValueError as exc:  # the Python backend raises it at its turn too
+                        if not self.ordered:
+                            raise
+                        failed = (next_submit, exc)
+                        break
                     client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
                                   -1 if size is None else size, cuts or (), "", if_match or "")
                     names[next_submit] = req
                     next_submit += 1
                     inflight += 1
+                if failed is not None and next_put == failed[0]:
+                    raise failed[1]
                 if inflight == 0:
                     if exhausted:
                         self._put(_END)
@@ -260,15 +273,23 @@ class _Pump:
                     b._count("get", r, data)
                     batch.append((r, req, data))
                 for r, req, data in batch:
-                    if data is None:
-                        raise b._error(req.bucket, req.key, r)
                     if not self.ordered:
+                        if data is None:
+                            raise b._error(req.bucket, req.key, r)
                         self._put((r.tag, data))
-                        continue
-                    parked[r.tag] = data
+                    elif failed is not None and r.tag > failed[0]:
+                        continue  # after the error: never handed over
+                    elif data is None:
+                        failed = (r.tag, b._error(req.bucket, req.key, r))
+                    else:
+                        parked[r.tag] = data
+                if self.ordered:
                     while next_put in parked:
                         self._put((next_put, parked.pop(next_put)))
                         next_put += 1
+                    if failed is not None:
+                        for tag in [t for t in parked if t > failed[0]]:
+                            del parked[tag]  # finished before the earlier error was known
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
             self._put(exc)
         finally:
@@ -457,8 +478,10 @@ class NativeBackend:
         it got (the engine moves only inside ``wait``: driven from the caller's thread it would
         stand still whenever the caller parses or decodes). ``requests`` is consumed in that
         thread. Finished bodies not yet taken, plus transfers in flight, stay under
-        ``2 x max_connections``; an error reaches the caller after the results that finished
-        before it, and ends the iteration."""
+        ``2 x max_connections``; an error ends the iteration. Ordered, it is raised at the failed
+        request's turn, after every earlier result (those still in flight when it failed are
+        waited for), as the Python backend does; unordered, after the results that finished
+        before it."""
         pump = _Pump(self, iter(requests), ordered, ramp)
         try:
             while True:

@@ -257,7 +257,7 @@ class Client {
 
   void submit(int64_t tag, const std::string& bucket, const std::string& key, int64_t start, int64_t end,
               bool head, int64_t size, std::vector<int64_t> cuts, const std::string& query,
-              const std::string& if_match) {
+              const std::string& if_match, bool allocate) {
     if (!cuts.empty()) {
       if (head || end < 0) throw py::value_error("cuts need a GET of a range with an end");
       int64_t last = 0;
@@ -280,8 +280,15 @@ class Client {
     s.end = end;
     s.size = size;
     s.head = head;
+    engine();  // (raises for an abandoned client, before anything is allocated)
+    if (allocate) prepare_body(s);
     auto lock = lock_holding_gil();
-    engine().submit(s);
+    try {
+      engine().submit(s);  // owns s.body from here on
+    } catch (...) {
+      if (s.body.handle && !engine_) alloc_.release(s.body);
+      throw;
+    }
   }
 
   std::vector<PyResult> wait(double timeout_s) {
@@ -330,6 +337,26 @@ class Client {
   }
 
  private:
+  // submit(allocate=True): the body of the reply a GET expects, when its size is known here (a
+  // range, or an object of known size), allocated now, while this thread holds the GIL anyway,
+  // instead of by the engine at the reply's first byte, where taking the GIL from a busy Python
+  // thread stalls every transfer (RequestSpec::body). Nothing when the size is unknown or there
+  // is none. The caller bounds the bytes it has submitted (the engine's in-flight budget counts
+  // bodies from their first byte, so it cannot pause what is already allocated).
+  void prepare_body(awsio::RequestSpec& s) {
+    if (s.head || !s.query.empty()) return;
+    const int64_t end = s.size < 0 ? s.end : s.end < 0 ? s.size : std::min(s.end, s.size);
+    if (end <= s.start) return;
+    const size_t n = size_t(end - s.start);
+    if (s.cuts.empty()) {
+      s.body = alloc_.alloc(n);
+    } else {
+      std::vector<size_t> ends(s.cuts.begin(), s.cuts.end());
+      ends.push_back(n);
+      s.body = alloc_.alloc_pieces(n, ends);
+    }
+  }
+
   static PyResult convert(awsio::Result& r) {
     using K = awsio::ResultKind;
     // Text from the server (error XML, headers, libcurl's messages quoting a reply) need not be
@@ -488,7 +515,7 @@ PYBIND11_MODULE(_native, m) {
       .def("submit", &Client::submit, py::arg("tag"), py::arg("bucket"), py::arg("key"), py::arg("start") = 0,
            py::arg("end") = -1, py::arg("head") = false, py::arg("size") = -1,
            py::arg("cuts") = std::vector<int64_t>(), py::arg("query") = std::string(),
-           py::arg("if_match") = std::string())
+           py::arg("if_match") = std::string(), py::arg("allocate") = false)
       .def("wait", &Client::wait, py::arg("timeout") = -1.0)
       .def("cancel_all", &Client::cancel_all)
       .def("wakeup", &Client::wakeup)

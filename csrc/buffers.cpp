@@ -116,7 +116,12 @@ bool allocate_body(BufferAllocator* alloc, size_t size, const std::vector<int64_
     *body = Buffer{};
   }
   if (!body->handle) return false;
-  if (!body->pieces.empty()) return true;
+  prepare_body(body, prefault);
+  return true;
+}
+
+void prepare_body(Buffer* body, std::future<void>* prefault) {
+  if (!body->pieces.empty()) return;
   advise_large_buffer(body->data, body->size);
   if (!body->warm && body->size >= kPrefaultMin && prefault_enabled()) {
     char* d = body->data;
@@ -126,7 +131,6 @@ bool allocate_body(BufferAllocator* alloc, size_t size, const std::vector<int64_
     } catch (...) {  // no thread to spare: the transfer faults its own pages
     }
   }
-  return true;
 }
 
 void join_prefault(std::future<void>& prefault) {

@@ -19,6 +19,9 @@ namespace awsio {
 bool allocate_body(BufferAllocator* alloc, size_t size, const std::vector<int64_t>& cuts, Buffer* body,
                    std::future<void>* prefault);
 void join_prefault(std::future<void>& prefault);
+// What allocate_body does to a body it allocated (huge-page advice, prefaulting), for a body
+// allocated elsewhere (RequestSpec::body).
+void prepare_body(Buffer* body, std::future<void>* prefault);
 
 // Bytes of bodies held against a limit: being received, or finished and not yet returned.
 class InflightBudget {

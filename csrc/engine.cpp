@@ -200,7 +200,12 @@ struct S3Engine::Impl {
     // pieces only for exactly the range asked (a 206, its size known); anything else is one piece
     static const std::vector<int64_t> kOnePiece;
     const bool exact = status == 206 && t->spec.end >= 0 && int64_t(need) == t->spec.end - t->spec.start;
-    if (!allocate_body(alloc, need, exact ? t->spec.cuts : kOnePiece, &t->body, &t->prefault)) {
+    const std::vector<int64_t>& cuts = exact ? t->spec.cuts : kOnePiece;
+    if (t->prebody.handle && t->prebody.size == need && t->prebody.pieces.empty() == cuts.empty()) {
+      t->body = t->prebody;  // the caller's body, made for exactly this reply
+      t->prebody = Buffer{};
+      prepare_body(&t->body, &t->prefault);
+    } else if (!allocate_body(alloc, need, cuts, &t->body, &t->prefault)) {
       t->alloc_failed = true;
       *stop = true;
       return 0;
@@ -297,6 +302,10 @@ struct S3Engine::Impl {
     return e;
   }
 
+  void release_prebody(Transfer* t) {
+    if (t->prebody.handle) alloc->release(t->prebody);
+  }
+
   void give_back_easy(Transfer* t) {
     if (t->easy && t->paused) {  // paused mid-response: its buffered state is not worth trusting
       forget_paused(t);
@@ -360,6 +369,8 @@ struct S3Engine::Impl {
   void submit(const RequestSpec& spec) {
     auto* t = new Transfer();
     t->spec = spec;
+    t->prebody = spec.body;  // owned here from now on (see release_prebody)
+    t->spec.body = Buffer{};
     t->owner = this;
     t->first_start = Clock::now();
     t->errbuf[0] = 0;
@@ -370,6 +381,7 @@ struct S3Engine::Impl {
       r.body = alloc->alloc(0);
       r.attempts = 0;
       done.push_back(std::move(r));
+      release_prebody(t);
       delete t;
       return;
     }
@@ -391,6 +403,7 @@ struct S3Engine::Impl {
       start(t);
     } catch (...) {
       give_back_easy(t);
+      release_prebody(t);
       delete t;
       throw;
     }
@@ -501,6 +514,7 @@ struct S3Engine::Impl {
     }
     budget.uncharge(&t->charged);
     if (t->body.handle) alloc->release(t->body);  // anything not moved into r
+    release_prebody(t);
     delete t;
     done.push_back(std::move(r));
   }
@@ -686,6 +700,7 @@ struct S3Engine::Impl {
       detach(p);  // before the paused list is cleared: a paused handle is not reused
       join_prefault(p->prefault);
       if (p->body.handle) alloc->release(p->body);
+      release_prebody(p);
       delete p;
     }
     active.clear();

@@ -134,6 +134,12 @@ struct RequestSpec {
   // The ETag the object must still have (If-Match, on every attempt and part): the requests of
   // one read stay on one version; a replaced object is a 412, not a mix of versions.
   std::string if_match;
+  // A body the caller allocated for the reply it expects (the range's bytes, in pieces at `cuts`
+  // when it has them), so that the transfer needs no allocation of its own (the binding's needs
+  // the GIL, which a busy Python thread holds for milliseconds while every transfer waits).
+  // Used when the reply is exactly that; the engine owns it from submit() on and releases it
+  // when it is not used.
+  Buffer body;
 };
 
 // IntegrityError: the server answered, but the reply contradicted what was asked or is known

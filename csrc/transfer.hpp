@@ -67,6 +67,7 @@ struct Transfer {
   Mismatch mismatch;            // the reply contradicts what was asked or is known
   Checksum sum;                 // the body's, when it is checked against reply.sum_value
   Buffer body;
+  Buffer prebody;               // the caller's body for the expected reply (RequestSpec::body), until used
   Buffer* dest = nullptr;       // the body this response's bytes go to (its own, or its parent's)
   size_t dest_at = 0;           // from this offset in it
   size_t limit = 0;             // and how many it may write

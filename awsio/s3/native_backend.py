@@ -249,8 +249,10 @@ class _Pump:
                             raise
                         failed = (next_submit, exc)
                         break
+                    # (allocate: the body now, under the GIL this thread holds anyway; the
+                    # known bytes submitted and not taken stay within the budget, see _room)
                     client.submit(next_submit, bucket, key, start, -1 if end is None else end, False,
-                                  -1 if size is None else size, cuts or (), "", if_match or "")
+                                  -1 if size is None else size, cuts or (), "", if_match or "", True)
                     names[next_submit] = req
                     next_submit += 1
                     inflight += 1
@@ -432,7 +434,7 @@ class NativeBackend:
         try:
             client = handle.client
             client.submit(0, bucket, "" if query else key, start, -1 if end is None else end, head,
-                          -1 if size is None else size, (), query, if_match or "")
+                          -1 if size is None else size, (), query, if_match or "", True)
             while True:
                 self._refresh(handle)
                 results = _wait(client, f"s3://{bucket}/{key}")

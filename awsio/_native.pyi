@@ -74,9 +74,10 @@ class Client:
     def submit(self, tag: int, bucket: str, key: str, start: int = 0, end: int = -1, head: bool = False,
                size: int = -1, cuts: Sequence[int] = (), query: str = "", if_match: str = "",
                allocate: bool = False) -> None: ...
-    # allocate: the body of a GET of known size (a range, or size given) is allocated now, while
-    # the caller holds the GIL, not by the engine at its first byte (which takes the GIL from
-    # whatever Python thread holds it, stalling every transfer); the caller bounds what it submits.
+    # allocate: the body of a GET with size given (its range, or the whole object) is allocated
+    # now, while the caller holds the GIL, not by the engine at its first byte (which takes the GIL
+    # from whatever Python thread holds it, stalling every transfer); it counts against
+    # max_inflight_bytes from now on, and the caller bounds what it submits.
     # With cuts, an "ok" result's data is a tuple of bytes (the body cut there) when the reply was
     # exactly the range; otherwise bytes, as without.
     def wait(self, timeout: float = -1.0) -> list[Result]: ...

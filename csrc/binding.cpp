@@ -70,7 +70,7 @@ class BufferPool {
         return e.obj;
       }
     }
-    if (bytes_ + cap > limit_) evict(bytes_ + cap - limit_);
+    if (cap <= limit_ && bytes_ + cap > limit_) evict(bytes_ + cap - limit_);  // (else no use)
     if (bytes_ + cap > limit_) {  // everything tracked is in use: an untracked, exact-size body
       untracked_ += 1;
       return PyBytes_FromStringAndSize(nullptr, Py_ssize_t(size));
@@ -284,9 +284,9 @@ class Client {
     if (allocate) prepare_body(s);
     auto lock = lock_holding_gil();
     try {
-      engine().submit(s);  // owns s.body from here on
+      engine().submit(s);  // takes s.body
     } catch (...) {
-      if (s.body.handle && !engine_) alloc_.release(s.body);
+      if (s.body.handle) alloc_.release(s.body);  // not taken: still ours
       throw;
     }
   }
@@ -337,15 +337,15 @@ class Client {
   }
 
  private:
-  // submit(allocate=True): the body of the reply a GET expects, when its size is known here (a
-  // range, or an object of known size), allocated now, while this thread holds the GIL anyway,
+  // submit(allocate=True): the body of the reply a GET of an object of known size expects (its
+  // range, or the whole object), allocated now, while this thread holds the GIL anyway,
   // instead of by the engine at the reply's first byte, where taking the GIL from a busy Python
   // thread stalls every transfer (RequestSpec::body). Nothing when the size is unknown or there
-  // is none. The caller bounds the bytes it has submitted (the engine's in-flight budget counts
-  // bodies from their first byte, so it cannot pause what is already allocated).
+  // is none. The engine holds it against its in-flight budget from submit on (bodies of unknown
+  // size wait for budget behind it); the caller bounds what it submits (get_many does).
   void prepare_body(awsio::RequestSpec& s) {
-    if (s.head || !s.query.empty()) return;
-    const int64_t end = s.size < 0 ? s.end : s.end < 0 ? s.size : std::min(s.end, s.size);
+    if (s.head || !s.query.empty() || s.size < 0) return;  // (a range's end may be past the object)
+    const int64_t end = s.end < 0 ? s.size : std::min(s.end, s.size);
     if (end <= s.start) return;
     const size_t n = size_t(end - s.start);
     if (s.cuts.empty()) {

@@ -183,7 +183,15 @@ struct S3Engine::Impl {
       t->first_write = false;
       return 0;
     }
-    if (t->charged == 0 && !budget.admits(need, !paused.empty())) {
+    // pieces only for exactly the range asked (a 206, its size known); anything else is one piece
+    static const std::vector<int64_t> kOnePiece;
+    const bool exact = status == 206 && t->spec.end >= 0 && int64_t(need) == t->spec.end - t->spec.start;
+    const std::vector<int64_t>& cuts = exact ? t->spec.cuts : kOnePiece;
+    // the caller's body, made (and charged) at submit for exactly this reply; any other reply
+    // (a whole object for a range, another size) gets a body of its own, and that one goes
+    const bool prepared = t->prebody.handle && t->prebody.size == need && t->prebody.pieces.empty() == cuts.empty();
+    if (!prepared) release_prebody(t);
+    if (!prepared && t->charged == 0 && !budget.admits(need, !paused.empty())) {
       // Over budget: leave the body in the socket (libcurl delivers this data again on resume)
       // until results are returned. resume_paused() charges it first.
       t->want = need;
@@ -196,16 +204,17 @@ struct S3Engine::Impl {
     }
     t->first_write = false;
     t->want = need;
-    if (t->charged == 0) budget.charge(&t->charged, need);
-    // pieces only for exactly the range asked (a 206, its size known); anything else is one piece
-    static const std::vector<int64_t> kOnePiece;
-    const bool exact = status == 206 && t->spec.end >= 0 && int64_t(need) == t->spec.end - t->spec.start;
-    const std::vector<int64_t>& cuts = exact ? t->spec.cuts : kOnePiece;
-    if (t->prebody.handle && t->prebody.size == need && t->prebody.pieces.empty() == cuts.empty()) {
-      t->body = t->prebody;  // the caller's body, made for exactly this reply
+    if (prepared) {
+      budget.uncharge(&t->charged);  // (nothing: a prepared body is never paused for budget)
+      t->charged = t->pre_charged;
+      t->pre_charged = 0;
+      t->body = std::move(t->prebody);
       t->prebody = Buffer{};
       prepare_body(&t->body, &t->prefault);
-    } else if (!allocate_body(alloc, need, cuts, &t->body, &t->prefault)) {
+    } else if (t->charged == 0) {
+      budget.charge(&t->charged, need);
+    }
+    if (!prepared && !allocate_body(alloc, need, cuts, &t->body, &t->prefault)) {
       t->alloc_failed = true;
       *stop = true;
       return 0;
@@ -304,6 +313,8 @@ struct S3Engine::Impl {
 
   void release_prebody(Transfer* t) {
     if (t->prebody.handle) alloc->release(t->prebody);
+    t->prebody = Buffer{};
+    budget.uncharge(&t->pre_charged);
   }
 
   void give_back_easy(Transfer* t) {
@@ -366,11 +377,20 @@ struct S3Engine::Impl {
     active.insert(t);
   }
 
-  void submit(const RequestSpec& spec) {
-    auto* t = new Transfer();
-    t->spec = spec;
-    t->prebody = spec.body;  // owned here from now on (see release_prebody)
+  void submit(RequestSpec& spec) {
+    auto* t = new Transfer();  // (if this throws, spec.body is still the caller's to release)
+    try {
+      t->spec = spec;
+    } catch (...) {
+      delete t;
+      throw;
+    }
     t->spec.body = Buffer{};
+    // The caller's body is owned (and held against the budget) here from now on: see
+    // release_prebody. Moves of a Buffer do not throw.
+    t->prebody = std::move(spec.body);
+    spec.body = Buffer{};
+    if (t->prebody.handle) budget.charge(&t->pre_charged, t->prebody.size);
     t->owner = this;
     t->first_start = Clock::now();
     t->errbuf[0] = 0;
@@ -730,7 +750,7 @@ std::string S3Engine::object_url(const std::string& bucket, const std::string& k
   return impl_->endpoint.url(bucket, key);
 }
 
-void S3Engine::submit(const RequestSpec& spec) { impl_->submit(spec); }
+void S3Engine::submit(RequestSpec& spec) { impl_->submit(spec); }
 
 std::vector<Result> S3Engine::wait(double timeout_s) { return impl_->wait(timeout_s); }
 

@@ -137,8 +137,8 @@ struct RequestSpec {
   // A body the caller allocated for the reply it expects (the range's bytes, in pieces at `cuts`
   // when it has them), so that the transfer needs no allocation of its own (the binding's needs
   // the GIL, which a busy Python thread holds for milliseconds while every transfer waits).
-  // Used when the reply is exactly that; the engine owns it from submit() on and releases it
-  // when it is not used.
+  // Used when the reply is exactly that; the engine owns it from submit() on, holds it against
+  // the in-flight budget from then, and releases it when it is not used.
   Buffer body;
 };
 
@@ -196,7 +196,8 @@ class S3Engine {
   // The URL a request goes to (path-style or virtual-hosted), without query.
   std::string object_url(const std::string& bucket, const std::string& key) const;
 
-  void submit(const RequestSpec& spec);
+  // Takes spec.body (left empty); when this throws before taking it, it is still the caller's.
+  void submit(RequestSpec& spec);
   // Drive transfers until at least one request finished (returns them) or timeout_s passed
   // (returns none). timeout_s < 0: wait as long as needed. Returns at once when idle.
   std::vector<Result> wait(double timeout_s);

@@ -68,6 +68,7 @@ struct Transfer {
   Checksum sum;                 // the body's, when it is checked against reply.sum_value
   Buffer body;
   Buffer prebody;               // the caller's body for the expected reply (RequestSpec::body), until used
+  size_t pre_charged = 0;       // bytes of the in-flight budget held for prebody
   Buffer* dest = nullptr;       // the body this response's bytes go to (its own, or its parent's)
   size_t dest_at = 0;           // from this offset in it
   size_t limit = 0;             // and how many it may write

@@ -369,6 +369,9 @@ class NativeBackend:
             handle.client.abandon()
         self._handles = weakref.WeakSet()
         self._idle = []
+        # and a pool of its own: the abandoned clients keep the bodies they were given (those
+        # prepared at submit too) in use for good, where they would fill the pool's limit
+        self._pool = _native.BufferPool(self._config.buffer_pool_bytes)
         self._lock = threading.Lock()
         self._pid = os.getpid()
 

@@ -341,6 +341,7 @@ class PythonBackend:
         (EndpointConnectionError names the number of attempts), or ``_Cancelled`` once ``cancel``
         is set.
         """
+        self._check_open()  # before anything is counted: a closed backend sends nothing
         from botocore import exceptions as bex
 
         started = time.monotonic()
@@ -380,6 +381,7 @@ class PythonBackend:
 
     def _get(self, bucket: str, key: str, start: int, end: Optional[int], size: Optional[int],
              cancel: Optional[_Cancel], if_match: Optional[str] = None) -> bytes:
+        self._check_open()  # (an empty range too, as the native backend)
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end}) for s3://{bucket}/{key}")
         if end is not None and end == start:

@@ -81,7 +81,9 @@ def test_a_closed_backend_refuses_every_request(stub: Any, backend: str) -> None
     be = stub_client(stub, backend).backend
     assert be.get("bkt", "k") == b"abc"
     be.close()
+    counted = be.metrics.snapshot()
     calls = {"get": lambda: be.get("bkt", "k"), "head": lambda: be.head("bkt", "k"),
+             "empty range": lambda: be.get("bkt", "k", 5, 5),
              "list": lambda: list(be.list("bkt", "")),
              "get_many": lambda: list(be.get_many([Request("bkt", "k")]))}
     for call in calls.values():
@@ -89,6 +91,7 @@ def test_a_closed_backend_refuses_every_request(stub: Any, backend: str) -> None
             call()
     be.close()  # twice is fine
     assert len(stub.seen) == 1
+    assert be.metrics.snapshot() == counted  # nothing sent, nothing counted
 
 
 @needs_fork

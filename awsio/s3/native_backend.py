@@ -234,6 +234,11 @@ class _Pump:
                             exhausted = True
                             break
                     n = request_bytes(waiting)
+                    if n and client.budget()[1]:
+                        # a body of unknown size waits in the engine for budget: a request of
+                        # known size would take the freed budget first (its body counts from
+                        # submit on), and a stream of them would keep the other waiting
+                        break
                     with self.cond:
                         if not self._room(next_submit, n):
                             break

@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from awsio.s3.threads import renew_lock_after_fork
 from awsio.world import in_worker
 
 __all__ = ["CAUSES", "OPS", "DatasetMetrics", "Metrics", "Snapshot", "Spool", "all_ranks", "merge", "request_cost"]
@@ -141,20 +142,6 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
     return out
 
 
-_live_metrics: "weakref.WeakSet[Metrics]" = weakref.WeakSet()
-
-
-def _unlock_after_fork() -> None:
-    # A lock that another thread of the parent held at the fork (a reader counting a request)
-    # stays held in the child, where no thread will release it: its first count would hang.
-    for metrics in list(_live_metrics):
-        metrics._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_unlock_after_fork)
-
-
 class Metrics:
     """Live, thread-safe counters of one process (see the module docstring)."""
 
@@ -162,7 +149,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._ttfb = [0] * _BUCKETS
-        _live_metrics.add(self)
+        renew_lock_after_fork(self)  # (a reader thread may be counting at a DataLoader worker's fork)
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:

@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import warnings
-import weakref
 from typing import Any, BinaryIO, Iterable, Iterator, Optional, Tuple, Union
 
 from awsio.config import S3Config
@@ -26,6 +25,7 @@ from awsio.memory import keep_freed_memory
 from awsio.metrics import Metrics, Snapshot
 from awsio.s3.backend import Backend, Body, ObjectInfo, Request
 from awsio.s3.reader import S3Reader
+from awsio.s3.threads import renew_lock_after_fork
 from awsio.s3.url import S3URL, ObjectURL, parse_url
 
 __all__ = ["S3Client", "file_exists", "get_file_size", "list_files"]
@@ -64,16 +64,11 @@ def _read_part(stream: BinaryIO, size: int) -> bytes:
     return b"".join(chunks)
 
 
-_live_clients: "weakref.WeakSet[S3Client]" = weakref.WeakSet()
-
-
 def _unlock_after_fork() -> None:
-    # A lock that another thread of the parent held at the fork (building the backend) stays
-    # held in the child, where no thread will release it.
+    # A lock that another thread of the parent held at the fork stays held in the child, where no
+    # thread will release it (each client's own: renew_lock_after_fork).
     global _warn_lock
     _warn_lock = threading.Lock()
-    for client in list(_live_clients):
-        client._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -131,7 +126,7 @@ class S3Client:
         self._lock = threading.Lock()
         self._metrics = Metrics()
         self._metrics_pid = os.getpid()
-        _live_clients.add(self)
+        renew_lock_after_fork(self)  # (another thread may be building the backend at a fork)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -6,17 +6,37 @@ workers are daemon threads, so exit never waits for them; their results are thro
 Workers start on demand, up to ``size``, and end after ``linger`` idle seconds or when the pool
 is shut down: a pool that is not used holds no thread. A forked child starts with no worker and
 no job of its parent's.
+
+:func:`renew_lock_after_fork`: an object's ``_lock`` that another thread held at a fork stays
+held in the child, where no thread will release it; registered objects get a fresh one there.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable, Tuple
 
-__all__ = ["DaemonPool"]
+__all__ = ["DaemonPool", "renew_lock_after_fork"]
+
+_locked: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def renew_lock_after_fork(obj: Any) -> None:
+    """Give ``obj._lock`` a new ``threading.Lock`` in every forked child (see the module docstring)."""
+    _locked.add(obj)
+
+
+def _renew_locks() -> None:
+    for obj in list(_locked):
+        obj._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks)
 
 _Job = Tuple["Future[Any]", Callable[..., Any], Tuple[Any, ...]]
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "buffers.hpp"
 #include "checksum.hpp"
 #include "jpeg.hpp"
 #include "pixels.hpp"
@@ -281,7 +282,7 @@ class Client {
     s.size = size;
     s.head = head;
     engine();  // (raises for an abandoned client, before anything is allocated)
-    if (allocate) prepare_body(s);
+    if (allocate) s.body = expected_body(s);
     auto lock = lock_holding_gil();
     try {
       engine().submit(s);  // takes s.body
@@ -343,18 +344,11 @@ class Client {
   // thread stalls every transfer (RequestSpec::body). Nothing when the size is unknown or there
   // is none. The engine holds it against its in-flight budget from submit on (bodies of unknown
   // size wait for budget behind it); the caller bounds what it submits (get_many does).
-  void prepare_body(awsio::RequestSpec& s) {
-    if (s.head || !s.query.empty() || s.size < 0) return;  // (a range's end may be past the object)
+  awsio::Buffer expected_body(const awsio::RequestSpec& s) {
+    if (s.head || !s.query.empty() || s.size < 0) return {};  // (a range's end may be past the object)
     const int64_t end = s.end < 0 ? s.size : std::min(s.end, s.size);
-    if (end <= s.start) return;
-    const size_t n = size_t(end - s.start);
-    if (s.cuts.empty()) {
-      s.body = alloc_.alloc(n);
-    } else {
-      std::vector<size_t> ends(s.cuts.begin(), s.cuts.end());
-      ends.push_back(n);
-      s.body = alloc_.alloc_pieces(n, ends);
-    }
+    if (end <= s.start) return {};
+    return awsio::new_body(&alloc_, size_t(end - s.start), s.cuts);  // (empty if that failed)
   }
 
   static PyResult convert(awsio::Result& r) {

@@ -102,19 +102,20 @@ void write_body_at(Buffer& body, size_t at, const char* src, size_t n) {
   }
 }
 
+Buffer new_body(BufferAllocator* alloc, size_t size, const std::vector<int64_t>& cuts) {
+  try {
+    if (cuts.empty()) return alloc->alloc(size);
+    std::vector<size_t> ends(cuts.begin(), cuts.end());
+    ends.push_back(size);
+    return alloc->alloc_pieces(size, ends);
+  } catch (...) {  // never let an exception cross libcurl's C frames
+    return Buffer{};
+  }
+}
+
 bool allocate_body(BufferAllocator* alloc, size_t size, const std::vector<int64_t>& cuts, Buffer* body,
                    std::future<void>* prefault) {
-  try {
-    if (cuts.empty()) {
-      *body = alloc->alloc(size);
-    } else {
-      std::vector<size_t> ends(cuts.begin(), cuts.end());
-      ends.push_back(size);
-      *body = alloc->alloc_pieces(size, ends);
-    }
-  } catch (...) {  // never let an exception cross libcurl's C frames
-    *body = Buffer{};
-  }
+  *body = new_body(alloc, size, cuts);
   if (!body->handle) return false;
   prepare_body(body, prefault);
   return true;

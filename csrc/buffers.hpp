@@ -12,8 +12,10 @@
 
 namespace awsio {
 
-// A body of `size` bytes from `alloc` into *body, in pieces cut at `cuts` when that is not
-// empty; false if that failed (never throws: it runs inside libcurl's callbacks). A large body
+// A body of `size` bytes from `alloc`, in pieces cut at `cuts` when that is not empty; an empty
+// Buffer (no handle) if that failed (never throws: it runs inside libcurl's callbacks).
+Buffer new_body(BufferAllocator* alloc, size_t size, const std::vector<int64_t>& cuts);
+// new_body into *body; false if that failed. A large body
 // in one piece that is not warm starts being faulted in on a helper thread (*prefault;
 // join_prefault before the body is handed out or released).
 bool allocate_body(BufferAllocator* alloc, size_t size, const std::vector<int64_t>& cuts, Buffer* body,
